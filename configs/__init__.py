@@ -1,0 +1,1 @@
+"""Example configs; default.yaml is embedded and used when `mecha run` gets no -c."""

@@ -1,0 +1,1 @@
+"""Filters: listener filters, network (L4) filters and HTTP stream filters."""

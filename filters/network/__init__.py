@@ -1,0 +1,1 @@
+"""Network filters: per-connection byte-stream filters (read and write chains)."""

@@ -1,0 +1,96 @@
+"""The network filter contract (Envoy's `Network::Filter`, MOSN's stream filters).
+
+A factory is built once from config; it makes one filter instance per downstream
+connection. Read filters see data in configuration order, write filters in reverse
+order. Each hook answers `CONTINUE` (hand the same data to the next filter) or `STOP`
+(this filter consumed or holds the data; it may pass data on later through
+`inject_read_data` / `inject_write_data`, or resume a stopped chain with
+`continue_reading`). A terminal filter (tcp_proxy, http, redis_proxy, ...) is last in
+the read chain and owns the upstream side.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from proxy.stream_info import StreamInfo
+
+if TYPE_CHECKING:
+    from proxy.upstream.cluster import ClusterManager
+
+
+class FilterStatus(enum.Enum):
+    CONTINUE = 0
+    STOP = 1
+
+
+CONTINUE = FilterStatus.CONTINUE
+STOP = FilterStatus.STOP
+
+
+class ConnectionCallbacks(Protocol):
+    """What a filter may do to the downstream connection it is attached to."""
+
+    @property
+    def info(self) -> StreamInfo: ...
+
+    def write(self, data: bytes, end_stream: bool = False) -> None:
+        """Send data downstream through the write filters; end_stream half-closes."""
+
+    def close(self, abort: bool = False) -> None:
+        """Close after flushing what is buffered, or at once with abort=True."""
+
+    def read_disable(self, disable: bool) -> None:
+        """Pause (True) or resume (False) reading; calls nest like Envoy's readDisable."""
+
+    def continue_reading(self) -> None:
+        """Resume a read chain that a filter stopped in on_new_connection."""
+
+    def inject_read_data(self, data: bytes, end_stream: bool) -> None:
+        """Hand data to the read filters after the calling one."""
+
+    def inject_write_data(self, data: bytes, end_stream: bool) -> None:
+        """Hand data to the write filters after the calling one."""
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Close the connection after this long with no bytes in either direction."""
+
+
+class NetworkFilter:
+    """Base for read and/or write filters; override only the hooks you need."""
+
+    __slots__ = ()
+    reads: bool = True
+    writes: bool = False
+
+    def on_new_connection(self) -> FilterStatus:
+        return CONTINUE
+
+    def on_data(self, data: bytes, end_stream: bool) -> FilterStatus:
+        return CONTINUE
+
+    def on_write(self, data: bytes, end_stream: bool) -> FilterStatus:
+        return CONTINUE
+
+    def on_above_write_buffer_high_watermark(self) -> None:
+        """The downstream socket is not keeping up: stop producing data for it."""
+
+    def on_below_write_buffer_low_watermark(self) -> None:
+        """The downstream socket drained: producing may resume."""
+
+    def on_close(self) -> None:
+        """The downstream connection is gone (either side closed it)."""
+
+
+FilterFactory = Callable[[ConnectionCallbacks], NetworkFilter]
+
+
+class FactoryContext(Protocol):
+    """Server-wide services a filter factory may use when it is built."""
+
+    @property
+    def cluster_manager(self) -> ClusterManager: ...
+
+    def access_log(self, path: str | None) -> Callable[[str], None]: ...

@@ -1,0 +1,43 @@
+"""Network filters by name. Built-ins load lazily from a string table; plugins `register`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from filters.network.api import FactoryContext, FilterFactory
+from proxy.config.context import ParseContext
+from proxy.config.reader import Node
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkFilterSpec:
+    parse_config: Callable[[Node, ParseContext], Any]
+    """Typed config from the filter's `config:` node; report problems on the node."""
+    create_factory: Callable[[Any, FactoryContext], FilterFactory]
+    """Built once per listener from the typed config."""
+    terminal: bool = False
+    """Owns the upstream side, so it must be the last filter of its chain."""
+
+
+_BUILTIN = {
+    "tcp_proxy": "filters.network.tcp_proxy:SPEC",
+}
+_registry: dict[str, NetworkFilterSpec] = {}
+
+
+def register(name: str, spec: NetworkFilterSpec) -> None:
+    _registry[name] = spec
+
+
+def lookup(name: str) -> NetworkFilterSpec | None:
+    if name not in _registry and name in _BUILTIN:
+        module, _, attribute = _BUILTIN[name].partition(":")
+        register(name, getattr(importlib.import_module(module), attribute))
+    return _registry.get(name)
+
+
+def names() -> list[str]:
+    return sorted(set(_BUILTIN) | set(_registry))

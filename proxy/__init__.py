@@ -1,0 +1,1 @@
+"""The mecha process: CLI, config, listeners, connections, cluster manager, admin."""

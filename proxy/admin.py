@@ -1,0 +1,206 @@
+"""The admin endpoint: a small HTTP/1.1 server (h11) for operators and probes.
+
+/ready, /metrics, /config_dump, /clusters, /listeners. Views only read state, so they
+run inline on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+
+from proxy.config.units import Address
+from proxy.listener import bind_socket
+from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from proxy.server import Server
+    from proxy.upstream.cluster import Cluster
+
+log = logging.getLogger("mecha.admin")
+
+_MAX_REQUEST = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200) -> Response:
+        body = json.dumps(value, indent=2, default=str).encode() + b"\n"
+        return cls(status, body, "application/json")
+
+
+View = Callable[[dict[str, list[str]]], Response]
+
+
+class AdminViews:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.routes: dict[str, tuple[str, View]] = {
+            "/": ("this list", self.index),
+            "/ready": ("200 once serving, 503 while starting or draining", self.ready),
+            "/metrics": ("Prometheus metrics", self.metrics),
+            "/config_dump": ("the config in force, with its version", self.config_dump),
+            "/clusters": ("endpoints with health (?format=json)", self.clusters),
+            "/listeners": ("listeners and the addresses they are bound to", self.listeners),
+        }
+
+    def index(self, query: dict[str, list[str]]) -> Response:
+        lines = [f"{path:14} {text}" for path, (text, _) in self.routes.items()]
+        return Response(200, ("\n".join(lines) + "\n").encode())
+
+    def ready(self, query: dict[str, list[str]]) -> Response:
+        state = self.server.state
+        return Response(200 if state == "live" else 503, f"{state.upper()}\n".encode())
+
+    def metrics(self, query: dict[str, list[str]]) -> Response:
+        return Response(200, self.server.metrics.exposition(), METRICS_CONTENT_TYPE)
+
+    def config_dump(self, query: dict[str, list[str]]) -> Response:
+        return Response.json(self.server.config_dump())
+
+    def listeners(self, query: dict[str, list[str]]) -> Response:
+        return Response.json([
+            {"name": li.name, "address": str(li.config.address),
+             "bound": str(li.bound) if li.bound else None,
+             "connections": len(li.connections)}
+            for li in self.server.listeners
+        ])  # fmt: skip
+
+    def clusters(self, query: dict[str, list[str]]) -> Response:
+        described = [_describe_cluster(c) for c in self.server.cluster_manager]
+        if query.get("format") == ["json"]:
+            return Response.json({"clusters": described})
+        # Envoy's text layout: cluster::endpoint::field::value
+        lines = [
+            f"{cluster['name']}::{endpoint['address']}::{key}::{value}"
+            for cluster in described
+            for endpoint in cluster["endpoints"]
+            for key, value in endpoint.items()
+            if key != "address"
+        ]
+        return Response(200, ("\n".join(lines) + "\n").encode())
+
+
+def _describe_cluster(cluster: Cluster) -> dict[str, Any]:
+    return {
+        "name": cluster.name,
+        "type": cluster.config.type,
+        "lb_policy": cluster.config.lb_policy,
+        "endpoints": [
+            {
+                "address": str(e.address),
+                "hostname": e.hostname,
+                "health": e.health.value,
+                "weight": e.weight,
+                "cx_active": e.cx_active,
+                "cx_total": e.cx_total,
+                "cx_connect_fail": e.cx_connect_fail,
+                "rq_active": e.rq_active,
+            }
+            for e in cluster.endpoints
+        ],
+    }
+
+
+class _AdminProtocol(asyncio.Protocol):
+    def __init__(self, views: AdminViews) -> None:
+        self.views = views
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
+        self.transport: asyncio.Transport | None = None
+        self.request: h11.Request | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.h11.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.h11.receive_data(b"")
+        self._process()
+        return False
+
+    def _process(self) -> None:
+        try:
+            while self.transport is not None and not self.transport.is_closing():
+                event = self.h11.next_event()
+                if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                    return
+                if event is h11.PAUSED:
+                    self.h11.start_next_cycle()
+                    continue
+                if isinstance(event, h11.Request):
+                    self.request = event
+                elif isinstance(event, h11.EndOfMessage) and self.request is not None:
+                    self._respond(self.request)
+        except h11.RemoteProtocolError as exc:
+            self._send(Response(exc.error_status_hint, f"{exc}\n".encode()), head=False)
+            self._close()
+
+    def _respond(self, request: h11.Request) -> None:
+        url = urlsplit(request.target.decode("ascii", "replace"))
+        method = request.method.decode()
+        route = self.views.routes.get(url.path)
+        if route is None:
+            response = Response(404, b"not found; GET / lists the admin endpoints\n")
+        elif method not in ("GET", "HEAD"):
+            response = Response(405, b"method not allowed\n")
+        else:
+            response = route[1](parse_qs(url.query))
+        self._send(response, head=method == "HEAD")
+
+    def _send(self, response: Response, head: bool) -> None:
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+        ]
+        try:
+            parts = [self.h11.send(h11.Response(status_code=response.status, headers=headers))]
+            if response.body and not head:
+                parts.append(self.h11.send(h11.Data(data=response.body)))
+            parts.append(self.h11.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:
+            self._close()
+            return
+        assert self.transport is not None
+        self.transport.write(b"".join(part for part in parts if part))
+        if self.h11.our_state is h11.MUST_CLOSE:
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class AdminServer:
+    def __init__(self, address: Address, views: AdminViews) -> None:
+        self.address = address
+        self.views = views
+        self.bound: Address | None = None
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = bind_socket(self.address, "admin")
+        self._server = await loop.create_server(lambda: _AdminProtocol(self.views), sock=sock)
+        host, port = sock.getsockname()[:2]
+        self.bound = Address(host, port)
+        log.info("admin listening on %s", self.bound)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None

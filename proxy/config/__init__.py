@@ -1,0 +1,1 @@
+"""Config loading and validation: YAML, ${VAR} expansion, typed model."""

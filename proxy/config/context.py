@@ -1,0 +1,20 @@
+"""What a filter's config parser may know about the rest of the file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.config.reader import REQUIRED, Node, Required
+
+
+@dataclass(frozen=True, slots=True)
+class ParseContext:
+    clusters: frozenset[str]
+
+    def cluster(self, node: Node, key: str = "cluster", default: str | Required = REQUIRED) -> str:
+        """A cluster name that must be defined under `clusters`."""
+        name = node.text(key, default)
+        if name and name not in self.clusters:
+            known = ", ".join(sorted(self.clusters)) or "none defined"
+            node.problem(f"unknown cluster {name!r} (clusters: {known})", key)
+        return name

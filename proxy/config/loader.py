@@ -1,0 +1,116 @@
+"""Read a config file: YAML (duplicate keys refused), then ${VAR} / ${VAR:-default} expansion.
+
+Expansion happens on parsed scalars, never on the raw text, so an environment value can
+change a value but never the shape of the document. A scalar that is exactly one
+`${...}` reference becomes an int, a float or true/false when its expansion reads as one
+(`port: ${PORT:-80}` is an int).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxy.config.reader import ConfigError, Problem
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?\d+\.\d*([eE][+-]?\d+)?")
+_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, source: str = "<config>") -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem("", f"{source}: invalid YAML: {exc}")]) from None
+
+
+def expand_env(document: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """Expand references in every string scalar; all unset variables are reported at once."""
+    env = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    result = _expand(document, "", env, problems)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _expand(value: Any, path: str, env: Mapping[str, str], problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: _expand(item, f"{path}.{key}" if path else str(key), env, problems)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_expand(item, f"{path}[{i}]", env, problems) for i, item in enumerate(value)]
+    if isinstance(value, str) and "$" in value:
+        return _expand_scalar(value, path, env, problems)
+    return value
+
+
+def _expand_scalar(text: str, path: str, env: Mapping[str, str], problems: list[Problem]) -> Any:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        found = env.get(name)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                problems.append(Problem(path, f"environment variable {name} is not set"))
+                return ""
+            return default
+        return found
+
+    expanded = _REFERENCE.sub(substitute, text)
+    whole = _REFERENCE.fullmatch(text)
+    if whole is None or whole.group(0) == "$$":
+        return expanded
+    return _typed_scalar(expanded)
+
+
+def _typed_scalar(text: str) -> Any:
+    """int, float, true/false, or the text itself (YAML 1.1's yes/no/on/off stay strings)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def load_document(path: str | Path, environ: Mapping[str, str] | None = None) -> Any:
+    """The expanded YAML document of a config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem("", f"cannot read {file}: {exc.strerror or exc}")]) from None
+    return expand_env(parse_yaml(text, str(file)), environ)

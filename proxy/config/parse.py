@@ -1,0 +1,209 @@
+"""Validate an expanded YAML document into a `Config`, reporting every problem with its path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from filters.network import registry
+from proxy.config.context import ParseContext
+from proxy.config.loader import load_document
+from proxy.config.model import (
+    AdminConfig,
+    CircuitBreakers,
+    ClusterConfig,
+    Config,
+    EndpointConfig,
+    FilterConfig,
+    HealthCheckConfig,
+    ListenerConfig,
+)
+from proxy.config.reader import Node
+from proxy.config.units import Address, parse_address
+from proxy.upstream.lb import LOAD_BALANCERS
+
+CLUSTER_TYPES = ("static", "strict_dns")
+DEFAULT_ADMIN = Address("127.0.0.1", 15000)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate a config file; raises ConfigError listing every problem."""
+    return parse_config(load_document(path, environ))
+
+
+def parse_config(document: Any) -> Config:
+    root = Node({} if document is None else document)
+    if not isinstance(root.value, dict):
+        root.problem("the config must be a mapping with listeners, clusters and admin")
+        root.raise_if_problems()
+    root.only("admin", "listeners", "clusters", "drain_timeout")
+    clusters = tuple(_cluster(node) for node in root.items("clusters"))
+    _unique(root, "clusters", [c.name for c in clusters])
+    context = ParseContext(frozenset(c.name for c in clusters))
+    listeners = tuple(_listener(node, context) for node in root.items("listeners"))
+    _unique(root, "listeners", [listener.name for listener in listeners])
+    _unique_addresses(root, listeners)
+    config = Config(
+        listeners=listeners,
+        clusters=clusters,
+        admin=_admin(root),
+        drain_timeout=root.duration("drain_timeout", 15.0),
+        document=root.value,
+    )
+    root.raise_if_problems()
+    return config
+
+
+def _unique(root: Node, section: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            root.problem(f"duplicate name {name!r}", f"{section}[{index}].name")
+        seen.add(name)
+
+
+def _unique_addresses(root: Node, listeners: tuple[ListenerConfig, ...]) -> None:
+    seen: dict[Address, str] = {}
+    for index, listener in enumerate(listeners):
+        address = listener.address
+        if address.port and address in seen and not listener.reuse_port:
+            root.problem(
+                f"{address} is already used by listener {seen[address]!r}",
+                f"listeners[{index}].address",
+            )
+        seen.setdefault(address, listener.name)
+
+
+def _admin(root: Node) -> AdminConfig | None:
+    node = root.section("admin")
+    if root.has("admin") and node.value is False:
+        return None
+    node.only("address")
+    return AdminConfig(address=node.address("address", DEFAULT_ADMIN))
+
+
+def _listener(node: Node, context: ParseContext) -> ListenerConfig:
+    if not node.expect_mapping():
+        return ListenerConfig("", DEFAULT_ADMIN, ())
+    node.only(
+        "name", "address", "filters", "reuse_port", "backlog",
+        "max_connections", "buffer_limit", "idle_timeout",
+    )  # fmt: skip
+    max_connections = node.integer("max_connections", 0, minimum=0)
+    idle_timeout = node.duration("idle_timeout", 0.0)
+    return ListenerConfig(
+        name=node.text("name"),
+        address=node.address("address"),
+        filters=_filters(node, context),
+        reuse_port=node.flag("reuse_port", False),
+        backlog=node.integer("backlog", 1024, minimum=1),
+        max_connections=max_connections or None,
+        buffer_limit=node.size("buffer_limit", 1 << 20, minimum=1024),
+        idle_timeout=idle_timeout or None,
+    )
+
+
+def _filters(listener: Node, context: ParseContext) -> tuple[FilterConfig, ...]:
+    nodes = listener.items("filters", required=True)
+    if listener.has("filters") and not nodes:
+        listener.problem("a listener needs at least one filter", "filters")
+    result = []
+    for index, node in enumerate(nodes):
+        if not node.expect_mapping():
+            continue
+        node.only("name", "config")
+        name = node.text("name")
+        spec = registry.lookup(name) if name else None
+        if name and spec is None:
+            node.problem(f"unknown filter {name!r} (known: {', '.join(registry.names())})", "name")
+        if spec is None:
+            continue
+        if spec.terminal and index != len(nodes) - 1:
+            node.problem(f"{name} is a terminal filter and must be last in the chain", "name")
+        config_node = node.section("config")
+        result.append(FilterConfig(name, spec.parse_config(config_node, context)))
+    return tuple(result)
+
+
+def _cluster(node: Node) -> ClusterConfig:
+    if not node.expect_mapping():
+        return ClusterConfig("", ())
+    node.only(
+        "name", "type", "lb_policy", "endpoints", "connect_timeout",
+        "dns_refresh_rate", "health_check", "circuit_breakers",
+    )  # fmt: skip
+    kind = node.choice("type", CLUSTER_TYPES, "static")
+    return ClusterConfig(
+        name=node.text("name"),
+        type=kind,
+        lb_policy=node.choice("lb_policy", LOAD_BALANCERS, "round_robin"),
+        endpoints=_endpoints(node, kind),
+        connect_timeout=node.duration("connect_timeout", 5.0, positive=True),
+        dns_refresh_rate=node.duration("dns_refresh_rate", 5.0, positive=True),
+        health_check=_health_check(node),
+        circuit_breakers=_circuit_breakers(node),
+    )
+
+
+def _endpoints(cluster: Node, kind: str) -> tuple[EndpointConfig, ...]:
+    listed = cluster.child("endpoints")
+    if isinstance(listed.value, str):  # "host:port,host:port", handy with ${VAR}
+        nodes = [
+            Node(part.strip(), listed.path, listed.problems) for part in listed.value.split(",")
+        ]
+    else:
+        nodes = cluster.items("endpoints", required=True)
+    if cluster.has("endpoints") and not nodes:
+        cluster.problem("a cluster needs at least one endpoint", "endpoints")
+    result = []
+    for node in nodes:
+        endpoint = _endpoint(node)
+        if endpoint is None:
+            continue
+        if kind == "static" and not endpoint.address.is_ip:
+            node.problem(
+                f"{endpoint.address.host!r} is not an IP address "
+                "(use type: strict_dns to resolve names)",
+                "address" if isinstance(node.value, dict) else None,
+            )
+        result.append(endpoint)
+    return tuple(result)
+
+
+def _endpoint(node: Node) -> EndpointConfig | None:
+    """`- 127.0.0.1:6379` or `- {address: 127.0.0.1:6379, weight: 2}`."""
+    if isinstance(node.value, str):
+        try:
+            return EndpointConfig(parse_address(node.value))
+        except ValueError as exc:
+            node.problem(str(exc))
+            return None
+    if not node.expect_mapping():
+        return None
+    node.only("address", "weight")
+    return EndpointConfig(
+        address=node.address("address"),
+        weight=node.integer("weight", 1, minimum=1, maximum=1_000_000),
+    )
+
+
+def _health_check(cluster: Node) -> HealthCheckConfig | None:
+    if not cluster.has("health_check"):
+        return None
+    node = cluster.section("health_check")
+    node.only("interval", "timeout", "healthy_threshold", "unhealthy_threshold", "send", "expect")
+    return HealthCheckConfig(
+        interval=node.duration("interval", 5.0, positive=True),
+        timeout=node.duration("timeout", 1.0, positive=True),
+        healthy_threshold=node.integer("healthy_threshold", 2, minimum=1),
+        unhealthy_threshold=node.integer("unhealthy_threshold", 3, minimum=1),
+        send=node.text("send", "").encode(),
+        expect=node.text("expect", "").encode(),
+    )
+
+
+def _circuit_breakers(cluster: Node) -> CircuitBreakers:
+    node = cluster.section("circuit_breakers")
+    node.only("max_connections")
+    return CircuitBreakers(max_connections=node.integer("max_connections", 1024, minimum=1))

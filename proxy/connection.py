@@ -1,0 +1,290 @@
+"""A downstream connection: the asyncio edge that drives a network filter chain.
+
+The connection owns the transport, the per-connection `StreamInfo`, flow control and
+the idle timer; filters reach it only through `FilterCallbacks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, cast
+
+from filters.network.api import STOP, NetworkFilter
+from proxy.stream_info import ResponseFlag, StreamInfo
+
+if TYPE_CHECKING:
+    from proxy.listener import Listener
+
+log = logging.getLogger("mecha.connection")
+
+_IDLE_CHECKS = 4
+"""The idle timer looks this many times per timeout, so it fires within 1.25x of it."""
+
+
+def _peer(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address or "-")
+
+
+class FilterCallbacks:
+    """What one filter may do to its connection; knows the filter's place in the chains."""
+
+    __slots__ = ("_connection", "_read_index", "_write_index", "info", "read_disable", "write")
+
+    def __init__(self, connection: DownstreamConnection) -> None:
+        self._connection = connection
+        self._read_index = -1
+        self._write_index = -1
+        # Hot calls go straight to the connection, without a hop through this object.
+        self.write = connection.write
+        self.read_disable = connection.read_disable
+        self.info = connection.info
+
+    def close(self, abort: bool = False) -> None:
+        self._connection.close(abort)
+
+    def continue_reading(self) -> None:
+        self._connection.start_read_chain(self._read_index + 1)
+
+    def inject_read_data(self, data: bytes, end_stream: bool) -> None:
+        self._connection.run_read_chain(data, end_stream, self._read_index + 1)
+
+    def inject_write_data(self, data: bytes, end_stream: bool) -> None:
+        self._connection.run_write_chain(data, end_stream, self._write_index + 1)
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        self._connection.set_idle_timeout(seconds)
+
+
+class DownstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_filters",
+        "_idle_handle",
+        "_idle_quiet",
+        "_idle_seen",
+        "_idle_timeout",
+        "_read_disabled",
+        "_read_eof",
+        "_read_filters",
+        "_single_reader",
+        "_write_eof",
+        "_write_filters",
+        "closed",
+        "info",
+        "listener",
+        "transport",
+    )
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.info = StreamInfo(listener.name, "-", "-")
+        self.closed = False
+        self._filters: list[NetworkFilter] = []
+        self._read_filters: list[NetworkFilter] = []
+        self._write_filters: list[NetworkFilter] = []
+        self._single_reader: NetworkFilter | None = None
+        self._read_disabled = 0
+        self._read_eof = False
+        self._write_eof = False
+        self._idle_timeout: float | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_seen = -1
+        self._idle_quiet = 0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        self.info.downstream_remote = _peer(transport.get_extra_info("peername"))
+        self.info.downstream_local = _peer(transport.get_extra_info("sockname"))
+        if not self.listener.connection_opened(self):
+            self.closed = True
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(high=self.listener.config.buffer_limit)
+        self.set_idle_timeout(self.listener.config.idle_timeout)
+        try:
+            self._build_chain()
+            self.start_read_chain(0)
+        except Exception:
+            self._filter_failed("on_new_connection")
+        if self._read_disabled:
+            # uvloop starts reading right after connection_made returns, whatever a
+            # filter asked for in it; pause again before the first read.
+            asyncio.get_running_loop().call_soon(self._reapply_read_disable)
+
+    def _reapply_read_disable(self) -> None:
+        if self._read_disabled and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.info.bytes_received += len(data)
+        try:
+            reader = self._single_reader
+            if reader is not None:
+                reader.on_data(data, False)
+            else:
+                self.run_read_chain(data, False, 0)
+        except Exception:
+            self._filter_failed("on_data")
+
+    def eof_received(self) -> bool:
+        self._read_eof = True
+        try:
+            self.run_read_chain(b"", True, 0)
+        except Exception:
+            self._filter_failed("on_data")
+        if self._write_eof:
+            self.close()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_idle_timer()
+        if exc is not None and not self._read_eof:
+            self.info.flags.add(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
+        for filter_ in self._filters:
+            try:
+                filter_.on_close()
+            except Exception:
+                log.exception(
+                    "listener %r: filter %s failed in on_close",
+                    self.listener.name,
+                    type(filter_).__name__,
+                )
+        self.listener.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        for filter_ in self._filters:
+            filter_.on_above_write_buffer_high_watermark()
+
+    def resume_writing(self) -> None:
+        for filter_ in self._filters:
+            filter_.on_below_write_buffer_low_watermark()
+
+    # -- filter chains ----------------------------------------------------------------------
+
+    def _build_chain(self) -> None:
+        made: list[tuple[NetworkFilter, FilterCallbacks]] = []
+        for factory in self.listener.filter_factories:
+            callbacks = FilterCallbacks(self)
+            made.append((factory(callbacks), callbacks))
+        for filter_, callbacks in made:
+            self._filters.append(filter_)
+            if filter_.reads:
+                callbacks._read_index = len(self._read_filters)
+                self._read_filters.append(filter_)
+        for filter_, callbacks in reversed(made):
+            if filter_.writes:
+                callbacks._write_index = len(self._write_filters)
+                self._write_filters.append(filter_)
+        if len(self._read_filters) == 1:
+            self._single_reader = self._read_filters[0]
+
+    def start_read_chain(self, start: int) -> None:
+        for filter_ in self._read_filters[start:]:
+            if filter_.on_new_connection() is STOP:
+                return
+
+    def run_read_chain(self, data: bytes, end_stream: bool, start: int) -> None:
+        for filter_ in self._read_filters[start:]:
+            if filter_.on_data(data, end_stream) is STOP:
+                return
+
+    def run_write_chain(self, data: bytes, end_stream: bool, start: int) -> None:
+        for filter_ in self._write_filters[start:]:
+            if filter_.on_write(data, end_stream) is STOP:
+                return
+        self._send(data, end_stream)
+
+    def _filter_failed(self, hook: str) -> None:
+        log.exception(
+            "listener %r: a filter failed in %s; closing %s",
+            self.listener.name,
+            hook,
+            self.info.downstream_remote,
+        )
+        self.listener.stats.filter_errors += 1
+        self.close(abort=True)
+
+    # -- what filters may do ----------------------------------------------------------------
+
+    def write(self, data: bytes, end_stream: bool = False) -> None:
+        if self._write_filters:
+            self.run_write_chain(data, end_stream, 0)
+        else:
+            self._send(data, end_stream)
+
+    def _send(self, data: bytes, end_stream: bool) -> None:
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if data:
+            self.info.bytes_sent += len(data)
+            transport.write(data)
+        if end_stream and not self._write_eof:
+            self._write_eof = True
+            if self._read_eof or not transport.can_write_eof():
+                self.close()
+            else:
+                transport.write_eof()
+
+    def close(self, abort: bool = False) -> None:
+        if self.transport is None or (self.transport.is_closing() and not abort):
+            return
+        if abort:
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    def read_disable(self, disable: bool) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if disable:
+            self._read_disabled += 1
+            if self._read_disabled == 1:
+                transport.pause_reading()
+        elif self._read_disabled > 0:
+            self._read_disabled -= 1
+            if self._read_disabled == 0:
+                transport.resume_reading()
+
+    # -- idle timeout -------------------------------------------------------------------------
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Checked a few times per period against byte counters, not reset per read."""
+        self._cancel_idle_timer()
+        self._idle_timeout = seconds
+        if seconds and not self.closed:
+            self._idle_quiet = 0
+            self._idle_seen = -1
+            self._schedule_idle_check()
+
+    def _schedule_idle_check(self) -> None:
+        assert self._idle_timeout is not None
+        loop = asyncio.get_running_loop()
+        self._idle_handle = loop.call_later(self._idle_timeout / _IDLE_CHECKS, self._idle_check)
+
+    def _idle_check(self) -> None:
+        moved = self.info.bytes_received + self.info.bytes_sent
+        if moved != self._idle_seen:
+            self._idle_seen = moved
+            self._idle_quiet = 0
+        else:
+            self._idle_quiet += 1
+            if self._idle_quiet >= _IDLE_CHECKS:
+                self._idle_handle = None
+                self.info.fail(ResponseFlag.STREAM_IDLE_TIMEOUT, "idle timeout")
+                self.close()
+                return
+        self._schedule_idle_check()
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None

@@ -1,0 +1,124 @@
+"""A listening socket: binds, accepts within limits, and hands each connection a filter chain."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from filters.network.api import FilterFactory
+from proxy.config.model import ListenerConfig
+from proxy.config.units import Address
+from proxy.connection import DownstreamConnection
+
+log = logging.getLogger("mecha.listener")
+
+
+class BindError(Exception):
+    """A listener could not take its address; the message is one line for the operator."""
+
+
+def bind_socket(
+    address: Address, owner: str, backlog: int = 128, reuse_port: bool = False
+) -> socket.socket:
+    """A listening, non-blocking socket, or BindError with a one-line reason."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address.host, address.port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        reason = (
+            "address already in use"
+            if exc.errno == errno.EADDRINUSE
+            else (exc.strerror or str(exc))
+        )
+        raise BindError(f"cannot listen on {address} for {owner}: {reason.lower()}") from None
+    return sock
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    cx_total: int = 0
+    cx_overflow: int = 0
+    filter_errors: int = 0
+    bytes_received_closed: int = 0
+    bytes_sent_closed: int = 0
+
+
+class Listener:
+    def __init__(self, config: ListenerConfig, filter_factories: Sequence[FilterFactory]):
+        self.config = config
+        self.name = config.name
+        self.filter_factories = list(filter_factories)
+        self.connections: set[DownstreamConnection] = set()
+        self.stats = ListenerStats()
+        self.bound: Address | None = None
+        self._server: asyncio.Server | None = None
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    async def start(self) -> None:
+        config = self.config
+        sock = bind_socket(
+            config.address, f"listener {self.name!r}", config.backlog, config.reuse_port
+        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: DownstreamConnection(self), sock=sock, backlog=self.config.backlog
+        )
+        host, port = sock.getsockname()[:2]
+        self.bound = Address(host, port)
+        filters = ", ".join(type(f).__name__ for f in self.filter_factories)
+        log.info("listener %r listening on %s", self.name, self.bound)
+        log.debug("listener %r filter factories: %s", self.name, filters)
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    def close_connections(self) -> None:
+        for connection in list(self.connections):
+            connection.close(abort=True)
+
+    # -- called by connections ------------------------------------------------------------
+
+    def connection_opened(self, connection: DownstreamConnection) -> bool:
+        """Admit a new connection, or refuse it when the listener is full."""
+        limit = self.config.max_connections
+        if limit is not None and len(self.connections) >= limit:
+            self.stats.cx_overflow += 1
+            return False
+        self.stats.cx_total += 1
+        self.connections.add(connection)
+        self._empty.clear()
+        return True
+
+    def connection_closed(self, connection: DownstreamConnection) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self.stats.bytes_received_closed += connection.info.bytes_received
+            self.stats.bytes_sent_closed += connection.info.bytes_sent
+            if not self.connections:
+                self._empty.set()
+
+    @property
+    def bytes_received(self) -> int:
+        live = sum(c.info.bytes_received for c in self.connections)
+        return self.stats.bytes_received_closed + live
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.stats.bytes_sent_closed + sum(c.info.bytes_sent for c in self.connections)

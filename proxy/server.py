@@ -1,0 +1,126 @@
+"""The server: builds clusters, listeners and admin from a Config, runs them, drains them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from filters.network import registry
+from filters.network.api import FilterFactory
+from proxy.accesslog import AccessLogs
+from proxy.admin import AdminServer, AdminViews
+from proxy.config.model import Config, ListenerConfig
+from proxy.listener import Listener
+from proxy.metrics import Metrics, ServerCollector
+from proxy.upstream.cluster import ClusterManager
+
+log = logging.getLogger("mecha.server")
+
+CLUSTER_WARMING_TIMEOUT = 10.0
+
+
+class Server:
+    def __init__(self, config: Config, source: str | None = None) -> None:
+        self.config = config
+        self.source = source
+        self.state = "initializing"
+        self.loaded_at = time.time()
+        self.version = config_version(config.document)
+        self.metrics = Metrics()
+        self.cluster_manager = ClusterManager(config.clusters)
+        self.access_logs = AccessLogs()
+        self.listeners = [Listener(lc, self._filter_factories(lc)) for lc in config.listeners]
+        self.admin = AdminServer(config.admin.address, AdminViews(self)) if config.admin else None
+        self.metrics.add(ServerCollector(lambda: self.listeners, lambda: self.cluster_manager))
+        self._stopping: asyncio.Event | None = None
+
+    # -- FactoryContext -------------------------------------------------------------------
+
+    def access_log(self, path: str | None) -> Callable[[str], None]:
+        return self.access_logs.sink(path or "stdout").write
+
+    def _filter_factories(self, listener: ListenerConfig) -> list[FilterFactory]:
+        factories = []
+        for filter_config in listener.filters:
+            spec = registry.lookup(filter_config.name)
+            assert spec is not None, "validated at parse time"
+            factories.append(spec.create_factory(filter_config.config, self))
+        return factories
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Admin first (so /ready answers while warming), then clusters, then listeners."""
+        if self.admin:
+            await self.admin.start()
+        try:
+            await self.cluster_manager.start(CLUSTER_WARMING_TIMEOUT)
+            for listener in self.listeners:
+                await listener.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.state = "live"
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain and stop."""
+        self._stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        await self.start()
+        await self._stopping.wait()
+        await self.drain(self.config.drain_timeout)
+        await self.stop()
+
+    def request_stop(self, why: str = "request") -> None:
+        log.info("%s: draining (up to %.0fs)", why, self.config.drain_timeout)
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting, let open connections finish, close what is left after `grace`."""
+        self.state = "draining"
+        for listener in self.listeners:
+            listener.stop_accepting()
+        waiting = asyncio.gather(*(listener.wait_empty() for listener in self.listeners))
+        try:
+            async with asyncio.timeout(grace):
+                await waiting
+        except TimeoutError:
+            left = sum(len(listener.connections) for listener in self.listeners)
+            log.warning("drain timeout: closing %d connections", left)
+            for listener in self.listeners:
+                listener.close_connections()
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            listener.stop_accepting()
+        await self.cluster_manager.stop()
+        if self.admin:
+            await self.admin.stop()
+        self.access_logs.close()
+        self.state = "stopped"
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def config_dump(self) -> dict[str, Any]:
+        loaded = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))
+        return {
+            "version": self.version,
+            "loaded_at": loaded,
+            "source": self.source,
+            "config": self.config.document,
+        }
+
+
+def config_version(document: Any) -> str:
+    """A short, stable digest of the expanded config."""
+    canonical = json.dumps(document, sort_keys=True, default=str).encode()
+    return hashlib.sha256(canonical).hexdigest()[:12]

@@ -1,0 +1,50 @@
+"""What happened on one connection or request: read by access logs, stats and filters."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+
+class ResponseFlag(enum.Enum):
+    """Why a connection or request did not go as planned (Envoy's response flags)."""
+
+    NO_HEALTHY_UPSTREAM = "UH"
+    UPSTREAM_CONNECTION_FAILURE = "UF"
+    UPSTREAM_OVERFLOW = "UO"
+    UPSTREAM_CONNECTION_TERMINATION = "UC"
+    UPSTREAM_REQUEST_TIMEOUT = "UT"
+    NO_ROUTE_FOUND = "NR"
+    RATE_LIMITED = "RL"
+    DOWNSTREAM_CONNECTION_TERMINATION = "DC"
+    DOWNSTREAM_PROTOCOL_ERROR = "DPE"
+    UPSTREAM_PROTOCOL_ERROR = "UPE"
+    STREAM_IDLE_TIMEOUT = "SI"
+    DOWNSTREAM_OVERFLOW = "DO"
+
+
+@dataclass(slots=True)
+class StreamInfo:
+    """What happened on one connection; the access log and stats read it at close."""
+
+    listener: str
+    downstream_remote: str
+    downstream_local: str
+    start_time: float = field(default_factory=time.time)
+    start_monotonic: float = field(default_factory=time.monotonic)
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    upstream_cluster: str | None = None
+    upstream_host: str | None = None
+    flags: set[ResponseFlag] = field(default_factory=set)
+    failure_reason: str | None = None
+
+    def fail(self, flag: ResponseFlag, reason: str) -> None:
+        self.flags.add(flag)
+        if self.failure_reason is None:
+            self.failure_reason = reason
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.start_monotonic

@@ -1,0 +1,206 @@
+"""Clusters (named groups of endpoints) and the manager that owns them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
+
+from proxy.config.model import ClusterConfig
+from proxy.config.units import Address
+from proxy.stream_info import ResponseFlag
+from proxy.upstream.connection import UpstreamConnection, UpstreamHandler
+from proxy.upstream.dns import DnsResolver
+from proxy.upstream.endpoint import Endpoint, Health
+from proxy.upstream.health import HealthChecker
+from proxy.upstream.lb import LOAD_BALANCERS, NO_EXCLUSIONS
+
+log = logging.getLogger("mecha.upstream")
+
+DEFAULT_BUFFER_LIMIT = 1 << 20
+
+
+class UpstreamError(Exception):
+    """No upstream connection could be had; `flag` says why in access-log terms."""
+
+    def __init__(self, flag: ResponseFlag, reason: str, endpoint: Endpoint | None = None):
+        super().__init__(reason)
+        self.flag = flag
+        self.reason = reason
+        self.endpoint = endpoint
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    cx_total: int = 0
+    cx_connect_fail: int = 0
+    cx_connect_timeout: int = 0
+    cx_overflow: int = 0
+    bytes_sent_closed: int = 0
+    bytes_received_closed: int = 0
+    hc_success: int = 0
+    hc_failure: int = 0
+    dns_failures: int = 0
+
+
+class Cluster:
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.stats = ClusterStats()
+        self.connections: set[UpstreamConnection] = set()
+        self.connecting = 0
+        self.endpoints: list[Endpoint] = []
+        self.lb = LOAD_BALANCERS[config.lb_policy]()
+        self.health_checker = (
+            HealthChecker(self, config.health_check) if config.health_check else None
+        )
+        self.dns = DnsResolver(self) if config.type == "strict_dns" else None
+        if self.dns is None:
+            self.set_endpoints((e.address, e.weight, None) for e in config.endpoints)
+
+    # -- membership and health ------------------------------------------------------------
+
+    def set_endpoints(self, members: Iterable[tuple[Address, int, str | None]]) -> None:
+        """Replace membership, keeping the state of endpoints that stay."""
+        known = {e.address: e for e in self.endpoints}
+        initial = Health.PENDING if self.health_checker else Health.HEALTHY
+        updated: list[Endpoint] = []
+        for address, weight, hostname in members:
+            endpoint = known.pop(address, None) or Endpoint(address, weight, hostname, initial)
+            endpoint.weight = weight
+            updated.append(endpoint)
+        self.endpoints = updated
+        if self.health_checker:
+            self.health_checker.sync(updated, removed=known.values())
+        self.refresh_load_balancer()
+
+    def refresh_load_balancer(self) -> None:
+        self.lb.update([e for e in self.endpoints if e.healthy])
+
+    @property
+    def healthy_count(self) -> int:
+        return sum(1 for e in self.endpoints if e.healthy)
+
+    @property
+    def cx_active(self) -> int:
+        return len(self.connections) + self.connecting
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.stats.bytes_sent_closed + sum(c.bytes_sent for c in self.connections)
+
+    @property
+    def bytes_received(self) -> int:
+        live = sum(c.bytes_received for c in self.connections)
+        return self.stats.bytes_received_closed + live
+
+    # -- connections ----------------------------------------------------------------------
+
+    def choose(self, exclude: Collection[Endpoint] = NO_EXCLUSIONS) -> Endpoint:
+        if self.cx_active >= self.config.circuit_breakers.max_connections:
+            self.stats.cx_overflow += 1
+            raise UpstreamError(ResponseFlag.UPSTREAM_OVERFLOW, "circuit breaker: max_connections")
+        endpoint = self.lb.choose(exclude)
+        if endpoint is None:
+            raise UpstreamError(ResponseFlag.NO_HEALTHY_UPSTREAM, "no healthy upstream")
+        return endpoint
+
+    async def connect(
+        self,
+        handler: UpstreamHandler,
+        exclude: Collection[Endpoint] = NO_EXCLUSIONS,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+    ) -> UpstreamConnection:
+        """A connection to an endpoint the load balancer picks, or UpstreamError."""
+        endpoint = self.choose(exclude)
+        loop = asyncio.get_running_loop()
+        self.stats.cx_total += 1
+        endpoint.cx_total += 1
+        endpoint.cx_active += 1
+        self.connecting += 1
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: UpstreamConnection(self, endpoint, handler, buffer_limit),
+                    endpoint.address.host,
+                    endpoint.address.port,
+                )
+        except TimeoutError:
+            self._connect_failed(endpoint, timed_out=True)
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_FAILURE, "connect timeout", endpoint
+            ) from None
+        except OSError as exc:
+            self._connect_failed(endpoint)
+            reason = (exc.strerror or str(exc)).lower()
+            raise UpstreamError(
+                ResponseFlag.UPSTREAM_CONNECTION_FAILURE, reason, endpoint
+            ) from None
+        except BaseException:
+            self._connect_failed(endpoint, counted=False)
+            raise
+        self.connecting -= 1
+        self.connections.add(connection)
+        return connection
+
+    def _connect_failed(
+        self, endpoint: Endpoint, timed_out: bool = False, counted: bool = True
+    ) -> None:
+        self.connecting -= 1
+        endpoint.cx_active -= 1
+        if counted:
+            self.stats.cx_connect_fail += 1
+            endpoint.cx_connect_fail += 1
+            self.stats.cx_connect_timeout += timed_out
+
+    def connection_closed(self, connection: UpstreamConnection) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            connection.endpoint.cx_active -= 1
+            self.stats.bytes_sent_closed += connection.bytes_sent
+            self.stats.bytes_received_closed += connection.bytes_received
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resolve and health-check once, so the cluster is warm before traffic arrives."""
+        if self.dns:
+            await self.dns.start()
+        if self.health_checker:
+            await self.health_checker.start()
+
+    async def stop(self) -> None:
+        if self.dns:
+            await self.dns.stop()
+        if self.health_checker:
+            await self.health_checker.stop()
+
+
+class ClusterManager:
+    def __init__(self, configs: Iterable[ClusterConfig]) -> None:
+        self.clusters = {c.name: Cluster(c) for c in configs}
+
+    def __getitem__(self, name: str) -> Cluster:
+        return self.clusters[name]
+
+    def __iter__(self) -> Iterator[Cluster]:
+        return iter(self.clusters.values())
+
+    async def start(self, warming_limit: float) -> None:
+        """Warm every cluster; one that is slow to warm starts anyway, with a warning."""
+        pending = [c for c in self if c.dns or c.health_checker]
+        if not pending:
+            return
+        try:
+            async with asyncio.timeout(warming_limit):
+                await asyncio.gather(*(c.start() for c in pending))
+        except TimeoutError:
+            log.warning("clusters still warming after %.1fs; starting anyway", warming_limit)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop() for c in self))
+        for cluster in self:
+            for connection in list(cluster.connections):
+                connection.close(abort=True)

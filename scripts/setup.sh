@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Prepares this checkout: a .venv with mecha installed in editable mode.
+#   scripts/setup.sh          what running mecha needs
+#   scripts/setup.sh --test   also the test tools and the Debian packages the tests talk to
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package, for everything the test suite starts or drives.
+TEST_COMMANDS=(
+  redis-server:redis-server
+  redis-cli:redis-tools
+  redis-benchmark:redis-tools
+)
+
+apt_install_missing() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+}
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "setup: mecha needs Python >= 3.11 (found $("$python" --version 2>&1))" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+
+extras=""
+if [ "${1:-}" = "--test" ]; then
+  apt_install_missing "${TEST_COMMANDS[@]}"
+  extras="[test]"
+fi
+# Reinstall only when pyproject.toml changed since the last install.
+stamp=".venv/.installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".$extras"
+  touch "$stamp"
+fi
