@@ -41,7 +41,10 @@ class TcpProxyConfig:
 def parse_config(node: Node, context: ParseContext) -> TcpProxyConfig:
     node.only("cluster", "idle_timeout", "max_connect_attempts", "access_log")
     idle = node.duration("idle_timeout", 3600.0)
-    access_log = node.text("access_log", "stdout")
+    # Plain YAML reads `off` as false; both mean no access log.
+    access_log = (
+        "off" if node.child("access_log").value is False else node.text("access_log", "stdout")
+    )
     return TcpProxyConfig(
         cluster=context.cluster(node),
         idle_timeout=idle or None,

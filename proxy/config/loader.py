@@ -28,15 +28,27 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    # flatten_mapping puts `<<` merged pairs first; keys written here may override those.
+    written = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
+    merged = len(node.value) - written
     mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
+    seen: set[Any] = set()
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            mark = key_node.start_mark
+        mark = key_node.start_mark
+        try:
+            duplicate = key in seen  # merged pairs come first, while `seen` is empty
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"unhashable key (line {mark.line + 1})", mark
+            ) from None
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
             )
+        if index >= merged:
+            seen.add(key)
         mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
 

@@ -66,6 +66,7 @@ class ClusterConfig:
     lb_policy: str = "round_robin"
     connect_timeout: float = 5.0
     dns_refresh_rate: float = 5.0
+    dns_lookup_family: str = "auto"
     health_check: HealthCheckConfig | None = None
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
 

@@ -24,6 +24,7 @@ from proxy.config.units import Address, parse_address
 from proxy.upstream.lb import LOAD_BALANCERS
 
 CLUSTER_TYPES = ("static", "strict_dns")
+DNS_FAMILIES = ("auto", "v4_only", "v6_only")
 DEFAULT_ADMIN = Address("127.0.0.1", 15000)
 
 
@@ -58,7 +59,7 @@ def parse_config(document: Any) -> Config:
 def _unique(root: Node, section: str, names: list[str]) -> None:
     seen: set[str] = set()
     for index, name in enumerate(names):
-        if name in seen:
+        if name and name in seen:
             root.problem(f"duplicate name {name!r}", f"{section}[{index}].name")
         seen.add(name)
 
@@ -76,9 +77,9 @@ def _unique_addresses(root: Node, listeners: tuple[ListenerConfig, ...]) -> None
 
 
 def _admin(root: Node) -> AdminConfig | None:
-    node = root.section("admin")
-    if root.has("admin") and node.value is False:
+    if root.child("admin").value is False:  # `admin: false` turns the admin server off
         return None
+    node = root.section("admin")
     node.only("address")
     return AdminConfig(address=node.address("address", DEFAULT_ADMIN))
 
@@ -131,7 +132,7 @@ def _cluster(node: Node) -> ClusterConfig:
         return ClusterConfig("", ())
     node.only(
         "name", "type", "lb_policy", "endpoints", "connect_timeout",
-        "dns_refresh_rate", "health_check", "circuit_breakers",
+        "dns_refresh_rate", "dns_lookup_family", "health_check", "circuit_breakers",
     )  # fmt: skip
     kind = node.choice("type", CLUSTER_TYPES, "static")
     return ClusterConfig(
@@ -141,6 +142,7 @@ def _cluster(node: Node) -> ClusterConfig:
         endpoints=_endpoints(node, kind),
         connect_timeout=node.duration("connect_timeout", 5.0, positive=True),
         dns_refresh_rate=node.duration("dns_refresh_rate", 5.0, positive=True),
+        dns_lookup_family=node.choice("dns_lookup_family", DNS_FAMILIES, "auto"),
         health_check=_health_check(node),
         circuit_breakers=_circuit_breakers(node),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass
 
@@ -20,10 +21,17 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str) and (match := _DURATION.match(value)):
-        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError(f"expected a duration such as 5s or 250ms, got {value!r}")
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 5s or 250ms, got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
+    return seconds
 
 
 def parse_size(value: object) -> int:
@@ -59,7 +67,10 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
+_PORT = re.compile(r"[0-9]{1,5}")
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+# Dots between labels are mandatory: an optional separator made matching exponential.
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 
 
 def parse_address(value: object) -> Address:
@@ -69,13 +80,13 @@ def parse_address(value: object) -> Address:
     text = value.strip()
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
-        if not sep:
+        if not sep or ":" not in host:
             raise ValueError(f"expected [ipv6]:port, got {value!r}")
     else:
         host, sep, port = text.rpartition(":")
         if not sep or ":" in host:
             raise ValueError(f"expected host:port, got {value!r}")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"port must be 0-65535 in {value!r}")
     address = Address(host, int(port))
     if not address.is_ip and not _HOSTNAME.match(host):

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mecha.dns")
 
+FAMILIES = {"auto": socket.AF_UNSPEC, "v4_only": socket.AF_INET, "v6_only": socket.AF_INET6}
+
 
 class DnsResolver:
     def __init__(self, cluster: Cluster) -> None:
@@ -40,11 +42,16 @@ class DnsResolver:
 
     async def resolve(self) -> None:
         loop = asyncio.get_running_loop()
+        family = FAMILIES[self.cluster.config.dns_lookup_family]
         for configured in self.cluster.config.endpoints:
             name = configured.address
             try:
                 infos = await loop.getaddrinfo(
-                    name.host, name.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                    name.host,
+                    name.port,
+                    family=family,
+                    type=socket.SOCK_STREAM,
+                    proto=socket.IPPROTO_TCP,
                 )
             except OSError as exc:
                 self.cluster.stats.dns_failures += 1

@@ -1,0 +1,1 @@
+"""Test helpers: real processes (mecha, redis-server) and small TCP peers on loopback."""
