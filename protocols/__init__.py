@@ -1,0 +1,1 @@
+"""Sans-IO protocol codecs: bytes in, messages out; messages in, bytes out. No I/O here."""

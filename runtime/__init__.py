@@ -1,0 +1,1 @@
+"""The application runtime: the capability API and its components."""
