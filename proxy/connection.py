@@ -214,10 +214,12 @@ class DownstreamConnection(asyncio.Protocol):
     # -- what filters may do ----------------------------------------------------------------
 
     def write(self, data: bytes, end_stream: bool = False) -> None:
-        if self._write_filters:
+        if self._write_filters or end_stream or self.closed or self.transport is None:
             self.run_write_chain(data, end_stream, 0)
-        else:
-            self._send(data, end_stream)
+            return
+        # The common case, inlined: plain data, no write filters.
+        self.info.bytes_sent += len(data)
+        self.transport.write(data)
 
     def _send(self, data: bytes, end_stream: bool) -> None:
         transport = self.transport

@@ -29,6 +29,7 @@ class UpstreamHandler(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_buffer_limit",
+        "_deliver",
         "_eof_received",
         "_eof_sent",
         "_read_disabled",
@@ -47,6 +48,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.cluster = cluster
         self.endpoint = endpoint
         self.handler = handler
+        self._deliver = handler.on_upstream_data
         self.transport: asyncio.Transport | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -64,7 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
-        self.handler.on_upstream_data(data)
+        self._deliver(data)
 
     def eof_received(self) -> bool:
         self._eof_received = True
