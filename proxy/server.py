@@ -9,7 +9,9 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from prometheus_client.registry import Collector
 
 from filters.network import registry
 from filters.network.api import FilterFactory
@@ -23,6 +25,7 @@ from proxy.upstream.cluster import ClusterManager
 log = logging.getLogger("mecha.server")
 
 CLUSTER_WARMING_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 class Server:
@@ -35,22 +38,19 @@ class Server:
         self.metrics = Metrics()
         self.cluster_manager = ClusterManager(config.clusters)
         self.access_logs = AccessLogs()
+        self.singletons: dict[str, object] = {}
         self.listeners = [Listener(lc, self._filter_factories(lc)) for lc in config.listeners]
         self.admin = AdminServer(config.admin.address, AdminViews(self)) if config.admin else None
         self.metrics.add(ServerCollector(lambda: self.listeners, lambda: self.cluster_manager))
         self._stopping: asyncio.Event | None = None
 
-    # -- FactoryContext -------------------------------------------------------------------
-
-    def access_log(self, path: str | None) -> Callable[[str], None]:
-        return self.access_logs.sink(path or "stdout").write
-
     def _filter_factories(self, listener: ListenerConfig) -> list[FilterFactory]:
+        context = ListenerContext(self, listener.name)
         factories = []
         for filter_config in listener.filters:
             spec = registry.lookup(filter_config.name)
             assert spec is not None, "validated at parse time"
-            factories.append(spec.create_factory(filter_config.config, self))
+            factories.append(spec.create_factory(filter_config.config, context))
         return factories
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -118,6 +118,30 @@ class Server:
             "source": self.source,
             "config": self.config.document,
         }
+
+
+class ListenerContext:
+    """The FactoryContext filters of one listener are built with."""
+
+    def __init__(self, server: Server, listener_name: str) -> None:
+        self._server = server
+        self.listener_name = listener_name
+
+    @property
+    def cluster_manager(self) -> ClusterManager:
+        return self._server.cluster_manager
+
+    def access_log(self, path: str | None) -> Callable[[str], None]:
+        return self._server.access_logs.sink(path or "stdout").write
+
+    def add_collector(self, collector: Collector) -> None:
+        self._server.metrics.add(collector)
+
+    def singleton(self, key: str, make: Callable[[], T]) -> T:
+        shared = self._server.singletons
+        if key not in shared:
+            shared[key] = make()
+        return cast(T, shared[key])
 
 
 def config_version(document: Any) -> str:

@@ -48,3 +48,42 @@ class StreamInfo:
     @property
     def duration(self) -> float:
         return time.monotonic() - self.start_monotonic
+
+
+@dataclass(slots=True)
+class HttpStreamInfo:
+    """What happened to one HTTP request; the access log and per-route stats read it."""
+
+    listener: str
+    downstream_remote: str
+    protocol: bytes
+    method: bytes = b"-"
+    path: bytes = b"-"
+    authority: bytes = b"-"
+    start_time: float = field(default_factory=time.time)
+    start_monotonic: float = field(default_factory=time.monotonic)
+    status: int = 0
+    body_bytes_received: int = 0
+    body_bytes_sent: int = 0
+    route_name: str | None = None
+    upstream_cluster: str | None = None
+    upstream_host: str | None = None
+    upstream_attempts: int = 0
+    upstream_service_time: float | None = None
+    request_id: bytes | None = None
+    user_agent: bytes | None = None
+    forwarded_for: bytes | None = None
+    grpc: bool = False
+    flags: set[ResponseFlag] = field(default_factory=set)
+    failure_reason: str | None = None
+    end_monotonic: float | None = None
+
+    def fail(self, flag: ResponseFlag, reason: str) -> None:
+        self.flags.add(flag)
+        if self.failure_reason is None:
+            self.failure_reason = reason
+
+    @property
+    def duration(self) -> float:
+        end = self.end_monotonic if self.end_monotonic is not None else time.monotonic()
+        return end - self.start_monotonic

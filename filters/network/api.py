@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from proxy.stream_info import StreamInfo
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from proxy.upstream.cluster import ClusterManager
+
+
+T = TypeVar("T")
 
 
 class FilterStatus(enum.Enum):
@@ -88,9 +93,19 @@ FilterFactory = Callable[[ConnectionCallbacks], NetworkFilter]
 
 
 class FactoryContext(Protocol):
-    """Server-wide services a filter factory may use when it is built."""
+    """What a filter factory may use when it is built for one listener."""
 
     @property
     def cluster_manager(self) -> ClusterManager: ...
 
-    def access_log(self, path: str | None) -> Callable[[str], None]: ...
+    @property
+    def listener_name(self) -> str: ...
+
+    def access_log(self, path: str | None) -> Callable[[str], None]:
+        """A function that writes one line to the access log at `path` (batched)."""
+
+    def add_collector(self, collector: Collector) -> None:
+        """Export more metrics on /metrics."""
+
+    def singleton(self, key: str, make: Callable[[], T]) -> T:
+        """One object per server for `key` (e.g. a stats collector every listener shares)."""

@@ -24,6 +24,7 @@ class NetworkFilterSpec:
 
 _BUILTIN = {
     "tcp_proxy": "filters.network.tcp_proxy:SPEC",
+    "http": "filters.network.http.filter:SPEC",
 }
 _registry: dict[str, NetworkFilterSpec] = {}
 

@@ -56,6 +56,32 @@ class HealthCheckConfig:
 @dataclass(frozen=True, slots=True)
 class CircuitBreakers:
     max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+    max_retries: int = 3
+    retry_budget_percent: float | None = None
+    """If set, active retries may also reach this share of active requests (Envoy's budget)."""
+    min_retry_concurrency: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    """Passive health: eject an endpoint after consecutive errors, for a growing while."""
+
+    consecutive_5xx: int = 5
+    consecutive_gateway_failure: int = 5
+    consecutive_connect_failure: int = 5
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPoolSettings:
+    idle_timeout: float = 55.0
+    """Close pooled connections idle this long (below common upstream keep-alive timeouts)."""
+    max_requests_per_connection: int = 0
+    """0: unlimited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +95,10 @@ class ClusterConfig:
     dns_lookup_family: str = "auto"
     health_check: HealthCheckConfig | None = None
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
+    protocol: str = "http1"
+    """What HTTP the endpoints speak: http1 or http2 (prior knowledge, e.g. gRPC)."""
+    outlier_detection: OutlierDetection | None = None
+    http_pool: HttpPoolSettings = field(default_factory=HttpPoolSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,9 @@ from proxy.config.model import (
     EndpointConfig,
     FilterConfig,
     HealthCheckConfig,
+    HttpPoolSettings,
     ListenerConfig,
+    OutlierDetection,
 )
 from proxy.config.reader import Node
 from proxy.config.units import Address, parse_address
@@ -133,6 +135,7 @@ def _cluster(node: Node) -> ClusterConfig:
     node.only(
         "name", "type", "lb_policy", "endpoints", "connect_timeout",
         "dns_refresh_rate", "dns_lookup_family", "health_check", "circuit_breakers",
+        "protocol", "outlier_detection", "http_pool",
     )  # fmt: skip
     kind = node.choice("type", CLUSTER_TYPES, "static")
     return ClusterConfig(
@@ -145,6 +148,9 @@ def _cluster(node: Node) -> ClusterConfig:
         dns_lookup_family=node.choice("dns_lookup_family", DNS_FAMILIES, "auto"),
         health_check=_health_check(node),
         circuit_breakers=_circuit_breakers(node),
+        protocol=node.choice("protocol", ("http1", "http2"), "http1"),
+        outlier_detection=_outlier_detection(node),
+        http_pool=_http_pool(node),
     )
 
 
@@ -207,5 +213,44 @@ def _health_check(cluster: Node) -> HealthCheckConfig | None:
 
 def _circuit_breakers(cluster: Node) -> CircuitBreakers:
     node = cluster.section("circuit_breakers")
-    node.only("max_connections")
-    return CircuitBreakers(max_connections=node.integer("max_connections", 1024, minimum=1))
+    node.only("max_connections", "max_pending_requests", "max_requests", "max_retries",
+              "retry_budget")  # fmt: skip
+    budget = node.section("retry_budget")
+    budget.only("budget_percent", "min_retry_concurrency")
+    return CircuitBreakers(
+        max_connections=node.integer("max_connections", 1024, minimum=1),
+        max_pending_requests=node.integer("max_pending_requests", 1024, minimum=0),
+        max_requests=node.integer("max_requests", 1024, minimum=1),
+        max_retries=node.integer("max_retries", 3, minimum=0),
+        retry_budget_percent=(
+            budget.number("budget_percent", 20.0, minimum=0.0, maximum=100.0)
+            if node.has("retry_budget")
+            else None
+        ),
+        min_retry_concurrency=budget.integer("min_retry_concurrency", 3, minimum=0),
+    )
+
+
+def _outlier_detection(cluster: Node) -> OutlierDetection | None:
+    if not cluster.has("outlier_detection"):
+        return None
+    node = cluster.section("outlier_detection")
+    node.only("consecutive_5xx", "consecutive_gateway_failure", "consecutive_connect_failure",
+              "base_ejection_time", "max_ejection_time", "max_ejection_percent")  # fmt: skip
+    return OutlierDetection(
+        consecutive_5xx=node.integer("consecutive_5xx", 5, minimum=0),
+        consecutive_gateway_failure=node.integer("consecutive_gateway_failure", 5, minimum=0),
+        consecutive_connect_failure=node.integer("consecutive_connect_failure", 5, minimum=0),
+        base_ejection_time=node.duration("base_ejection_time", 30.0, positive=True),
+        max_ejection_time=node.duration("max_ejection_time", 300.0, positive=True),
+        max_ejection_percent=node.integer("max_ejection_percent", 10, minimum=0, maximum=100),
+    )
+
+
+def _http_pool(cluster: Node) -> HttpPoolSettings:
+    node = cluster.section("http_pool")
+    node.only("idle_timeout", "max_requests_per_connection")
+    return HttpPoolSettings(
+        idle_timeout=node.duration("idle_timeout", 55.0, positive=True),
+        max_requests_per_connection=node.integer("max_requests_per_connection", 0, minimum=0),
+    )

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from proxy.config.model import ClusterConfig
 from proxy.config.units import Address
 from proxy.stream_info import ResponseFlag
-from proxy.upstream.connection import UpstreamConnection, UpstreamHandler
+from proxy.upstream.connection import ClusterConnection, UpstreamConnection, UpstreamHandler
 from proxy.upstream.dns import DnsResolver
 from proxy.upstream.endpoint import Endpoint, Health
 from proxy.upstream.health import HealthChecker
+from proxy.upstream.http_api import PendingStream, UpstreamCallbacks
 from proxy.upstream.lb import LOAD_BALANCERS, NO_EXCLUSIONS
+from proxy.upstream.outlier import OutlierDetector
+
+if TYPE_CHECKING:
+    from proxy.upstream.http1_pool import Http1Pool
+    from proxy.upstream.http2_pool import Http2Pool
+
+    HttpPool = Http1Pool | Http2Pool
 
 log = logging.getLogger("mecha.upstream")
+
+C = TypeVar("C", bound=ClusterConnection)
 
 DEFAULT_BUFFER_LIMIT = 1 << 20
 
@@ -39,6 +50,13 @@ class ClusterStats:
     cx_overflow: int = 0
     bytes_sent_closed: int = 0
     bytes_received_closed: int = 0
+    rq_total: int = 0
+    rq_pending_overflow: int = 0
+    rq_overflow: int = 0
+    rq_retry: int = 0
+    rq_retry_overflow: int = 0
+    rq_timeout: int = 0
+    rq_reset: int = 0
     hc_success: int = 0
     hc_failure: int = 0
     dns_failures: int = 0
@@ -49,14 +67,20 @@ class Cluster:
         self.config = config
         self.name = config.name
         self.stats = ClusterStats()
-        self.connections: set[UpstreamConnection] = set()
+        self.connections: set[ClusterConnection] = set()
         self.connecting = 0
+        self.rq_active = 0
+        self.retries_active = 0
         self.endpoints: list[Endpoint] = []
         self.lb = LOAD_BALANCERS[config.lb_policy]()
         self.health_checker = (
             HealthChecker(self, config.health_check) if config.health_check else None
         )
         self.dns = DnsResolver(self) if config.type == "strict_dns" else None
+        self.outlier = (
+            OutlierDetector(self, config.outlier_detection) if config.outlier_detection else None
+        )
+        self._pools: dict[Endpoint, HttpPool] = {}
         if self.dns is None:
             self.set_endpoints((e.address, e.weight, None) for e in config.endpoints)
 
@@ -72,16 +96,21 @@ class Cluster:
             endpoint.weight = weight
             updated.append(endpoint)
         self.endpoints = updated
+        for gone in known.values():
+            pool = self._pools.pop(gone, None)
+            if pool is not None:
+                pool.close()
         if self.health_checker:
             self.health_checker.sync(updated, removed=known.values())
         self.refresh_load_balancer()
 
     def refresh_load_balancer(self) -> None:
-        self.lb.update([e for e in self.endpoints if e.healthy])
+        self.lb.update([e for e in self.endpoints if e.available])
 
     @property
     def healthy_count(self) -> int:
-        return sum(1 for e in self.endpoints if e.healthy)
+        """Endpoints in load balancing: passing health checks and not ejected."""
+        return sum(1 for e in self.endpoints if e.available)
 
     @property
     def cx_active(self) -> int:
@@ -99,13 +128,50 @@ class Cluster:
     # -- connections ----------------------------------------------------------------------
 
     def choose(self, exclude: Collection[Endpoint] = NO_EXCLUSIONS) -> Endpoint:
-        if self.cx_active >= self.config.circuit_breakers.max_connections:
-            self.stats.cx_overflow += 1
-            raise UpstreamError(ResponseFlag.UPSTREAM_OVERFLOW, "circuit breaker: max_connections")
         endpoint = self.lb.choose(exclude)
         if endpoint is None:
             raise UpstreamError(ResponseFlag.NO_HEALTHY_UPSTREAM, "no healthy upstream")
         return endpoint
+
+    def new_http_stream(
+        self, callbacks: UpstreamCallbacks, exclude: Collection[Endpoint] = NO_EXCLUSIONS
+    ) -> PendingStream | None:
+        """Ask an endpoint's pool for a stream; the answer comes through `callbacks`."""
+        if self.rq_active >= self.config.circuit_breakers.max_requests:
+            self.stats.rq_overflow += 1
+            callbacks.on_pool_failure(
+                ResponseFlag.UPSTREAM_OVERFLOW, "circuit breaker: max_requests", None
+            )
+            return None
+        try:
+            endpoint = self.choose(exclude)
+        except UpstreamError as error:
+            callbacks.on_pool_failure(error.flag, error.reason, None)
+            return None
+        self.stats.rq_total += 1
+        pool = self._pools.get(endpoint)
+        if pool is None:
+            pool = self._pools[endpoint] = self._new_pool(endpoint)
+        return pool.new_stream(callbacks)
+
+    def _new_pool(self, endpoint: Endpoint) -> HttpPool:
+        from proxy.upstream.http1_pool import Http1Pool
+        from proxy.upstream.http2_pool import Http2Pool
+
+        kind = Http2Pool if self.config.protocol == "http2" else Http1Pool
+        return kind(self, endpoint)
+
+    def retry_allowed(self) -> bool:
+        """The max_retries breaker, or the retry budget when one is configured."""
+        breakers = self.config.circuit_breakers
+        limit = breakers.max_retries
+        if breakers.retry_budget_percent is not None:
+            budget = int(self.rq_active * breakers.retry_budget_percent / 100)
+            limit = max(budget, breakers.min_retry_concurrency)
+        if self.retries_active >= limit:
+            self.stats.rq_retry_overflow += 1
+            return False
+        return True
 
     async def connect(
         self,
@@ -113,8 +179,17 @@ class Cluster:
         exclude: Collection[Endpoint] = NO_EXCLUSIONS,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
     ) -> UpstreamConnection:
-        """A connection to an endpoint the load balancer picks, or UpstreamError."""
+        """An L4 connection to an endpoint the load balancer picks, or UpstreamError."""
+        if self.cx_active >= self.config.circuit_breakers.max_connections:
+            self.stats.cx_overflow += 1
+            raise UpstreamError(ResponseFlag.UPSTREAM_OVERFLOW, "circuit breaker: max_connections")
         endpoint = self.choose(exclude)
+        return await self.open_connection(
+            endpoint, lambda: UpstreamConnection(self, endpoint, handler, buffer_limit)
+        )
+
+    async def open_connection(self, endpoint: Endpoint, factory: Callable[[], C]) -> C:
+        """Connect to `endpoint` with the cluster's timeout and counters, or UpstreamError."""
         loop = asyncio.get_running_loop()
         self.stats.cx_total += 1
         endpoint.cx_total += 1
@@ -123,9 +198,7 @@ class Cluster:
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: UpstreamConnection(self, endpoint, handler, buffer_limit),
-                    endpoint.address.host,
-                    endpoint.address.port,
+                    factory, endpoint.address.host, endpoint.address.port
                 )
         except TimeoutError:
             self._connect_failed(endpoint, timed_out=True)
@@ -155,7 +228,7 @@ class Cluster:
             endpoint.cx_connect_fail += 1
             self.stats.cx_connect_timeout += timed_out
 
-    def connection_closed(self, connection: UpstreamConnection) -> None:
+    def connection_closed(self, connection: ClusterConnection) -> None:
         if connection in self.connections:
             self.connections.discard(connection)
             connection.endpoint.cx_active -= 1
@@ -176,6 +249,10 @@ class Cluster:
             await self.dns.stop()
         if self.health_checker:
             await self.health_checker.stop()
+        if self.outlier:
+            self.outlier.stop()
+        for pool in self._pools.values():
+            pool.close()
 
 
 class ClusterManager:

@@ -1,7 +1,9 @@
-"""The upstream side of a proxied connection: an asyncio protocol that reports to a handler.
+"""Upstream connections. Only this package touches upstream sockets.
 
-Only this module touches upstream sockets. The handler (a terminal filter) receives
-data and flow-control events; it never sees the transport.
+`ClusterConnection` is the bookkeeping every upstream connection shares (endpoint,
+byte counters, cluster accounting, nesting read pauses). `UpstreamConnection` is the
+L4 kind: it reports bytes and flow-control events to a handler (a terminal filter),
+which never sees the transport. The HTTP pools subclass `ClusterConnection` too.
 """
 
 from __future__ import annotations
@@ -14,93 +16,40 @@ if TYPE_CHECKING:
     from proxy.upstream.endpoint import Endpoint
 
 
-class UpstreamHandler(Protocol):
-    def on_upstream_data(self, data: bytes) -> None: ...
-
-    def on_upstream_eof(self) -> None: ...
-
-    def on_upstream_close(self, error: Exception | None) -> None: ...
-
-    def on_upstream_above_write_buffer_high_watermark(self) -> None: ...
-
-    def on_upstream_below_write_buffer_low_watermark(self) -> None: ...
-
-
-class UpstreamConnection(asyncio.Protocol):
+class ClusterConnection(asyncio.Protocol):
     __slots__ = (
         "_buffer_limit",
-        "_deliver",
-        "_eof_received",
-        "_eof_sent",
         "_read_disabled",
         "bytes_received",
         "bytes_sent",
         "closed",
         "cluster",
         "endpoint",
-        "handler",
         "transport",
     )
 
-    def __init__(
-        self, cluster: Cluster, endpoint: Endpoint, handler: UpstreamHandler, buffer_limit: int
-    ) -> None:
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, buffer_limit: int) -> None:
         self.cluster = cluster
         self.endpoint = endpoint
-        self.handler = handler
-        self._deliver = handler.on_upstream_data
         self.transport: asyncio.Transport | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
         self.closed = False
         self._read_disabled = 0
-        self._eof_sent = False
-        self._eof_received = False
         self._buffer_limit = buffer_limit
-
-    # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self._buffer_limit)
 
-    def data_received(self, data: bytes) -> None:
-        self.bytes_received += len(data)
-        self._deliver(data)
-
-    def eof_received(self) -> bool:
-        self._eof_received = True
-        self.handler.on_upstream_eof()
-        # Keep our sending side open (half-close) unless we already sent our EOF.
-        return not self._eof_sent
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.cluster.connection_closed(self)
-        self.handler.on_upstream_close(exc)
-
-    def pause_writing(self) -> None:
-        self.handler.on_upstream_above_write_buffer_high_watermark()
-
-    def resume_writing(self) -> None:
-        self.handler.on_upstream_below_write_buffer_low_watermark()
-
-    # -- what the handler may do --------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
             self.bytes_sent += len(data)
             self.transport.write(data)
-
-    def write_eof(self) -> None:
-        """Half-close: no more data upstream; the upstream may go on answering."""
-        if self.closed or self.transport is None or self._eof_sent:
-            return
-        self._eof_sent = True
-        if self._eof_received or not self.transport.can_write_eof():
-            self.transport.close()
-        else:
-            self.transport.write_eof()
 
     def close(self, abort: bool = False) -> None:
         if self.transport is not None and not self.closed:
@@ -121,3 +70,60 @@ class UpstreamConnection(asyncio.Protocol):
             self._read_disabled -= 1
             if self._read_disabled == 0:
                 self.transport.resume_reading()
+
+
+class UpstreamHandler(Protocol):
+    def on_upstream_data(self, data: bytes) -> None: ...
+
+    def on_upstream_eof(self) -> None: ...
+
+    def on_upstream_close(self, error: Exception | None) -> None: ...
+
+    def on_upstream_above_write_buffer_high_watermark(self) -> None: ...
+
+    def on_upstream_below_write_buffer_low_watermark(self) -> None: ...
+
+
+class UpstreamConnection(ClusterConnection):
+    """A byte pipe to an endpoint for L4 proxying."""
+
+    __slots__ = ("_deliver", "_eof_received", "_eof_sent", "handler")
+
+    def __init__(
+        self, cluster: Cluster, endpoint: Endpoint, handler: UpstreamHandler, buffer_limit: int
+    ) -> None:
+        super().__init__(cluster, endpoint, buffer_limit)
+        self.handler = handler
+        self._deliver = handler.on_upstream_data
+        self._eof_sent = False
+        self._eof_received = False
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self._deliver(data)
+
+    def eof_received(self) -> bool:
+        self._eof_received = True
+        self.handler.on_upstream_eof()
+        # Keep our sending side open (half-close) unless we already sent our EOF.
+        return not self._eof_sent
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.handler.on_upstream_close(exc)
+
+    def pause_writing(self) -> None:
+        self.handler.on_upstream_above_write_buffer_high_watermark()
+
+    def resume_writing(self) -> None:
+        self.handler.on_upstream_below_write_buffer_low_watermark()
+
+    def write_eof(self) -> None:
+        """Half-close: no more data upstream; the upstream may go on answering."""
+        if self.closed or self.transport is None or self._eof_sent:
+            return
+        self._eof_sent = True
+        if self._eof_received or not self.transport.can_write_eof():
+            self.transport.close()
+        else:
+            self.transport.write_eof()

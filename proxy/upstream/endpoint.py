@@ -17,9 +17,14 @@ class Health(enum.Enum):
 class Endpoint:
     __slots__ = (
         "address",
+        "consecutive_5xx",
+        "consecutive_connect_failure",
+        "consecutive_gateway_failure",
         "cx_active",
         "cx_connect_fail",
         "cx_total",
+        "ejected",
+        "ejections",
         "hc_failures",
         "hc_successes",
         "health",
@@ -47,10 +52,21 @@ class Endpoint:
         """Consecutive passed checks (reset by a failure)."""
         self.hc_failures = 0
         """Consecutive failed checks (reset by a success)."""
+        self.ejected = False
+        """Taken out of load balancing by outlier detection, for a while."""
+        self.ejections = 0
+        self.consecutive_5xx = 0
+        self.consecutive_gateway_failure = 0
+        self.consecutive_connect_failure = 0
 
     @property
     def healthy(self) -> bool:
         return self.health is Health.HEALTHY
+
+    @property
+    def available(self) -> bool:
+        """Healthy and not ejected: eligible for load balancing."""
+        return self.health is Health.HEALTHY and not self.ejected
 
     def __repr__(self) -> str:
         return f"Endpoint({self.address}, weight={self.weight}, {self.health.value})"

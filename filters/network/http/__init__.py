@@ -1,0 +1,1 @@
+"""The HTTP connection manager: the network filter that turns bytes into HTTP streams."""

@@ -1,0 +1,313 @@
+"""The HTTP connection manager: codec in, streams through filters, codec out.
+
+HTTP/1.1 runs one exchange at a time (pipelined requests wait in the codec's buffer);
+HTTP/2 runs many streams. Output is gathered and written once per loop iteration.
+With `codec: auto` the first bytes decide: the HTTP/2 preface means h2c prior
+knowledge, anything else is HTTP/1.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from protocols.http.h1 import H1Limits, H1ServerCodec
+
+from filters.http.api import StreamFilterFactory
+from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
+from filters.network.http.config import HcmConfig
+from filters.network.http.observe import HttpStats, format_access_log
+from filters.network.http.stream import ActiveStream
+from protocols.http.errors import HttpError
+from protocols.http.events import (
+    ConnectionTerminated,
+    Data,
+    Event,
+    RequestHeaders,
+    ResponseHeaders,
+    StreamReset,
+    Trailers,
+)
+from protocols.http.h2 import H2Codec, H2Settings
+from protocols.http.headers import Headers
+from proxy.stream_info import ResponseFlag
+
+log = logging.getLogger("mecha.http")
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@dataclass(slots=True)
+class HcmShared:
+    """Built once per listener: what every connection of this manager shares."""
+
+    listener: str
+    config: HcmConfig
+    filter_factories: list[tuple[str, StreamFilterFactory]]
+    stats: HttpStats
+    access_log: Callable[[str], None] | None
+    h1_limits: H1Limits
+    h2_settings: H2Settings
+
+
+class HttpConnectionManager(NetworkFilter):
+    __slots__ = ("_closing", "_flush_scheduled", "_h1", "_h2", "_out", "_paused_by_streams",
+                 "_sniffed", "callbacks", "client_ip", "shared", "streams")  # fmt: skip
+
+    def __init__(self, shared: HcmShared, callbacks: ConnectionCallbacks) -> None:
+        self.shared = shared
+        self.callbacks = callbacks
+        self.client_ip = callbacks.info.downstream_remote.rsplit(":", 1)[0].strip("[]").encode()
+        self.streams: dict[int, ActiveStream] = {}
+        self._h1: H1ServerCodec | None = None
+        self._h2: H2Codec | None = None
+        self._sniffed = b""
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._closing = False
+        self._paused_by_streams = 0
+
+    # -- network filter ------------------------------------------------------------------------
+
+    def on_new_connection(self) -> FilterStatus:
+        self.callbacks.set_idle_timeout(self.shared.config.idle_timeout)
+        return STOP
+
+    def on_data(self, data: bytes, end_stream: bool) -> FilterStatus:
+        if self._h1 is None and self._h2 is None:
+            data = self._choose_codec(data, end_stream)
+            if not data and not end_stream:
+                return STOP
+        try:
+            if data:
+                self._dispatch(self._feed(data))
+            if end_stream:
+                self._dispatch(self._feed(b""))
+                self._on_peer_eof()
+        except HttpError as error:
+            self._protocol_error(error)
+        return STOP
+
+    def _choose_codec(self, data: bytes, end_stream: bool) -> bytes:
+        codec = self.shared.config.codec
+        if codec == "auto":
+            data = self._sniffed + data
+            if len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data) and not end_stream:
+                self._sniffed = data  # could still be the HTTP/2 preface: wait for more
+                return b""
+            self._sniffed = b""
+            codec = "http2" if data.startswith(H2_PREFACE) else "http1"
+        if codec == "http2":
+            self._h2 = H2Codec(client_side=False, settings=self.shared.h2_settings)
+            self._h2.initiate()
+            self._schedule_flush()
+        else:
+            self._h1 = H1ServerCodec(self.shared.h1_limits)
+        return data
+
+    def _feed(self, data: bytes) -> list[Event]:
+        if self._h1 is not None:
+            return self._h1.feed(data)
+        assert self._h2 is not None
+        return self._h2.feed(data)
+
+    def on_above_write_buffer_high_watermark(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.on_above_write_buffer_high_watermark()
+
+    def on_below_write_buffer_low_watermark(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.on_below_write_buffer_low_watermark()
+
+    def on_close(self) -> None:
+        """The client connection is gone: every open stream is reset from downstream."""
+        self._closing = True
+        for stream in list(self.streams.values()):
+            stream.finish(downstream_reset=True)
+
+    # -- events from the client ----------------------------------------------------------------
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, RequestHeaders):
+                self._new_stream(event)
+                continue
+            if isinstance(event, ConnectionTerminated):
+                self._closing = True
+                if not self.streams:
+                    self._close()
+                continue
+            stream = self.streams.get(event.stream_id)
+            if isinstance(event, Data):
+                if self._h2 is not None:
+                    self._credit(stream, event.stream_id, len(event.data))
+                if stream is not None:
+                    stream.request_complete = event.end_stream
+                    stream.decode_data(event.data, event.end_stream)
+            elif isinstance(event, Trailers):
+                if stream is not None:
+                    stream.request_complete = True
+                    stream.decode_trailers(event.headers)
+            elif isinstance(event, StreamReset) and stream is not None:
+                stream.finish(downstream_reset=True)
+
+    def _new_stream(self, request: RequestHeaders) -> None:
+        stats = self.shared.stats
+        stats.downstream_rq += 1
+        stream = ActiveStream(self, request)
+        stream.request_complete = request.end_stream
+        self.streams[request.stream_id] = stream
+        if request.expect_continue and self._h1 is not None:
+            self._write(self._h1.encode_response(ResponseHeaders(100, Headers())))
+        stream.start()
+
+    def _on_peer_eof(self) -> None:
+        if self._h1 is not None and not self.streams:
+            self._close()
+
+    def _protocol_error(self, error: HttpError) -> None:
+        self.shared.stats.protocol_errors += 1
+        log.debug("%s: bad HTTP from %s: %s", self.shared.listener,
+                  self.callbacks.info.downstream_remote, error.reason)  # fmt: skip
+        if self._h2 is not None:
+            self._flush()  # the codec queued a GOAWAY
+            self._close()
+            return
+        stream = self.streams.get(1)
+        if stream is not None and stream.response_started:
+            self._close()
+            return
+        if stream is None:
+            stream = ActiveStream(self, RequestHeaders(b"-", b"-", b"", Headers()))
+            self.streams[1] = stream
+        self._closing = True
+        stream.info.fail(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, error.reason)
+        body = f"{error.reason}\n".encode()
+        stream.send_local_reply(error.status, body, ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
+                                Headers([(b"connection", b"close")]), error.reason)  # fmt: skip
+
+    # -- output from streams -------------------------------------------------------------------
+
+    def send_headers(self, stream: ActiveStream, head: ResponseHeaders, end_stream: bool) -> None:
+        head.stream_id = stream.stream_id
+        head.end_stream = end_stream
+        if self._h1 is not None:
+            if self._closing:
+                head.keep_alive = False
+            self._write(self._h1.encode_response(head))
+        else:
+            assert self._h2 is not None
+            self._h2.send_headers(head, end_stream)
+            self._schedule_flush()
+        if end_stream and not head.informational:
+            stream.finish()
+
+    def send_data(self, stream: ActiveStream, data: bytes, end_stream: bool) -> None:
+        if self._h1 is not None:
+            self._write(self._h1.encode_data(data, end_stream))
+        else:
+            assert self._h2 is not None
+            self._h2.send_data(stream.stream_id, data, end_stream)
+            self._schedule_flush()
+        if end_stream:
+            stream.finish()
+
+    def send_trailers(self, stream: ActiveStream, trailers: Headers) -> None:
+        if self._h1 is not None:
+            self._write(self._h1.encode_trailers(trailers))
+        else:
+            assert self._h2 is not None
+            self._h2.send_trailers(stream.stream_id, trailers)
+            self._schedule_flush()
+        stream.finish()
+
+    def reset_stream(self, stream: ActiveStream) -> None:
+        """Abort one stream: RST_STREAM on HTTP/2; on HTTP/1 only closing the connection can."""
+        if self._h2 is not None:
+            self._h2.reset(stream.stream_id)
+            self._schedule_flush()
+            stream.finish(downstream_reset=False)
+        else:
+            stream.finish(downstream_reset=False)
+            self._flush()
+            self.callbacks.close(abort=True)
+
+    def stream_read_disable(self, stream: ActiveStream, disable: bool) -> None:
+        """Request-body backpressure: pause the socket (HTTP/1) or the stream's window (HTTP/2)."""
+        if self._h1 is not None:
+            self.callbacks.read_disable(disable)
+            return
+        if disable:
+            stream.h2_paused += 1
+        elif stream.h2_paused:
+            stream.h2_paused -= 1
+            self._credit(stream, stream.stream_id, 0)
+
+    def _credit(self, stream: ActiveStream | None, stream_id: int, size: int) -> None:
+        """HTTP/2: give the client its window back, unless this stream's consumer is paused."""
+        assert self._h2 is not None
+        if stream is None:
+            self._h2.acknowledge(stream_id, size)
+        else:
+            stream.h2_unacked += size
+            if stream.h2_paused or not stream.h2_unacked:
+                return
+            self._h2.acknowledge(stream_id, stream.h2_unacked)
+            stream.h2_unacked = 0
+        self._schedule_flush()
+
+    def stream_finished(self, stream: ActiveStream) -> None:
+        info = stream.info
+        self.streams.pop(stream.stream_id, None)
+        shared = self.shared
+        shared.stats.record(info)
+        if shared.access_log is not None:
+            shared.access_log(format_access_log(info))
+        if self._h1 is not None:
+            if not stream.request_complete:
+                self._closing = True  # answered before the request ended: cannot resync
+            self._next_h1_exchange()
+        elif self._closing and not self.streams:
+            self._close()
+
+    def _next_h1_exchange(self) -> None:
+        assert self._h1 is not None
+        if self._closing or not self._h1.keep_alive:
+            self._close()
+            return
+        try:
+            self._dispatch(self._h1.next_message())
+        except HttpError as error:
+            self._protocol_error(error)
+            return
+        if self._h1.closed and not self.streams:
+            self._close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self._out.append(data)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._h2 is not None:
+            data = self._h2.data_to_send()
+            if data:
+                self._out.append(data)
+        if self._out:
+            out, self._out = self._out, []
+            self.callbacks.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _close(self) -> None:
+        self._closing = True
+        self._flush()
+        self.callbacks.close()

@@ -1,0 +1,372 @@
+"""ActiveStream: one request/response exchange running through the HTTP stream filters."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from filters.http.api import STOP, StreamFilter
+from filters.http.route import Route, VirtualHost
+from protocols.http.events import RequestHeaders, ResponseHeaders
+from protocols.http.headers import Headers
+from proxy.stream_info import HttpStreamInfo, ResponseFlag
+
+if TYPE_CHECKING:
+    from filters.network.http.manager import HttpConnectionManager
+
+# Headers that describe one hop, not the message (RFC 9110 §7.6.1).
+HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+              b"upgrade", b"te", b"trailer")  # fmt: skip
+
+# HTTP status -> gRPC status for replies the proxy makes itself (gRPC's HTTP mapping).
+GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 413: 8, 429: 14, 502: 14, 503: 14, 504: 4}
+GRPC_DEADLINE_EXCEEDED = 4
+
+
+def new_request_id() -> bytes:
+    """A random UUID4-shaped id, without the cost of the uuid module."""
+    digits = b"%032x" % random.getrandbits(128)
+    return b"-".join(
+        (digits[:8], digits[8:12], b"4" + digits[13:16], b"a" + digits[17:20], digits[20:])
+    )
+
+
+def new_traceparent() -> bytes:
+    return b"00-%032x-%016x-01" % (random.getrandbits(128) or 1, random.getrandbits(64) or 1)
+
+
+def valid_traceparent(value: bytes) -> bool:
+    parts = value.split(b"-")
+    return (
+        len(parts) >= 4
+        and len(parts[0]) == 2
+        and parts[0] != b"ff"
+        and len(parts[1]) == 32
+        and parts[1] != b"0" * 32
+        and len(parts[2]) == 16
+        and parts[2] != b"0" * 16
+        and len(parts[3]) == 2
+        and all(_is_hex(part) for part in parts[:4])
+    )
+
+
+def _is_hex(value: bytes) -> bool:
+    try:
+        int(value, 16)
+    except ValueError:
+        return False
+    return value == value.lower()
+
+
+class ActiveStream:
+    """Implements `StreamCallbacks` for the filters of one stream."""
+
+    __slots__ = (
+        "_decoder_index",
+        "_held_bytes",
+        "_held_data",
+        "_held_paused",
+        "_held_trailers",
+        "_timers",
+        "decoders",
+        "done",
+        "encoders",
+        "filters",
+        "h2_paused",
+        "h2_unacked",
+        "info",
+        "manager",
+        "request",
+        "request_complete",
+        "response_started",
+        "route",
+        "stream_id",
+        "vhost",
+    )
+
+    def __init__(self, manager: HttpConnectionManager, request: RequestHeaders) -> None:
+        self.manager = manager
+        self.stream_id = request.stream_id
+        self.request = request
+        self.info = HttpStreamInfo(
+            manager.shared.listener, manager.callbacks.info.downstream_remote, request.version,
+            method=request.method, path=request.path, authority=request.authority,
+        )  # fmt: skip
+        self.vhost: VirtualHost | None = None
+        self.route: Route | None = None
+        self.response_started = False
+        self.request_complete = False
+        self.h2_paused = 0
+        self.h2_unacked = 0
+        self.done = False
+        self._timers: list[asyncio.TimerHandle] = []
+        self._decoder_index = 0
+        self._held_data: list[tuple[bytes, bool]] = []
+        self._held_bytes = 0
+        self._held_paused = False
+        self._held_trailers: Headers | None = None
+        self.filters: list[StreamFilter] = []
+        self.decoders: list[StreamFilter] = []
+        self.encoders: list[StreamFilter] = []
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Prepare headers, resolve the route, make this stream's filters, then decode."""
+        request = self.request
+        shared = self.manager.shared
+        self._prepare_request(request)
+        self.vhost, self.route = shared.config.route_table.find(request)
+        if self.route is not None:
+            self.info.route_name = self.route.name
+        per_filter = self.route.per_filter if self.route is not None else {}
+        for name, factory in shared.filter_factories:
+            if per_filter.get(name) is False:
+                continue
+            filter_ = factory(self)
+            self.filters.append(filter_)
+            if filter_.decodes:
+                self.decoders.append(filter_)
+            if filter_.encodes:
+                self.encoders.append(filter_)
+        self.encoders.reverse()
+        self.decode_headers(request.end_stream)
+
+    def _prepare_request(self, request: RequestHeaders) -> None:
+        headers = request.headers
+        config = self.manager.shared.config
+        info = self.info
+        grpc = (headers.get(b"content-type") or b"").startswith(b"application/grpc")
+        info.grpc = grpc
+        info.user_agent = headers.get(b"user-agent")
+        for name in HOP_BY_HOP:
+            if name in headers and not (request.upgrade and name in (b"connection", b"upgrade")):
+                if name == b"te" and headers.get(b"te") == b"trailers":
+                    continue
+                headers.remove(name)
+        if request.expect_continue:
+            headers.remove(b"expect")
+        if config.generate_request_id:
+            info.request_id = headers.get(b"x-request-id") or new_request_id()
+            if b"x-request-id" not in headers:
+                headers.add(b"x-request-id", info.request_id)
+        if config.append_forwarded_for:
+            client = self.manager.client_ip
+            previous = headers.get(b"x-forwarded-for")
+            forwarded = previous + b", " + client if previous else client
+            if previous:
+                headers.set(b"x-forwarded-for", forwarded)
+            else:
+                headers.add(b"x-forwarded-for", forwarded)
+            info.forwarded_for = forwarded
+            if b"x-forwarded-proto" not in headers:
+                headers.add(b"x-forwarded-proto", request.scheme)
+        if config.generate_traceparent:
+            parent = headers.get(b"traceparent")
+            if parent is None:
+                headers.add(b"traceparent", new_traceparent())
+            elif not valid_traceparent(parent):
+                headers.set(b"traceparent", new_traceparent())
+
+    # -- StreamCallbacks ------------------------------------------------------------------------
+
+    @property
+    def retry_buffer_limit(self) -> int:
+        return self.manager.shared.config.retry_buffer_limit
+
+    def per_route_config(self, filter_name: str) -> Any:
+        if self.route is None:
+            return None
+        value = self.route.per_filter.get(filter_name)
+        return None if value is False else value
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+        timer = asyncio.get_running_loop().call_later(delay, callback)
+        self._timers.append(timer)
+        return timer.cancel
+
+    def read_disable(self, disable: bool) -> None:
+        self.manager.stream_read_disable(self, disable)
+
+    # -- decoding (towards the upstream) -------------------------------------------------------
+    #
+    # While a decoder filter holds the headers (returned STOP), body and trailers are held
+    # too and released through every decoder once the headers have passed them all.
+
+    def decode_headers(self, end_stream: bool) -> None:
+        self._run_header_decoders(0, end_stream)
+
+    def _run_header_decoders(self, start: int, end_stream: bool) -> bool:
+        """True when the headers went through every decoder."""
+        for index in range(start, len(self.decoders)):
+            if self.done:
+                return False
+            if self.decoders[index].decode_headers(self.request, end_stream) is STOP:
+                self._decoder_index = index + 1
+                return False
+        self._decoder_index = len(self.decoders)
+        return True
+
+    @property
+    def _holding(self) -> bool:
+        return self._decoder_index < len(self.decoders)
+
+    def decode_data(self, data: bytes, end_stream: bool) -> None:
+        self.info.body_bytes_received += len(data)
+        if self._holding:
+            self._held_data.append((data, end_stream))
+            self._held_bytes += len(data)
+            if (
+                not self._held_paused
+                and self._held_bytes > self.manager.shared.config.retry_buffer_limit
+            ):
+                self._held_paused = True
+                self.read_disable(True)
+            return
+        for filter_ in self.decoders:
+            if self.done or filter_.decode_data(data, end_stream) is STOP:
+                return
+
+    def decode_trailers(self, trailers: Headers) -> None:
+        if self._holding:
+            self._held_trailers = trailers
+            return
+        for filter_ in self.decoders:
+            if self.done or filter_.decode_trailers(trailers) is STOP:
+                return
+
+    def continue_decoding(self) -> None:
+        """A filter that held the headers lets them go on; held body and trailers follow."""
+        if self.done or not self._run_header_decoders(self._decoder_index, self.request.end_stream):
+            return
+        held, self._held_data = self._held_data, []
+        self._held_bytes = 0
+        for data, end_stream in held:
+            self.info.body_bytes_received -= len(data)  # counted again on the way through
+            self.decode_data(data, end_stream)
+        if self._held_trailers is not None:
+            trailers, self._held_trailers = self._held_trailers, None
+            self.decode_trailers(trailers)
+        if self._held_paused:
+            self._held_paused = False
+            self.read_disable(False)
+
+    # -- encoding (towards the client) ---------------------------------------------------------
+
+    def encode_headers(self, head: ResponseHeaders, end_stream: bool) -> None:
+        if self.done:
+            return
+        if not head.informational:
+            self.response_started = True
+            self.info.status = head.status
+        for name in HOP_BY_HOP:
+            if name in head.headers and not (
+                head.status == 101 and name in (b"connection", b"upgrade")
+            ):
+                head.headers.remove(name)
+        for filter_ in self.encoders:
+            if filter_.encode_headers(head, end_stream) is STOP:
+                return
+        self.manager.send_headers(self, head, end_stream)
+
+    def encode_data(self, data: bytes, end_stream: bool) -> None:
+        if self.done:
+            return
+        self.info.body_bytes_sent += len(data)
+        for filter_ in self.encoders:
+            if filter_.encode_data(data, end_stream) is STOP:
+                return
+        self.manager.send_data(self, data, end_stream)
+
+    def encode_trailers(self, trailers: Headers) -> None:
+        if self.done:
+            return
+        for filter_ in self.encoders:
+            if filter_.encode_trailers(trailers) is STOP:
+                return
+        self.manager.send_trailers(self, trailers)
+
+    def send_local_reply(
+        self,
+        status: int,
+        body: bytes = b"",
+        flag: ResponseFlag | None = None,
+        headers: Headers | None = None,
+        details: str = "",
+    ) -> None:
+        if self.done:
+            return
+        if flag is not None:
+            self.info.fail(flag, details or body.decode("latin-1", "replace"))
+        elif details:
+            self.info.failure_reason = details
+        if self.response_started:
+            self.reset(details or f"local reply {status} after the response started")
+            return
+        headers = headers or Headers()
+        if self.info.grpc:
+            self._grpc_local_reply(status, body or details.encode(), headers)
+            return
+        headers.setdefault(b"content-type", b"text/plain")
+        headers.set(b"content-length", b"%d" % len(body))
+        head = ResponseHeaders(status, headers, stream_id=self.stream_id, end_stream=not body,
+                               content_length=len(body))  # fmt: skip
+        self.encode_headers(head, not body)
+        if body:
+            self.encode_data(body, True)
+
+    def _grpc_local_reply(self, status: int, message: bytes, headers: Headers) -> None:
+        """gRPC clients read errors from grpc-status, always with HTTP 200 (trailers-only)."""
+        code = GRPC_STATUS.get(status, 2)
+        headers.set(b"content-type", b"application/grpc")
+        headers.set(b"grpc-status", b"%d" % code)
+        if message:
+            headers.set(b"grpc-message", _percent_encode(message))
+        head = ResponseHeaders(200, headers, stream_id=self.stream_id, end_stream=True)
+        self.encode_headers(head, True)
+
+    def reset(self, reason: str) -> None:
+        if self.done:
+            return
+        if self.info.failure_reason is None:
+            self.info.failure_reason = reason
+        self.manager.reset_stream(self)
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def on_above_write_buffer_high_watermark(self) -> None:
+        for filter_ in self.filters:
+            filter_.on_above_write_buffer_high_watermark()
+
+    def on_below_write_buffer_low_watermark(self) -> None:
+        for filter_ in self.filters:
+            filter_.on_below_write_buffer_low_watermark()
+
+    def finish(self, downstream_reset: bool = False) -> None:
+        """The exchange is over: tell the filters, log it, count it."""
+        if self.done:
+            return
+        self.done = True
+        info = self.info
+        info.end_monotonic = time.monotonic()
+        if downstream_reset and not info.status:
+            info.fail(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION, "client went away")
+        for timer in self._timers:
+            timer.cancel()
+        for filter_ in self.filters:
+            filter_.on_destroy()
+        self.manager.stream_finished(self)
+
+
+def _percent_encode(message: bytes) -> bytes:
+    """grpc-message is percent-encoded (gRPC over HTTP/2 spec)."""
+    out = bytearray()
+    for byte in message[:1024]:
+        if 0x20 <= byte <= 0x7E and byte != 0x25:
+            out.append(byte)
+        else:
+            out += b"%%%02X" % byte
+    return bytes(out)

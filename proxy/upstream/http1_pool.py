@@ -1,0 +1,287 @@
+"""Keep-alive HTTP/1.1 connection pools, one per endpoint.
+
+A request takes an idle connection synchronously when there is one (no task, no
+await on the hot path); otherwise it waits in a bounded queue while a connection is
+opened. A connection carries one exchange at a time and goes back to the pool when the
+response ended cleanly and both sides allow keep-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from protocols.http.h1 import H1ClientCodec
+
+from protocols.http.errors import HttpError
+from protocols.http.events import Data, Event, RequestHeaders, ResponseHeaders, Trailers
+from protocols.http.headers import Headers
+from proxy.stream_info import ResponseFlag
+from proxy.upstream.connection import ClusterConnection
+from proxy.upstream.endpoint import Endpoint
+from proxy.upstream.http_api import UpstreamCallbacks
+
+if TYPE_CHECKING:
+    from proxy.upstream.cluster import Cluster, UpstreamError
+
+log = logging.getLogger("mecha.http1_pool")
+
+BUFFER_LIMIT = 1 << 20
+
+
+class _Pending:
+    __slots__ = ("callbacks", "pool")
+
+    def __init__(self, pool: Http1Pool, callbacks: UpstreamCallbacks) -> None:
+        self.pool = pool
+        self.callbacks = callbacks
+
+    def cancel(self) -> None:
+        self.pool.cancel(self)
+
+
+class Http1Pool:
+    def __init__(self, cluster: Cluster, endpoint: Endpoint) -> None:
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.settings = cluster.config.http_pool
+        self.idle: list[Http1Connection] = []
+        self.pending: deque[_Pending] = deque()
+        self.connecting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def new_stream(self, callbacks: UpstreamCallbacks) -> _Pending | None:
+        """Bind at once to an idle connection (returns None) or queue (returns a handle)."""
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.closed:
+                connection.bind(callbacks)
+                return None
+        breakers = self.cluster.config.circuit_breakers
+        if len(self.pending) >= breakers.max_pending_requests:
+            self.cluster.stats.rq_pending_overflow += 1
+            callbacks.on_pool_failure(
+                ResponseFlag.UPSTREAM_OVERFLOW, "circuit breaker: max_pending_requests", None
+            )
+            return None
+        pending = _Pending(self, callbacks)
+        self.pending.append(pending)
+        if self.connecting < len(self.pending):
+            self._open()
+        return pending
+
+    def cancel(self, pending: _Pending) -> None:
+        with contextlib.suppress(ValueError):
+            self.pending.remove(pending)
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self.cluster.cx_active >= self.cluster.config.circuit_breakers.max_connections:
+            self.cluster.stats.cx_overflow += 1
+            return  # requests wait for a connection to come free
+        self.connecting += 1
+        task = asyncio.get_running_loop().create_task(
+            self._connect(), name=f"http1-connect:{self.cluster.name}:{self.endpoint.address}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self) -> None:
+        from proxy.upstream.cluster import UpstreamError
+
+        try:
+            connection = await self.cluster.open_connection(
+                self.endpoint, lambda: Http1Connection(self)
+            )
+        except UpstreamError as error:
+            self.connecting -= 1
+            self._connect_failed(error)
+            return
+        self.connecting -= 1
+        self.release(connection, reused=False)
+
+    def _connect_failed(self, error: UpstreamError) -> None:
+        # One connection was meant for one waiting request; fail the oldest, keep the rest.
+        if self.pending:
+            self.pending.popleft().callbacks.on_pool_failure(
+                error.flag, error.reason, self.endpoint
+            )
+        if self.pending and self.connecting < len(self.pending):
+            self._open()
+
+    def release(self, connection: Http1Connection, reused: bool = True) -> None:
+        """A connection is free: hand it to the next waiting request, or keep it idle."""
+        connection.reused = reused
+        if self.pending:
+            connection.bind(self.pending.popleft().callbacks)
+            return
+        connection.idle_since = asyncio.get_running_loop().time()
+        self.idle.append(connection)
+        self._schedule_sweep()
+
+    def connection_gone(self, connection: Http1Connection) -> None:
+        if connection in self.idle:
+            self.idle.remove(connection)
+        if self.pending and self.connecting < len(self.pending):
+            self._open()
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self.settings.idle_timeout / 2, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle longer than idle_timeout; one timer per pool, not per request."""
+        self._sweeper = None
+        deadline = asyncio.get_running_loop().time() - self.settings.idle_timeout
+        for connection in [c for c in self.idle if c.idle_since <= deadline]:
+            self.idle.remove(connection)
+            connection.close()
+        if self.idle:
+            self._schedule_sweep()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for connection in self.idle:
+            connection.close()
+        self.idle.clear()
+
+
+class Http1Connection(ClusterConnection):
+    """One upstream HTTP/1.1 connection; also the UpstreamStream of its current exchange."""
+
+    __slots__ = (
+        "_got_response",
+        "_request_done",
+        "callbacks",
+        "codec",
+        "idle_since",
+        "pool",
+        "requests",
+        "reused",
+    )  # fmt: skip
+
+    def __init__(self, pool: Http1Pool) -> None:
+        super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
+        self.pool = pool
+        self.codec = H1ClientCodec()
+        self.callbacks: UpstreamCallbacks | None = None
+        self.idle_since = 0.0
+        self.reused = False
+        self.requests = 0
+        self._got_response = False
+        self._request_done = False
+
+    def bind(self, callbacks: UpstreamCallbacks) -> None:
+        self.callbacks = callbacks
+        self.requests += 1
+        self._got_response = False
+        self._request_done = False
+        self.endpoint.rq_active += 1
+        self.cluster.rq_active += 1
+        callbacks.on_pool_ready(self)
+
+    def _unbind(self) -> UpstreamCallbacks | None:
+        callbacks, self.callbacks = self.callbacks, None
+        if callbacks is not None:
+            self.endpoint.rq_active -= 1
+            self.cluster.rq_active -= 1
+        return callbacks
+
+    # -- UpstreamStream -----------------------------------------------------------------------
+
+    def send_headers(self, head: RequestHeaders, end_stream: bool) -> None:
+        self._request_done = end_stream
+        self.write(self.codec.encode_request(head))
+
+    def send_data(self, data: bytes, end_stream: bool) -> None:
+        self._request_done = end_stream
+        self.write(self.codec.encode_data(data, end_stream))
+
+    def send_trailers(self, trailers: Headers) -> None:
+        self._request_done = True
+        self.write(self.codec.encode_trailers(trailers))
+
+    def reset(self) -> None:
+        self._unbind()
+        self.close(abort=True)
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        try:
+            events = self.codec.feed(data)
+        except HttpError as error:
+            self._protocol_error(error)
+            return
+        self._dispatch(events)
+
+    def eof_received(self) -> bool:
+        try:
+            self._dispatch(self.codec.feed(b""))
+        except HttpError as error:
+            self._protocol_error(error)
+        return False
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            callbacks = self.callbacks
+            if callbacks is None:
+                self.close(abort=True)  # a response nobody asked for
+                return
+            if isinstance(event, Data):
+                callbacks.on_upstream_data(event.data, event.end_stream)
+            elif isinstance(event, ResponseHeaders):
+                self._got_response = True
+                callbacks.on_upstream_headers(event)
+                if event.informational:
+                    continue
+            elif isinstance(event, Trailers):
+                callbacks.on_upstream_trailers(event.headers)
+            else:
+                continue
+            if event.end_stream:
+                self._exchange_done()
+
+    def _exchange_done(self) -> None:
+        self._unbind()
+        limit = self.pool.settings.max_requests_per_connection
+        reusable = self.codec.keep_alive and self._request_done and not self.closed
+        if reusable and not (limit and self.requests >= limit):
+            self.pool.release(self)
+        else:
+            self.close()
+
+    def _protocol_error(self, error: HttpError) -> None:
+        callbacks = self._unbind()
+        self.close(abort=True)
+        if callbacks is not None:
+            reason = f"upstream protocol error: {error.reason}"
+            callbacks.on_upstream_reset(reason, not self._got_response, reused=False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.pool.connection_gone(self)
+        callbacks = self._unbind()
+        if callbacks is not None:
+            reason = f"upstream reset: {exc}" if exc else "upstream closed the connection"
+            callbacks.on_upstream_reset(reason, not self._got_response, self.reused)
+
+    def pause_writing(self) -> None:
+        if self.callbacks is not None:
+            self.callbacks.on_upstream_above_write_buffer_high_watermark()
+
+    def resume_writing(self) -> None:
+        if self.callbacks is not None:
+            self.callbacks.on_upstream_below_write_buffer_low_watermark()

@@ -1,0 +1,306 @@
+"""Multiplexed HTTP/2 upstream pools (prior knowledge, e.g. gRPC backends), one per endpoint.
+
+Streams share a connection up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS; more
+demand opens another connection. Received DATA is acknowledged (flow-control window
+credited) only while the stream's consumer is reading, so a slow downstream throttles
+the upstream instead of growing buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from protocols.http.errors import HttpError
+from protocols.http.events import (
+    ConnectionTerminated,
+    Data,
+    Event,
+    RequestHeaders,
+    ResponseHeaders,
+    StreamReset,
+    Trailers,
+)
+from protocols.http.h2 import H2Codec
+from protocols.http.headers import Headers
+from proxy.upstream.connection import ClusterConnection
+from proxy.upstream.endpoint import Endpoint
+from proxy.upstream.http_api import UpstreamCallbacks
+
+if TYPE_CHECKING:
+    from proxy.upstream.cluster import Cluster, UpstreamError
+
+log = logging.getLogger("mecha.http2_pool")
+
+BUFFER_LIMIT = 1 << 20
+
+
+class _Pending:
+    __slots__ = ("callbacks", "pool")
+
+    def __init__(self, pool: Http2Pool, callbacks: UpstreamCallbacks) -> None:
+        self.pool = pool
+        self.callbacks = callbacks
+
+    def cancel(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.pool.pending.remove(self)
+
+
+class Http2Pool:
+    def __init__(self, cluster: Cluster, endpoint: Endpoint) -> None:
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.connections: list[Http2Connection] = []
+        self.pending: deque[_Pending] = deque()
+        self.connecting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def new_stream(self, callbacks: UpstreamCallbacks) -> _Pending | None:
+        for connection in self.connections:
+            if connection.has_capacity():
+                connection.new_stream(callbacks)
+                return None
+        from proxy.stream_info import ResponseFlag
+
+        if len(self.pending) >= self.cluster.config.circuit_breakers.max_pending_requests:
+            self.cluster.stats.rq_pending_overflow += 1
+            callbacks.on_pool_failure(
+                ResponseFlag.UPSTREAM_OVERFLOW, "circuit breaker: max_pending_requests", None
+            )
+            return None
+        pending = _Pending(self, callbacks)
+        self.pending.append(pending)
+        if not self.connecting:
+            self._open()
+        return pending
+
+    def _open(self) -> None:
+        if self.cluster.cx_active >= self.cluster.config.circuit_breakers.max_connections:
+            self.cluster.stats.cx_overflow += 1
+            return
+        self.connecting += 1
+        task = asyncio.get_running_loop().create_task(
+            self._connect(), name=f"http2-connect:{self.cluster.name}:{self.endpoint.address}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self) -> None:
+        from proxy.upstream.cluster import UpstreamError
+
+        try:
+            connection = await self.cluster.open_connection(
+                self.endpoint, lambda: Http2Connection(self)
+            )
+        except UpstreamError as error:
+            self.connecting -= 1
+            self._fail_pending(error)
+            return
+        self.connecting -= 1
+        self.connections.append(connection)
+        self.drain_pending()
+
+    def _fail_pending(self, error: UpstreamError) -> None:
+        while self.pending:
+            self.pending.popleft().callbacks.on_pool_failure(
+                error.flag, error.reason, self.endpoint
+            )
+
+    def drain_pending(self) -> None:
+        """Give waiting requests to connections with room; open another if they are full."""
+        for connection in self.connections:
+            while self.pending and connection.has_capacity():
+                connection.new_stream(self.pending.popleft().callbacks)
+        if self.pending and not self.connecting:
+            self._open()
+
+    def connection_gone(self, connection: Http2Connection) -> None:
+        if connection in self.connections:
+            self.connections.remove(connection)
+        if self.pending and not self.connecting:
+            self._open()
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for connection in list(self.connections):
+            if not connection.streams:
+                connection.close()
+
+
+class _H2Stream:
+    """One exchange on a shared HTTP/2 connection."""
+
+    __slots__ = ("_paused", "_unacked", "callbacks", "connection", "got_response", "stream_id")
+
+    def __init__(self, connection: Http2Connection, stream_id: int, callbacks: UpstreamCallbacks):
+        self.connection = connection
+        self.stream_id = stream_id
+        self.callbacks = callbacks
+        self.got_response = False
+        self._paused = 0
+        self._unacked = 0
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.connection.endpoint
+
+    def send_headers(self, head: RequestHeaders, end_stream: bool) -> None:
+        head.stream_id = self.stream_id
+        self.connection.codec.send_headers(head, end_stream)
+        self.connection.flush_soon()
+
+    def send_data(self, data: bytes, end_stream: bool) -> None:
+        self.connection.codec.send_data(self.stream_id, data, end_stream)
+        self.connection.flush_soon()
+
+    def send_trailers(self, trailers: Headers) -> None:
+        self.connection.codec.send_trailers(self.stream_id, trailers)
+        self.connection.flush_soon()
+
+    def reset(self) -> None:
+        if self.connection.forget(self.stream_id) is not None:
+            self.connection.codec.reset(self.stream_id)
+            self.connection.flush_soon()
+
+    def read_disable(self, disable: bool) -> None:
+        if disable:
+            self._paused += 1
+        elif self._paused:
+            self._paused -= 1
+            if not self._paused and self._unacked:
+                self.acknowledge(0)
+
+    def acknowledge(self, size: int) -> None:
+        """Credit the window for consumed bytes, unless the consumer is paused."""
+        self._unacked += size
+        if not self._paused and self._unacked:
+            self.connection.codec.acknowledge(self.stream_id, self._unacked)
+            self._unacked = 0
+            self.connection.flush_soon()
+
+
+class Http2Connection(ClusterConnection):
+    __slots__ = ("_flush_scheduled", "codec", "goaway", "pool", "streams")
+
+    def __init__(self, pool: Http2Pool) -> None:
+        super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
+        self.pool = pool
+        self.codec = H2Codec(client_side=True)
+        self.streams: dict[int, _H2Stream] = {}
+        self.goaway = False
+        self._flush_scheduled = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.codec.initiate()
+        self.flush()
+
+    def has_capacity(self) -> bool:
+        return (
+            not self.goaway
+            and not self.closed
+            and (len(self.streams) < self.codec.max_outbound_streams)
+        )
+
+    def new_stream(self, callbacks: UpstreamCallbacks) -> None:
+        stream = _H2Stream(self, self.codec.next_stream_id(), callbacks)
+        self.streams[stream.stream_id] = stream
+        self.endpoint.rq_active += 1
+        self.cluster.rq_active += 1
+        callbacks.on_pool_ready(stream)
+
+    def forget(self, stream_id: int) -> _H2Stream | None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self.endpoint.rq_active -= 1
+            self.cluster.rq_active -= 1
+            if not self.streams and self.goaway:
+                self.close()
+            elif self.pool.pending:
+                self.pool.drain_pending()
+        return stream
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def flush_soon(self) -> None:
+        """Coalesce frames from every stream into one write per loop iteration."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.codec.data_to_send()
+        if data:
+            self.write(data)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        try:
+            events = self.codec.feed(data)
+        except HttpError as error:
+            self.flush()
+            self._fail_all(f"upstream protocol error: {error.reason}")
+            self.close()
+            return
+        for event in events:
+            self._dispatch(event)
+        self.flush()
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, ConnectionTerminated):
+            self.goaway = True
+            for stream_id in [s for s in self.streams if s > event.last_stream_id]:
+                self._reset_stream(stream_id, "upstream refused the stream (GOAWAY)")
+            return
+        if isinstance(event, StreamReset):
+            self._reset_stream(
+                event.stream_id, f"upstream reset the stream (code {event.error_code})"
+            )
+            return
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            return
+        callbacks = stream.callbacks
+        if isinstance(event, Data):
+            stream.acknowledge(len(event.data))
+            callbacks.on_upstream_data(event.data, event.end_stream)
+        elif isinstance(event, ResponseHeaders):
+            stream.got_response = True
+            callbacks.on_upstream_headers(event)
+            if event.informational:
+                return
+        elif isinstance(event, Trailers):
+            callbacks.on_upstream_trailers(event.headers)
+        if event.end_stream:
+            self.forget(event.stream_id)
+
+    def _reset_stream(self, stream_id: int, reason: str) -> None:
+        stream = self.forget(stream_id)
+        if stream is not None:
+            stream.callbacks.on_upstream_reset(reason, before_response=not stream.got_response,
+                                               reused=False)  # fmt: skip
+
+    def _fail_all(self, reason: str) -> None:
+        for stream_id in list(self.streams):
+            self._reset_stream(stream_id, reason)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.pool.connection_gone(self)
+        self._fail_all(f"upstream reset: {exc}" if exc else "upstream closed the connection")
+
+    def pause_writing(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.callbacks.on_upstream_above_write_buffer_high_watermark()
+
+    def resume_writing(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.callbacks.on_upstream_below_write_buffer_low_watermark()
