@@ -103,6 +103,7 @@ def _describe_cluster(cluster: Cluster) -> dict[str, Any]:
                 "address": str(e.address),
                 "hostname": e.hostname,
                 "health": e.health.value,
+                "ejected": e.ejected,
                 "weight": e.weight,
                 "cx_active": e.cx_active,
                 "cx_total": e.cx_total,

@@ -22,6 +22,9 @@ class ResponseFlag(enum.Enum):
     UPSTREAM_PROTOCOL_ERROR = "UPE"
     STREAM_IDLE_TIMEOUT = "SI"
     DOWNSTREAM_OVERFLOW = "DO"
+    FAULT_INJECTED = "FI"
+    DELAY_INJECTED = "DI"
+    UNAUTHORIZED = "UAEX"
 
 
 @dataclass(slots=True)

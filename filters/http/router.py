@@ -73,7 +73,7 @@ class Router(StreamFilter):
         "_attempt", "_attempts", "_cancel_retry", "_cancel_timeout", "_cluster", "_clusters",
         "_done", "_downstream_paused", "_replay", "_replay_size", "_request", "_request_end",
         "_response_started", "_retries_used", "_route", "_start", "_timeout", "_trailers",
-        "_tried", "callbacks",
+        "_tried", "_unsent", "_unsent_size", "callbacks",
     )  # fmt: skip
 
     def __init__(self, clusters: ClusterManager, callbacks: StreamCallbacks) -> None:
@@ -86,6 +86,9 @@ class Router(StreamFilter):
         self._replay: list[bytes] | None = []
         """Every body chunk so far while it fits the retry buffer; None once it did not."""
         self._replay_size = 0
+        self._unsent: list[bytes] = []
+        """Body that arrived before an attempt was bound, once it is too big to replay."""
+        self._unsent_size = 0
         self._trailers: Headers | None = None
         self._attempt: _Attempt | None = None
         self._attempts = 0
@@ -136,14 +139,23 @@ class Router(StreamFilter):
         if self._done:
             return STOP
         self._request_end = end_stream
+        attempt = self._attempt
+        bound = attempt is not None and attempt.stream is not None
         if self._replay is not None:
             self._replay_size += len(data)
-            if self._replay_size > self.callbacks.retry_buffer_limit:
-                self._replay = None  # too big to replay: no retries from here on
-            else:
+            if self._replay_size <= self.callbacks.retry_buffer_limit:
                 self._replay.append(data)
-        attempt = self._attempt
-        if attempt is not None:
+            else:  # too big to replay: no retries from here on
+                if not bound:
+                    self._unsent = [*self._replay, data]
+                self._replay = None
+        elif not bound:
+            self._unsent.append(data)
+            self._unsent_size += len(data)
+            if self._unsent_size > self.callbacks.retry_buffer_limit:
+                self.upstream_write_blocked(True)  # no upstream yet: stop reading the client
+        if bound:
+            assert attempt is not None
             attempt.send_data(data, end_stream)
         if end_stream:
             self._arm_timeout()
@@ -206,7 +218,12 @@ class Router(StreamFilter):
         attempt.pending = self._cluster.new_http_stream(attempt, self._tried)
 
     def body_so_far(self) -> list[bytes]:
-        return self._replay or []
+        """What a newly bound attempt must send first."""
+        if self._replay is not None:
+            return self._replay
+        unsent, self._unsent, self._unsent_size = self._unsent, [], 0
+        self.upstream_write_blocked(False)
+        return unsent
 
     def on_pool_ready(self, attempt: _Attempt, stream: UpstreamStream) -> None:
         request = self._request
@@ -229,6 +246,11 @@ class Router(StreamFilter):
             return
         if head.informational and head.status != 101:
             return  # we answered 100 Continue ourselves
+        if head.status == 101 and (self._request is None or not self._request.upgrade):
+            attempt.abandon()
+            self._attempt = None
+            self._fail(502, ResponseFlag.UPSTREAM_PROTOCOL_ERROR, "101 to a request without upgrade")
+            return
         attempt.cancel_per_try_timeout()
         self._record_outcome(attempt, head.status)
         if self._should_retry_status(head.status):

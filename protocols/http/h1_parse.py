@@ -26,6 +26,11 @@ from protocols.http.headers import HeaderItems, Headers
 
 @dataclass(frozen=True, slots=True)
 class H1Limits:
+    """Bounds on what one connection may make the codec buffer or accept.
+
+    A request line alone beyond MAX_LINE (8 KiB) is answered with 414 whatever max_head is.
+    """
+
     max_head: int = 64 * 1024
     """Request/status line + headers (and a trailer section); beyond -> 431."""
     max_headers: int = 128
@@ -41,7 +46,7 @@ NONE, FIXED, CHUNKED, CLOSE, TUNNEL = range(5)
 MAX_LINE = 8 * 1024
 """A request line longer than this is answered with 414."""
 MAX_CHUNK_LINE = 4 * 1024
-"""A chunk-size line (with extensions) longer than this is malformed."""
+"""A chunk-size line (with extensions) longer than this (or max_head) is malformed."""
 MAX_LENGTH_DIGITS = 18
 """Content-Length values with more digits are refused with 413 (over an exabyte)."""
 
@@ -53,69 +58,104 @@ HEAD = b"HEAD"
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = rb"[" + _TCHAR + rb"]+"
 _VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
-_REQUEST_LINE = re.compile(_TOKEN + rb" ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
-_STATUS_LINE = re.compile(rb"(HTTP/[0-9]\.[0-9]) ([0-9]{3})(?: (" + _VALUE + rb"))?")
-_FIELDS = re.compile(rb"(?:" + _TOKEN + rb":" + _VALUE + rb"\r\n)*")
+_FIELD_LINES = rb"((?:" + _TOKEN + rb":" + _VALUE + rb"\r\n)*)"
+_REQUEST_HEAD = re.compile(
+    rb"(" + _TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])\r\n" + _FIELD_LINES, re.ASCII
+)
+_RESPONSE_HEAD = re.compile(
+    rb"(HTTP/1\.[01]) ([0-9]{3})(?: (" + _VALUE + rb"))?\r\n" + _FIELD_LINES, re.ASCII
+)
+_REQUEST_LINE = re.compile(_TOKEN + rb" [\x21-\x7e]+ (HTTP/[0-9]\.[0-9])")
+_STATUS_LINE = re.compile(rb"(HTTP/[0-9]\.[0-9]) [0-9]{3}(?: " + _VALUE + rb")?")
+_FIELDS = re.compile(_FIELD_LINES)
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
-_CHUNK_EXT = rb"[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?"
+_EXT_VALUE = rb"(?:" + _TOKEN + rb"|" + _QUOTED + rb")"
+_CHUNK_EXT = rb"[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*" + _EXT_VALUE + rb")?"
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:" + _CHUNK_EXT + rb")*")
 _HOST = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)"
 _HOST_VALUE = re.compile(_HOST + rb"(?::[0-9]*)?")
 _AUTHORITY_FORM = re.compile(_HOST + rb":[0-9]+")
 _ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]+)(.*)")
 _BARE = re.compile(rb"\r(?=[^\n])|(?<!\r)\n|\x00")
-_TCHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TCHARS = frozenset(b"".join(re.findall(rb"[" + _TCHAR + rb"]", bytes(range(128)))))
 
 _SPECIAL = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect")
 )
 _NO_TOKENS: frozenset[bytes] = frozenset()
+_GOOD_HOSTS: set[bytes] = set()
+"""Host values already validated (bounded): the same few hosts arrive over and over."""
 Found = dict[bytes, list[bytes]]
 
 
 # -- heads ---------------------------------------------------------------------------------
 
 
-def find_head(buf: bytes, start: int, scan: int, limits: H1Limits, response: bool) -> int:
-    """Index of the `\\r\\n\\r\\n` ending the head at `start`, or -1 while incomplete.
+def check_partial(buf: bytes, start: int, scan: int, max_head: int, response: bool) -> None:
+    """Fail early on an incomplete head that is too long or already malformed.
 
-    `scan` is how far (from start) earlier calls already searched. An incomplete head
-    is checked so that garbage fails early and the buffer never exceeds `max_head`.
+    `scan` is how far (from start) earlier calls already looked; together with the
+    caller's bounded search for the end of the head this keeps the buffer under max_head.
     """
-    end = buf.find(b"\r\n\r\n", start + scan, start + limits.max_head)
-    if end < 0:
-        _check_partial(buf, start, scan, limits.max_head, response)
-    return end
-
-
-def _check_partial(buf: bytes, start: int, scan: int, max_head: int, response: bool) -> None:
     size = len(buf) - start
     if size > MAX_LINE + 1 and buf.find(b"\r\n", start, start + MAX_LINE + 2) < 0:
         raise HttpError("start line too long", 414)
     if size >= max_head:
         raise HttpError("head too large", 431)
     first = buf[start]
+    if first == 0x0D and size == 1:  # maybe an empty line before the start line
+        return
     if (first != 0x48) if response else (first not in _TCHARS):
         raise HttpError("malformed start line")
     if _BARE.search(buf, start + scan) is not None:
         raise HttpError("bare CR, LF or NUL in head")
 
 
-def parse_fields(block: bytes, max_headers: int) -> HeaderItems:
-    """`Name: value\\r\\n` lines -> [(lowercase name, stripped value)], validated as a whole."""
-    if not block:
-        return []
-    if _FIELDS.fullmatch(block) is None:
-        raise HttpError(_bad_field_reason(block))
+def parse_fields(block: bytes, max_headers: int) -> tuple[HeaderItems, Found]:
+    """`Name: value\\r\\n` lines (already validated) -> (items, framing-relevant fields).
+
+    Items are (lowercase name, value without surrounding SP/HTAB); `found` maps the
+    names in _SPECIAL to all their values.
+    """
     lines = block.split(b"\r\n")
     lines.pop()
     if len(lines) > max_headers:
         raise HttpError("too many header fields", 431)
-    return [(name.lower(), value.strip()) for name, _, value in [x.partition(b":") for x in lines]]
+    items: HeaderItems = []
+    found: Found = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip()
+        items.append((name, value))
+        if name in _SPECIAL:
+            if name in found:
+                found[name].append(value)
+            else:
+                found[name] = [value]
+    return items, found
+
+
+def parse_trailers(block: bytes, max_headers: int) -> Headers:
+    if _FIELDS.fullmatch(block) is None:
+        raise HttpError(_bad_field_reason(block))
+    return Headers(parse_fields(block, max_headers)[0], block)
+
+
+def _head_error(buf: bytes, start: int, end: int, response: bool) -> HttpError:
+    """Why the head buf[start:end+4] failed the head regex (error path only)."""
+    line_end = buf.find(b"\r\n", start, end + 2)
+    if line_end - start > MAX_LINE:
+        return HttpError("start line too long", 414)
+    m = (_STATUS_LINE if response else _REQUEST_LINE).fullmatch(buf, start, line_end)
+    if m is None:
+        return HttpError(f"malformed {'status' if response else 'request'} line")
+    if m.group(1) not in (HTTP10, HTTP11):
+        return HttpError("unsupported HTTP version", 505)
+    return HttpError(_bad_field_reason(buf[line_end + 2 : end + 2]))
 
 
 def _bad_field_reason(block: bytes) -> str:
-    """Why `block` failed validation (error path only)."""
     for line in block.split(b"\r\n")[:-1]:
         if line[:1] in (b" ", b"\t"):
             return "obsolete line folding in header"
@@ -125,21 +165,11 @@ def _bad_field_reason(block: bytes) -> str:
     return "invalid character in header"
 
 
-def _collect(items: HeaderItems) -> Found:
-    """The framing-relevant fields (names in _SPECIAL) with all their values."""
-    found: Found = {}
-    for name, value in items:
-        if name in _SPECIAL:
-            if name in found:
-                found[name].append(value)
-            else:
-                found[name] = [value]
-    return found
-
-
 def _tokens(values: list[bytes] | None) -> frozenset[bytes]:
     if not values:
         return _NO_TOKENS
+    if len(values) == 1 and b"," not in values[0]:
+        return frozenset((values[0].lower(),))
     return frozenset(t.strip().lower() for v in values for t in v.split(b","))
 
 
@@ -176,10 +206,13 @@ def _check_chunked(values: list[bytes]) -> None:
     raise HttpError("unsupported transfer coding", 501)
 
 
-def _head_fields(buf: bytes, line_end: int, end: int, limits: H1Limits) -> tuple[Headers, Found]:
-    block = buf[line_end + 2 : end + 2]
-    items = parse_fields(block, limits.max_headers)
-    return Headers(items, block), _collect(items)
+def _check_host(host: bytes) -> bytes:
+    if host not in _GOOD_HOSTS:
+        if _HOST_VALUE.fullmatch(host) is None:
+            raise HttpError("invalid Host header")
+        if len(_GOOD_HOSTS) < 1024:
+            _GOOD_HOSTS.add(host)
+    return host
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -188,36 +221,42 @@ def _head_fields(buf: bytes, line_end: int, end: int, limits: H1Limits) -> tuple
 def parse_request(
     buf: bytes, start: int, end: int, limits: H1Limits
 ) -> tuple[RequestHeaders, int, int]:
-    """Parse the head buf[start:end+4] -> (request, framing kind, body length)."""
-    line_end = buf.find(b"\r\n", start, end + 2)
-    if line_end - start > MAX_LINE:
-        raise HttpError("request line too long", 414)
-    m = _REQUEST_LINE.fullmatch(buf, start, line_end)
-    if m is None:
-        raise HttpError("malformed request line")
-    version = m.group(2)
-    if version != HTTP11 and version != HTTP10:
-        raise HttpError("unsupported HTTP version", 505)
-    headers, found = _head_fields(buf, line_end, end, limits)
-    method = buf[start : m.start(1) - 1]
-    req = RequestHeaders(method, m.group(1), b"", headers, version=version)
-    _target(req, found)
+    """Parse the head buf[start:end+4] -> (request, framing kind, body length or -1)."""
+    m = _REQUEST_HEAD.fullmatch(buf, start, end + 2)
+    if m is None or (end - start > MAX_LINE and m.start(4) - start > MAX_LINE + 2):
+        raise _head_error(buf, start, end, False)
+    method, target, version, block = m.groups()
+    items, found = parse_fields(block, limits.max_headers)
+    hosts = found.pop(b"host", None)
+    if hosts and len(hosts) == 1 and target[:1] == b"/" and method != CONNECT:
+        # the common case: origin form, one Host, no body, at most a Connection field
+        conn = found.pop(b"connection", None)
+        if not found:  # (no Upgrade field, so the Connection tokens only decide keep-alive)
+            host = hosts[0]
+            if host not in _GOOD_HOSTS:
+                _check_host(host)
+            keep = version == HTTP11 if conn is None else _keep_alive(version, _tokens(conn))
+            req = RequestHeaders(
+                method, target, host, Headers(items, block), b"http", version, 1, True, keep
+            )
+            return req, NONE, -1
+        if conn is not None:
+            found[b"connection"] = conn
+    req = RequestHeaders(method, target, b"", Headers(items, block), b"http", version)
+    _target(req, hosts)
     kind, length = _request_framing(req, found, limits)
     return req, kind, length
 
 
-def _target(req: RequestHeaders, found: Found) -> None:
+def _target(req: RequestHeaders, hosts: list[bytes] | None) -> None:
     """Set authority (and path/scheme for absolute form) from the target and Host."""
-    hosts = found.get(b"host")
     if hosts is None:
         if req.version == HTTP11:
             raise HttpError("missing Host header")
     elif len(hosts) > 1:
         raise HttpError("more than one Host header")
-    elif _HOST_VALUE.fullmatch(hosts[0]) is None:
-        raise HttpError("invalid Host header")
     else:
-        req.authority = hosts[0]
+        req.authority = _check_host(hosts[0])
     target = req.path
     if req.method == CONNECT:
         if _AUTHORITY_FORM.fullmatch(target) is None:
@@ -284,23 +323,18 @@ def parse_response(
     buf: bytes, start: int, end: int, limits: H1Limits, method: bytes
 ) -> tuple[ResponseHeaders, int, int]:
     """Parse a response head answering `method` -> (response, framing kind, length)."""
-    line_end = buf.find(b"\r\n", start, end + 2)
-    if line_end - start > MAX_LINE:
-        raise HttpError("status line too long")
-    m = _STATUS_LINE.fullmatch(buf, start, line_end)
-    if m is None:
-        raise HttpError("malformed status line")
-    version, code, reason = m.groups()
-    if version != HTTP11 and version != HTTP10:
-        raise HttpError("unsupported HTTP version", 505)
+    m = _RESPONSE_HEAD.fullmatch(buf, start, end + 2)
+    if m is None or (end - start > MAX_LINE and m.start(4) - start > MAX_LINE + 2):
+        raise _head_error(buf, start, end, True)
+    version, code, reason, block = m.groups()
     status = int(code)
     if status < 100:
         raise HttpError("invalid status code")
-    headers, found = _head_fields(buf, line_end, end, limits)
-    resp = ResponseHeaders(status, headers, reason or b"", version)
+    items, found = parse_fields(block, limits.max_headers)
+    resp = ResponseHeaders(status, Headers(items, block), reason or b"", version)
     resp.keep_alive = _keep_alive(version, _tokens(found.get(b"connection")))
     kind, length = _response_framing(resp, found, limits, method)
-    if kind == TUNNEL or kind == CLOSE:
+    if kind in (TUNNEL, CLOSE):
         resp.keep_alive = False
     resp.end_stream = kind == NONE and status >= 200
     return resp, kind, length
@@ -323,9 +357,12 @@ def _response_framing(
         return TUNNEL, -1
     if b"transfer-encoding" in found:
         return _body_length(found, resp.version == HTTP11, limits)
-    if resp.content_length is None:
+    length = resp.content_length
+    if length is None:
         return CLOSE, -1
-    return _body_length(found, True, limits)
+    if limits.max_body is not None and length > limits.max_body:
+        raise HttpError("body too large", 413)
+    return (FIXED if length else NONE), length
 
 
 # -- body readers --------------------------------------------------------------------------
@@ -428,9 +465,10 @@ class ChunkedReader(Reader):
         return pos + n
 
     def _size(self, buf: bytes, pos: int) -> int:
-        line_end = buf.find(b"\r\n", pos, pos + MAX_CHUNK_LINE)
+        limit = min(MAX_CHUNK_LINE, self._limits.max_head)
+        line_end = buf.find(b"\r\n", pos, pos + limit)
         if line_end < 0:
-            if len(buf) - pos >= MAX_CHUNK_LINE or _BARE.search(buf, pos) is not None:
+            if len(buf) - pos >= limit or _BARE.search(buf, pos) is not None:
                 raise HttpError("malformed chunk size line")
             return pos
         m = _CHUNK_LINE.fullmatch(buf, pos, line_end)
@@ -458,8 +496,7 @@ class ChunkedReader(Reader):
             if _BARE.search(buf, pos) is not None:
                 raise HttpError("bare CR, LF or NUL in trailers")
             return pos
-        block = buf[pos : end + 2]
-        out.append(Trailers(Headers(parse_fields(block, limits.max_headers), block)))
+        out.append(Trailers(parse_trailers(buf[pos : end + 2], limits.max_headers)))
         self.done = True
         return end + 4
 

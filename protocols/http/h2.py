@@ -1,35 +1,27 @@
-"""HTTP/2 codec, sans-IO, on top of h2: h2's events <-> our request/response vocabulary.
+"""HTTP/2 codec (sans-IO) on h2: h2's events <-> our request/response vocabulary.
 
-One `H2Codec` per connection and side (server towards clients, client towards upstreams).
-Bytes in through `feed`, events out; calls in through `send_*`, bytes out through
-`data_to_send`. Nothing here awaits or touches a socket.
+One `H2Codec` per connection, either side. Bytes in through `feed`, events out; calls
+in through `send_*`, bytes out through `data_to_send`. The rules it keeps:
 
-The rules this module keeps (everything that affects them lives here):
-
-- Inbound flow control is the caller's: received DATA is *not* acknowledged until the
-  caller calls `acknowledge(stream_id, len(data))` for bytes it has passed on, so a slow
-  consumer on the other side of the proxy throttles this peer and the peer can never
-  have more in flight than our windows. `acknowledge` takes *payload* bytes; padding,
-  and data the caller never sees (refused or reset streams), the codec gives back itself.
-  A reset stream's unacknowledged bytes are given back at the reset.
-- Outbound flow control is the codec's: `send_data` sends what the windows and the
-  peer's frame size allow and queues the rest per stream (only what the caller gave us;
-  `pending` tells how much, for backpressure). WINDOW_UPDATE and SETTINGS frames
-  arriving through `feed` release the queues; END_STREAM and trailers go after the
-  last queued byte.
-- Errors: a connection error raises `HttpError` after h2 has queued GOAWAY (flush
-  `data_to_send`, then close). A malformed message on one stream resets only that
-  stream (RFC 9113 §8.1.1) and surfaces as `StreamReset`. Any bytes whatsoever either
-  yield events or raise `HttpError`. Sending on a stream that the peer reset or that is
-  finished is ignored (the caller learns it from `StreamReset`); other misuse raises
-  `HttpError` with status 500, a new stream on a dying connection with 503.
-- GOAWAY with NO_ERROR is graceful in both directions (RFC 9113 §6.8): streams up to
-  its last stream id complete; ours above it end with `StreamReset(REFUSED_STREAM)`
-  right after `ConnectionTerminated` (safe to retry). After our own graceful GOAWAY,
-  new peer streams above the announced id are refused without events.
-- Pushes are disabled. Stream-level events are in order per stream; a `StreamEnded`
-  sets `end_stream` on the stream's last event of the same `feed` call, or becomes
-  `Data(b"", end_stream=True)`.
+- Inbound flow control is the caller's: DATA is not acknowledged until the caller calls
+  `acknowledge(stream_id, len(data))` for bytes it has passed on, so a slow consumer on
+  the far side of the proxy throttles this peer, which can never have more in flight
+  than our windows. `acknowledge` takes *payload* bytes: padding, data the caller never
+  sees, and what a reset stream still owed are given back by the codec itself.
+- Outbound flow control is the codec's: `send_data` sends what the windows and frame
+  size allow and queues the rest per stream (only what the caller gave; `pending` says
+  how much). WINDOW_UPDATE and SETTINGS arriving in `feed` release the queues;
+  END_STREAM and trailers follow the last queued byte.
+- Errors: a connection error raises `HttpError` once h2 has queued GOAWAY (flush, then
+  close); any bytes whatsoever give events or `HttpError`. A malformed message resets
+  only its stream (RFC 9113 §8.1.1) and surfaces as `StreamReset`. Sending on a stream
+  that was reset or has finished is ignored (the caller hears `StreamReset`); other
+  misuse raises `HttpError(500)`, a new stream on a dying connection `HttpError(503)`.
+- GOAWAY with NO_ERROR is graceful both ways (§6.8): streams up to its last stream id
+  complete; ours above it end in `StreamReset(REFUSED_STREAM)` (safe to retry) right
+  after `ConnectionTerminated`. After our own, newer peer streams are refused silently.
+- No server push. A `StreamEnded` sets `end_stream` on its stream's last event from the
+  same `feed` call, or becomes `Data(b"", end_stream=True)`.
 """
 
 from __future__ import annotations
@@ -40,17 +32,10 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 import h2.events as h2e
+import h2.exceptions as h2x
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
-from h2.exceptions import (
-    H2Error,
-    InvalidBodyLengthError,
-    NoAvailableStreamIDError,
-    StreamClosedError,
-    TooManyStreamsError,
-)
-from h2.exceptions import ProtocolError as H2ProtocolError
 from h2.settings import SettingCodes, Settings
 from hpack import HPACKError
 from hpack.struct import Header
@@ -69,6 +54,7 @@ from protocols.http.events import (
 from protocols.http.headers import Headers
 
 HeaderList = list[tuple[bytes, bytes]]
+_Endable = RequestHeaders | ResponseHeaders | Data | Trailers
 
 CANCEL = ErrorCodes.CANCEL
 PROTOCOL_ERROR = ErrorCodes.PROTOCOL_ERROR
@@ -86,41 +72,37 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 # What h2 wraps when an HPACK block cannot be decoded: the compression context is lost,
 # so such a failure can never be confined to one stream.
 _HPACK_FAILURES = (HPACKError, IndexError, TypeError, UnicodeDecodeError)
+_RANGES = (
+    ("max_concurrent_streams", 0, MAX_WINDOW),
+    ("initial_window_size", 0, MAX_WINDOW),
+    ("connection_window_size", DEFAULT_WINDOW, MAX_WINDOW),
+    ("max_frame_size", 16384, (1 << 24) - 1),
+    ("max_header_list_size", 1, MAX_WINDOW),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class H2Settings:
     max_concurrent_streams: int = 100
-    initial_window_size: int = 1 << 20
-    """Per stream, what we advertise."""
-    connection_window_size: int = 16 << 20
-    """We raise the connection window to this at start."""
+    initial_window_size: int = 1 << 20  # per stream, what we advertise
+    connection_window_size: int = 16 << 20  # we raise the connection window to this at start
     max_frame_size: int = 16384
     max_header_list_size: int = 64 * 1024
 
     def __post_init__(self) -> None:
-        if not 0 <= self.max_concurrent_streams < 1 << 31:
-            raise ValueError("max_concurrent_streams must be in [0, 2^31)")
-        if not 0 <= self.initial_window_size <= MAX_WINDOW:
-            raise ValueError("initial_window_size must be in [0, 2^31 - 1]")
-        if not DEFAULT_WINDOW <= self.connection_window_size <= MAX_WINDOW:
-            raise ValueError("connection_window_size must be in [65535, 2^31 - 1]")
-        if not 16384 <= self.max_frame_size < 1 << 24:
-            raise ValueError("max_frame_size must be in [16384, 2^24 - 1]")
-        if self.max_header_list_size <= 0:
-            raise ValueError("max_header_list_size must be positive")
+        for name, low, high in _RANGES:
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"H2Settings.{name} must be in [{low}, {high}]")
 
 
 class _Connection(H2Connection):
-    """h2's connection with the RFC 9113 behaviour h2 lacks, in three narrow overrides.
+    """h2's connection plus the RFC 9113 behaviour h2 lacks, in narrow overrides.
 
-    - A header block that decodes but fails validation, or a body that contradicts its
-      content-length, is a stream error (§8.1.1): the stream is reset with
-      PROTOCOL_ERROR and an h2 `StreamReset` (remote_reset=False) replaces its events.
-      HPACK failures and state-machine violations stay connection errors.
-    - A received GOAWAY with NO_ERROR does not close the connection (§6.8, h2 issue
-      #1181): h2 would refuse every later frame and drop queued output.
-    - `graceful_goaway` sends such a GOAWAY without closing our side either.
+    - A header block that decodes but fails validation, or a body contradicting its
+      content-length, is a stream error (§8.1.1): reset with PROTOCOL_ERROR, and an h2
+      `StreamReset` replaces its events. HPACK and state-machine failures stay fatal.
+    - A GOAWAY with NO_ERROR, received or sent (`graceful_goaway`), does not close the
+      connection (§6.8; h2 issue #1181 would refuse every later frame).
     """
 
     goaway_last_stream_id: int | None = None
@@ -129,7 +111,7 @@ class _Connection(H2Connection):
     def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2e.Event]]:
         try:
             return super()._receive_headers_frame(frame)
-        except H2ProtocolError as exc:
+        except h2x.ProtocolError as exc:
             if not self._is_stream_error(exc, frame.stream_id):
                 raise
             return [], self._reset_malformed(frame.stream_id)
@@ -137,7 +119,7 @@ class _Connection(H2Connection):
     def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Frame], list[h2e.Event]]:
         try:
             return super()._receive_data_frame(frame)
-        except InvalidBodyLengthError as exc:
+        except h2x.InvalidBodyLengthError as exc:
             if not self._is_stream_error(exc, frame.stream_id):
                 raise
             events = self._reset_malformed(frame.stream_id)
@@ -161,10 +143,10 @@ class _Connection(H2Connection):
     def graceful_goaway(self, last_stream_id: int) -> None:
         self._prepare_for_sending([GoAwayFrame(0, last_stream_id=last_stream_id)])
 
-    def _is_stream_error(self, exc: H2ProtocolError, stream_id: int) -> bool:
+    def _is_stream_error(self, exc: h2x.ProtocolError, stream_id: int) -> bool:
         stream = self.streams.get(stream_id)
         return (
-            type(exc) in (H2ProtocolError, InvalidBodyLengthError)
+            type(exc) in (h2x.ProtocolError, h2x.InvalidBodyLengthError)
             and not isinstance(exc.__cause__, _HPACK_FAILURES)
             # A state-machine violation leaves the stream CLOSED: a connection error.
             and stream is not None
@@ -217,15 +199,11 @@ class _Batch:
     """The events of one `feed` call, and each stream's last event (to end it)."""
 
     events: list[Event] = field(default_factory=list)
-    last: dict[int, RequestHeaders | ResponseHeaders | Data | Trailers] = field(
-        default_factory=dict
-    )
+    last: dict[int, _Endable] = field(default_factory=dict)
     dropped: set[int] = field(default_factory=set)
     """Streams whose remaining events in this batch are swallowed (refused, malformed)."""
-    flush: bool = False
-    """A window opened: try the outbound queues."""
 
-    def emit(self, event: RequestHeaders | ResponseHeaders | Data | Trailers) -> None:
+    def emit(self, event: _Endable) -> None:
         self.events.append(event)
         self.last[event.stream_id] = event
 
@@ -236,15 +214,8 @@ class H2Codec:
     __slots__ = ("_client", "_conn", "_failed", "_local_last", "_outbox", "_settings", "_unacked")
 
     def __init__(self, client_side: bool, settings: H2Settings = H2Settings()) -> None:
-        config = H2Configuration(
-            client_side=client_side,
-            header_encoding=None,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=True,
-            validate_outbound_headers=True,
-            normalize_outbound_headers=True,
-        )
-        conn = _Connection(config=config)
+        # h2's header validation and normalisation, both ways, stay on (its defaults).
+        conn = _Connection(H2Configuration(client_side=client_side, header_encoding=None))
         conn.local_settings = Settings(
             client=client_side,
             initial_values={
@@ -283,9 +254,11 @@ class H2Codec:
         """NO_ERROR: stop new streams, let the others finish. Otherwise: the end."""
         last = self._conn.highest_inbound_stream_id if last_stream_id is None else last_stream_id
         if error_code:
-            with suppress(H2Error):  # already closed: a GOAWAY went out before
+            with suppress(h2x.H2Error):  # already closed: a GOAWAY went out before
                 self._conn.close_connection(error_code, last_stream_id=last)
             return
+        if self._closed():
+            return  # a GOAWAY with an error already went out
         if self._local_last is not None:
             last = min(last, self._local_last)  # never raise it (RFC 9113 §6.8)
         self._local_last = last
@@ -297,7 +270,7 @@ class H2Codec:
             raise HttpError("the HTTP/2 connection is going away", 503)
         try:
             return self._conn.get_next_available_stream_id()
-        except NoAvailableStreamIDError as exc:
+        except h2x.NoAvailableStreamIDError as exc:
             raise HttpError("HTTP/2 stream ids are exhausted", 503) from exc
 
     @property
@@ -319,7 +292,7 @@ class H2Codec:
             raise HttpError("the HTTP/2 connection has already failed")
         try:
             received = self._conn.receive_data(data)
-        except H2ProtocolError as exc:  # h2 has queued GOAWAY
+        except h2x.ProtocolError as exc:  # h2 has queued GOAWAY
             self._failed = True
             raise HttpError(f"HTTP/2 protocol error: {_brief(exc)}") from exc
         except Exception as exc:  # the contract: any bytes give events or HttpError
@@ -329,11 +302,10 @@ class H2Codec:
         return self._translate(received)
 
     def acknowledge(self, stream_id: int, size: int) -> None:
-        """The caller passed on `size` payload bytes (`len(Data.data)`) of this stream.
+        """The caller passed on `size` payload bytes (`len(Data.data)`): reopen the windows.
 
-        Hands that much window back to the peer (stream and connection; h2 batches the
-        WINDOW_UPDATEs). Padding was given back on arrival; acknowledging more than was
-        received, or after the stream was reset, does nothing.
+        h2 batches the WINDOW_UPDATEs (half a window). Padding went back on arrival; more
+        than was received, or anything after the stream was reset, is ignored.
         """
         owed = self._unacked.get(stream_id, 0)
         size = min(size, owed)
@@ -357,16 +329,16 @@ class H2Codec:
             raise HttpError("the HTTP/2 connection is going away", 503)
         try:
             self._conn.send_headers(sid, block, end_stream=end_stream)
-        except TooManyStreamsError as exc:
+        except h2x.TooManyStreamsError as exc:
             raise HttpError(f"HTTP/2 peer stream limit: {exc}", 503) from exc
-        except H2Error as exc:
+        except h2x.H2Error as exc:
             self._send_failed(exc, sid)
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         """Send now what the windows allow; queue the rest (see `pending`)."""
         try:
             self._send_data(stream_id, data, end_stream)
-        except H2Error as exc:
+        except h2x.H2Error as exc:
             self._send_failed(exc, stream_id)
 
     def send_trailers(self, stream_id: int, trailers: Headers) -> None:
@@ -381,12 +353,12 @@ class H2Codec:
             return
         try:
             self._conn.send_headers(stream_id, block, end_stream=True)
-        except H2Error as exc:
+        except h2x.H2Error as exc:
             self._send_failed(exc, stream_id)
 
     def reset(self, stream_id: int, error_code: int = CANCEL) -> None:
         """Abandon a stream (RST_STREAM); its queued output is dropped."""
-        with suppress(H2Error):  # already closed, or never opened: nothing on the wire
+        with suppress(h2x.H2Error):  # already closed, or never opened: nothing on the wire
             self._conn.reset_stream(stream_id, error_code)
         self._forget(stream_id)
 
@@ -455,13 +427,13 @@ class H2Codec:
             box = self._outbox[sid]
             try:
                 self._flush(sid, box)
-            except H2Error:
+            except h2x.H2Error:
                 self._forget(sid)  # the stream is gone; its StreamReset tells the caller
             if sid in self._outbox:
                 self._outbox[sid] = self._outbox.pop(sid)
 
-    def _send_failed(self, exc: H2Error, sid: int) -> None:
-        if isinstance(exc, StreamClosedError) or self._closed():
+    def _send_failed(self, exc: h2x.H2Error, sid: int) -> None:
+        if isinstance(exc, h2x.StreamClosedError) or self._closed():
             self._forget(sid)  # reset by the peer or finished: nothing to send it on
             return
         raise HttpError(f"cannot send on HTTP/2 stream {sid}: {_brief(exc)}", 500) from exc
@@ -481,33 +453,30 @@ class H2Codec:
                 self._on_response(event.stream_id, event.headers, batch)
             elif isinstance(event, h2e.TrailersReceived):
                 if event.stream_id not in batch.dropped:
-                    batch.emit(Trailers(_plain(event.headers), event.stream_id))
-            elif isinstance(event, (h2e.WindowUpdated, h2e.RemoteSettingsChanged)):
-                batch.flush = True
+                    batch.emit(Trailers(_split(event.headers)[1], event.stream_id))
             elif isinstance(event, h2e.StreamReset):
                 self._on_reset(event, batch)
             elif isinstance(event, h2e.ConnectionTerminated):
                 self._on_goaway(event, batch)
-            # Settings ACKs, pings, priority, ALTSVC and unknown frames: h2 did the work.
-        if batch.flush and self._outbox:
+            # Window and settings updates, pings, priority, ALTSVC, unknown: h2 did the work.
+        if self._outbox:  # a WINDOW_UPDATE or SETTINGS may have opened a window
             self._flush_all()
         return batch.events
 
     def _on_request(self, event: h2e.RequestReceived, batch: _Batch) -> None:
         sid = event.stream_id
         if self._local_last is not None and sid > self._local_last:
-            self._refuse(sid, batch, REFUSED_STREAM, surface=False)
+            self._refuse(sid, batch, REFUSED_STREAM, None)
             return
         pseudo, headers = _split(event.headers)
         authority = pseudo.get(b":authority") or headers.get(b"host") or b""
-        method = pseudo.get(b":method", b"")
         batch.emit(
             RequestHeaders(
-                method=method,
+                method=pseudo.get(b":method", b""),
                 path=pseudo.get(b":path") or authority,
                 authority=authority,
                 headers=headers,
-                scheme=pseudo.get(b":scheme", b""),
+                scheme=pseudo.get(b":scheme", b"http"),
                 version=HTTP2,
                 stream_id=sid,
                 upgrade=pseudo.get(b":protocol"),
@@ -522,15 +491,10 @@ class H2Codec:
         pseudo, headers = _split(raw)
         status = pseudo.get(b":status", b"")
         if len(status) != 3 or not status.isdigit() or status[0] == 0x30:
-            self._refuse(sid, batch, PROTOCOL_ERROR, surface=True)
+            self._refuse(sid, batch, PROTOCOL_ERROR, PROTOCOL_ERROR)
             return
-        head = ResponseHeaders(
-            status=int(status),
-            headers=headers,
-            version=HTTP2,
-            stream_id=sid,
-            content_length=_content_length(headers),
-        )
+        length = _content_length(headers)
+        head = ResponseHeaders(int(status), headers, b"", HTTP2, sid, content_length=length)
         if head.informational:
             batch.events.append(head)  # never the one to carry END_STREAM
         else:
@@ -570,24 +534,17 @@ class H2Codec:
         parity = 1 if self._client else 0
         for sid, stream in list(self._conn.streams.items()):
             if sid > last and sid % 2 == parity and not stream.closed:
-                self._refuse(sid, batch, REFUSED_STREAM, surface=True, code_on_wire=CANCEL)
+                self._refuse(sid, batch, CANCEL, REFUSED_STREAM)  # retry-safe
 
     # -- stream bookkeeping ---------------------------------------------------------------
 
-    def _refuse(
-        self,
-        sid: int,
-        batch: _Batch,
-        error_code: int,
-        surface: bool,
-        code_on_wire: int | None = None,
-    ) -> None:
-        """Reset a stream the codec itself gave up on; swallow its events in this batch."""
-        self.reset(sid, error_code if code_on_wire is None else code_on_wire)
+    def _refuse(self, sid: int, batch: _Batch, wire: int, surface: int | None) -> None:
+        """Reset a stream the codec gave up on (`wire` code); swallow its batch events."""
+        self.reset(sid, wire)
         batch.dropped.add(sid)
         batch.last.pop(sid, None)
-        if surface:
-            batch.events.append(StreamReset(sid, error_code))
+        if surface is not None:
+            batch.events.append(StreamReset(sid, surface))
 
     def _forget(self, sid: int) -> None:
         """The stream is over: drop its queue, give back the window the caller still owes."""
@@ -597,7 +554,7 @@ class H2Codec:
             self._give_back(sid, owed)
 
     def _give_back(self, sid: int, size: int) -> None:
-        with suppress(H2Error):  # the connection is closing: windows no longer matter
+        with suppress(h2x.H2Error):  # the connection is closing: windows no longer matter
             self._conn.acknowledge_received_data(size, sid)
 
     def _going_away(self) -> bool:
@@ -620,10 +577,6 @@ def _split(raw: list[Header]) -> tuple[dict[bytes, bytes], Headers]:
         else:
             regular.append((name, value))
     return pseudo, Headers(regular)
-
-
-def _plain(raw: list[Header]) -> Headers:
-    return Headers([(name, value) for name, value in raw])
 
 
 def _content_length(headers: Headers) -> int | None:

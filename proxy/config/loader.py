@@ -3,7 +3,7 @@
 Expansion happens on parsed scalars, never on the raw text, so an environment value can
 change a value but never the shape of the document. A scalar that is exactly one
 `${...}` reference becomes an int, a float or true/false when its expansion reads as one
-(`port: ${PORT:-80}` is an int).
+(`port: ${PORT:-80}` is an int) — unless it was quoted (`token: "${TOKEN}"` stays a string).
 """
 
 from __future__ import annotations
@@ -53,7 +53,20 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     return mapping
 
 
+class _Quoted(str):
+    """A string that was quoted in the YAML: expansion keeps it a string (`"${PORT}"`)."""
+
+    __slots__ = ()
+
+
+def _construct_string(loader: _StrictLoader, node: yaml.ScalarNode) -> str:
+    value = loader.construct_scalar(node)
+    assert isinstance(value, str)
+    return _Quoted(value) if node.style in ("'", '"') and "$" in value else value
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:str", _construct_string)
 
 
 def parse_yaml(text: str, source: str = "<config>") -> Any:
@@ -101,7 +114,7 @@ def _expand_scalar(text: str, path: str, env: Mapping[str, str], problems: list[
 
     expanded = _REFERENCE.sub(substitute, text)
     whole = _REFERENCE.fullmatch(text)
-    if whole is None or whole.group(0) == "$$":
+    if whole is None or whole.group(0) == "$$" or isinstance(text, _Quoted):
         return expanded
     return _typed_scalar(expanded)
 

@@ -14,10 +14,9 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
-from protocols.http.h1 import H1ClientCodec
-
 from protocols.http.errors import HttpError
 from protocols.http.events import Data, Event, RequestHeaders, ResponseHeaders, Trailers
+from protocols.http.h1 import H1ClientCodec
 from protocols.http.headers import Headers
 from proxy.stream_info import ResponseFlag
 from proxy.upstream.connection import ClusterConnection
@@ -104,6 +103,13 @@ class Http1Pool:
             self.connecting -= 1
             self._connect_failed(error)
             return
+        except Exception as exc:  # a bug must not strand the waiting requests
+            log.exception(
+                "cluster %r: connecting to %s failed", self.cluster.name, self.endpoint.address
+            )
+            self.connecting -= 1
+            self._connect_failed(UpstreamError(ResponseFlag.UPSTREAM_CONNECTION_FAILURE, str(exc)))
+            return
         self.connecting -= 1
         self.release(connection, reused=False)
 
@@ -163,6 +169,7 @@ class Http1Connection(ClusterConnection):
     __slots__ = (
         "_got_response",
         "_request_done",
+        "_tunnel",
         "callbacks",
         "codec",
         "idle_since",
@@ -181,6 +188,7 @@ class Http1Connection(ClusterConnection):
         self.requests = 0
         self._got_response = False
         self._request_done = False
+        self._tunnel = False
 
     def bind(self, callbacks: UpstreamCallbacks) -> None:
         self.callbacks = callbacks
@@ -207,6 +215,8 @@ class Http1Connection(ClusterConnection):
     def send_data(self, data: bytes, end_stream: bool) -> None:
         self._request_done = end_stream
         self.write(self.codec.encode_data(data, end_stream))
+        if end_stream and self._tunnel and self.transport is not None and not self.closed:
+            self.transport.write_eof()  # the client half-closed the tunnel
 
     def send_trailers(self, trailers: Headers) -> None:
         self._request_done = True
@@ -244,6 +254,7 @@ class Http1Connection(ClusterConnection):
                 callbacks.on_upstream_data(event.data, event.end_stream)
             elif isinstance(event, ResponseHeaders):
                 self._got_response = True
+                self._tunnel = event.status == 101
                 callbacks.on_upstream_headers(event)
                 if event.informational:
                     continue

@@ -26,6 +26,7 @@ from protocols.http.events import (
 )
 from protocols.http.h2 import H2Codec
 from protocols.http.headers import Headers
+from proxy.stream_info import ResponseFlag
 from proxy.upstream.connection import ClusterConnection
 from proxy.upstream.endpoint import Endpoint
 from proxy.upstream.http_api import UpstreamCallbacks
@@ -64,8 +65,6 @@ class Http2Pool:
             if connection.has_capacity():
                 connection.new_stream(callbacks)
                 return None
-        from proxy.stream_info import ResponseFlag
-
         if len(self.pending) >= self.cluster.config.circuit_breakers.max_pending_requests:
             self.cluster.stats.rq_pending_overflow += 1
             callbacks.on_pool_failure(
@@ -100,6 +99,13 @@ class Http2Pool:
             self.connecting -= 1
             self._fail_pending(error)
             return
+        except Exception as exc:  # a bug must not strand the waiting requests
+            log.exception(
+                "cluster %r: connecting to %s failed", self.cluster.name, self.endpoint.address
+            )
+            self.connecting -= 1
+            self._fail_pending(UpstreamError(ResponseFlag.UPSTREAM_CONNECTION_FAILURE, str(exc)))
+            return
         self.connecting -= 1
         self.connections.append(connection)
         self.drain_pending()
@@ -128,7 +134,7 @@ class Http2Pool:
         for task in self._tasks:
             task.cancel()
         for connection in list(self.connections):
-            if not connection.streams:
+            if not connection.bound:
                 connection.close()
 
 
@@ -137,9 +143,9 @@ class _H2Stream:
 
     __slots__ = ("_paused", "_unacked", "callbacks", "connection", "got_response", "stream_id")
 
-    def __init__(self, connection: Http2Connection, stream_id: int, callbacks: UpstreamCallbacks):
+    def __init__(self, connection: Http2Connection, callbacks: UpstreamCallbacks):
         self.connection = connection
-        self.stream_id = stream_id
+        self.stream_id = 0
         self.callbacks = callbacks
         self.got_response = False
         self._paused = 0
@@ -150,6 +156,8 @@ class _H2Stream:
         return self.connection.endpoint
 
     def send_headers(self, head: RequestHeaders, end_stream: bool) -> None:
+        # The id is taken only now: HTTP/2 needs ids to be opened in increasing order.
+        self.stream_id = self.connection.open(self)
         head.stream_id = self.stream_id
         self.connection.codec.send_headers(head, end_stream)
         self.connection.flush_soon()
@@ -163,7 +171,7 @@ class _H2Stream:
         self.connection.flush_soon()
 
     def reset(self) -> None:
-        if self.connection.forget(self.stream_id) is not None:
+        if self.connection.forget(self) and self.stream_id:
             self.connection.codec.reset(self.stream_id)
             self.connection.flush_soon()
 
@@ -185,13 +193,16 @@ class _H2Stream:
 
 
 class Http2Connection(ClusterConnection):
-    __slots__ = ("_flush_scheduled", "codec", "goaway", "pool", "streams")
+    __slots__ = ("_flush_scheduled", "bound", "codec", "goaway", "pool", "streams")
 
     def __init__(self, pool: Http2Pool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
         self.pool = pool
         self.codec = H2Codec(client_side=True)
         self.streams: dict[int, _H2Stream] = {}
+        """Streams that have sent their headers, by id."""
+        self.bound: set[_H2Stream] = set()
+        """Every stream handed out, with or without an id yet."""
         self.goaway = False
         self._flush_scheduled = False
 
@@ -204,26 +215,34 @@ class Http2Connection(ClusterConnection):
         return (
             not self.goaway
             and not self.closed
-            and (len(self.streams) < self.codec.max_outbound_streams)
+            and (len(self.bound) < self.codec.max_outbound_streams)
         )
 
     def new_stream(self, callbacks: UpstreamCallbacks) -> None:
-        stream = _H2Stream(self, self.codec.next_stream_id(), callbacks)
-        self.streams[stream.stream_id] = stream
+        stream = _H2Stream(self, callbacks)
+        self.bound.add(stream)
         self.endpoint.rq_active += 1
         self.cluster.rq_active += 1
         callbacks.on_pool_ready(stream)
 
-    def forget(self, stream_id: int) -> _H2Stream | None:
-        stream = self.streams.pop(stream_id, None)
-        if stream is not None:
-            self.endpoint.rq_active -= 1
-            self.cluster.rq_active -= 1
-            if not self.streams and self.goaway:
-                self.close()
-            elif self.pool.pending:
-                self.pool.drain_pending()
-        return stream
+    def open(self, stream: _H2Stream) -> int:
+        stream_id = self.codec.next_stream_id()
+        self.streams[stream_id] = stream
+        return stream_id
+
+    def forget(self, stream: _H2Stream) -> bool:
+        """Drop a finished or reset stream; False if it was already gone."""
+        if stream not in self.bound:
+            return False
+        self.bound.discard(stream)
+        self.streams.pop(stream.stream_id, None)
+        self.endpoint.rq_active -= 1
+        self.cluster.rq_active -= 1
+        if not self.bound and self.goaway:
+            self.close()
+        elif self.pool.pending:
+            self.pool.drain_pending()
+        return True
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -280,17 +299,18 @@ class Http2Connection(ClusterConnection):
         elif isinstance(event, Trailers):
             callbacks.on_upstream_trailers(event.headers)
         if event.end_stream:
-            self.forget(event.stream_id)
+            self.forget(stream)
 
     def _reset_stream(self, stream_id: int, reason: str) -> None:
-        stream = self.forget(stream_id)
-        if stream is not None:
+        stream = self.streams.get(stream_id)
+        if stream is not None and self.forget(stream):
             stream.callbacks.on_upstream_reset(reason, before_response=not stream.got_response,
                                                reused=False)  # fmt: skip
 
     def _fail_all(self, reason: str) -> None:
-        for stream_id in list(self.streams):
-            self._reset_stream(stream_id, reason)
+        for stream in list(self.bound):
+            if self.forget(stream):
+                stream.callbacks.on_upstream_reset(reason, not stream.got_response, reused=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -298,9 +318,9 @@ class Http2Connection(ClusterConnection):
         self._fail_all(f"upstream reset: {exc}" if exc else "upstream closed the connection")
 
     def pause_writing(self) -> None:
-        for stream in list(self.streams.values()):
+        for stream in list(self.bound):
             stream.callbacks.on_upstream_above_write_buffer_high_watermark()
 
     def resume_writing(self) -> None:
-        for stream in list(self.streams.values()):
+        for stream in list(self.bound):
             stream.callbacks.on_upstream_below_write_buffer_low_watermark()

@@ -177,3 +177,31 @@ def tcp_proxy_config(
         "clusters": [{"name": "upstream", "connect_timeout": "1s", "endpoints": endpoints,
                       **(cluster or {})}],
     }  # fmt: skip
+
+
+def http_config(
+    clusters: dict[str, list[int]],
+    routes: list[dict[str, Any]] | None = None,
+    http_filters: list[dict[str, Any]] | None = None,
+    manager: dict[str, Any] | None = None,
+    cluster_options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One `http` listener on a free port; routes default to everything -> the first cluster."""
+    first = next(iter(clusters))
+    routes = routes or [{"match": {"prefix": "/"}, "route": {"cluster": first}}]
+    config: dict[str, Any] = {
+        "route_config": {"virtual_hosts": [{"name": "vh", "domains": ["*"], "routes": routes}]},
+        **(manager or {}),
+    }
+    if http_filters is not None:
+        config["http_filters"] = http_filters
+    return {
+        "listeners": [{"name": "http", "address": "127.0.0.1:0",
+                       "filters": [{"name": "http", "config": config}]}],
+        "clusters": [
+            {"name": name, "connect_timeout": "1s",
+             "endpoints": [f"127.0.0.1:{port}" for port in ports],
+             **(cluster_options or {}).get(name, {})}
+            for name, ports in clusters.items()
+        ],
+    }  # fmt: skip

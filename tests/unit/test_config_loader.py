@@ -171,3 +171,8 @@ def test_load_document_reports_yaml_errors_with_the_file_name(tmp_path: Path) ->
     file.write_text("a: 1\na: 2\n")
     with pytest.raises(ConfigError, match=re.escape(f"{file}: invalid YAML: duplicate key 'a'")):
         load_document(file, ENV)
+
+
+def test_quoted_reference_stays_a_string() -> None:
+    document = parse_yaml('token: "${TOKEN}"\nport: ${TOKEN}\n')
+    assert expand_env(document, {"TOKEN": "0123"}) == {"token": "0123", "port": 123}

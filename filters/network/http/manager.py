@@ -194,8 +194,8 @@ class HttpConnectionManager(NetworkFilter):
         head.stream_id = stream.stream_id
         head.end_stream = end_stream
         if self._h1 is not None:
-            if self._closing:
-                head.keep_alive = False
+            # keep_alive on an upstream's answer describes the upstream hop, not this one.
+            head.keep_alive = not self._closing
             self._write(self._h1.encode_response(head))
         else:
             assert self._h2 is not None
