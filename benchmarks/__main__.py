@@ -7,6 +7,7 @@ import importlib
 import sys
 
 SCENARIOS = {
+    "http": "benchmarks.scenarios.http",
     "l4": "benchmarks.scenarios.l4",
 }
 

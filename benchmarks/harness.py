@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import shutil
@@ -117,13 +118,19 @@ def mecha_command() -> list[str]:
 
 @dataclass
 class Table:
-    """One scenario's figures: rows are workloads, columns are systems."""
+    """One scenario's figures: rows are workloads, columns are systems.
+
+    With an empty `unit` the row names carry the units (e.g. "latency p99 (ms)"); `formats`
+    gives a row its own format spec (default ",.0f"), `label` names the first column.
+    """
 
     title: str
     unit: str
     systems: list[str]
     rows: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    label: str = "workload"
+    formats: dict[str, str] = field(default_factory=dict)
 
     def add(self, workload: str, system: str, value: float) -> None:
         self.rows.setdefault(workload, {}).setdefault(system, []).append(value)
@@ -135,23 +142,20 @@ class Table:
     def markdown(self, subject: str = "mecha") -> str:
         others = [s for s in self.systems if s != subject]
         header = [
-            "workload",
-            *[f"{s} ({self.unit})" for s in self.systems],
+            self.label,
+            *[f"{s} ({self.unit})" if self.unit else s for s in self.systems],
             *[f"{subject} / {o}" for o in others],
         ]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for workload in self.rows:
             figures = [self.median(workload, s) for s in self.systems]
             mine = self.median(workload, subject)
-            ratios = [mine / self.median(workload, o) for o in others]
-            lines.append(
-                "| "
-                + " | ".join(
-                    [workload, *[f"{v:,.0f}" for v in figures], *[f"{r:.2f}x" for r in ratios]]
-                )
-                + " |"
-            )
-        return "\n".join([f"### {self.title}", "", *lines, "", *self.notes])
+            ratios = [mine / theirs if (theirs := self.median(workload, o)) else math.nan
+                      for o in others]  # fmt: skip
+            spec = self.formats.get(workload, ",.0f")
+            cells = [workload, *[format(v, spec) for v in figures], *[f"{r:.2f}x" for r in ratios]]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join([f"### {self.title}", "", *lines, "", "\n\n".join(self.notes)])
 
 
 def machine_line() -> str:

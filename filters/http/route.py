@@ -105,11 +105,14 @@ class HeaderMutation:
     add: tuple[tuple[bytes, bytes, bool], ...] = ()
     """(name, value, append): append=False replaces existing values."""
     remove: tuple[bytes, ...] = ()
+    active: bool = field(default=False, init=False, compare=False)
+    """Anything to do: a plain attribute, read on every request."""
 
-    def __bool__(self) -> bool:
-        return bool(self.add or self.remove)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "active", bool(self.add or self.remove))
 
     def apply(self, headers: Headers) -> None:
+        """Callers skip inactive mutations on the hot path."""
         for name in self.remove:
             headers.remove(name)
         for name, value, append in self.add:

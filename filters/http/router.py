@@ -123,9 +123,11 @@ class Router(StreamFilter):
         self._cluster = self._clusters.clusters[route.action.pick_cluster()]
         callbacks.info.upstream_cluster = self._cluster.name
         self._rewrite(request, route.action)
-        if callbacks.vhost is not None:
-            callbacks.vhost.request_headers.apply(request.headers)
-        route.request_headers.apply(request.headers)
+        vhost = callbacks.vhost
+        if vhost is not None and vhost.request_headers.active:
+            vhost.request_headers.apply(request.headers)
+        if route.request_headers.active:
+            route.request_headers.apply(request.headers)
         self._request = request
         self._request_end = end_stream
         self._timeout = self._effective_timeout(request, route.action)
@@ -262,9 +264,11 @@ class Router(StreamFilter):
         info.upstream_service_time = time.monotonic() - self._start
         route = self._route
         assert route is not None
-        route.response_headers.apply(head.headers)
-        if self.callbacks.vhost is not None:
-            self.callbacks.vhost.response_headers.apply(head.headers)
+        if route.response_headers.active:
+            route.response_headers.apply(head.headers)
+        vhost = self.callbacks.vhost
+        if vhost is not None and vhost.response_headers.active:
+            vhost.response_headers.apply(head.headers)
         self.callbacks.encode_headers(head, head.end_stream)
         if head.end_stream:
             self._finish()

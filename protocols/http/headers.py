@@ -34,7 +34,8 @@ class Headers:
         self._items: HeaderItems = list(items)
         self._raw = raw
         """The original `Name: value\\r\\n...` block (without the final empty line), or None."""
-        self._appended: HeaderItems = []
+        self._appended = b""
+        """Lines added since parsing, already serialised, to go after the raw block."""
 
     # -- reading --------------------------------------------------------------------------
 
@@ -49,7 +50,10 @@ class Headers:
         return [value for key, value in self._items if key == name]
 
     def __contains__(self, name: object) -> bool:
-        return any(key == name for key, _ in self._items)
+        for key, _ in self._items:  # a plain loop: any() with a generator costs 3x here
+            if key == name:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(self._items)
@@ -74,7 +78,7 @@ class Headers:
     def add(self, name: bytes, value: bytes) -> None:
         self._items.append((name, value))
         if self._raw is not None:
-            self._appended.append((name, value))
+            self._appended += name + b": " + value + b"\r\n"
 
     def set(self, name: bytes, value: bytes) -> None:
         """Replace every `name` with one value (appended if absent)."""
@@ -89,8 +93,9 @@ class Headers:
         self._items = kept
         if self._raw is not None:
             # Cut the lines out of the raw block (any spelling) instead of dropping it.
-            self._raw = _line_pattern(name).sub(b"", self._raw)
-            self._appended = [(k, v) for k, v in self._appended if k != name]
+            pattern = _line_pattern(name)
+            self._raw = pattern.sub(b"", self._raw)
+            self._appended = pattern.sub(b"", self._appended)
         return True
 
     def setdefault(self, name: bytes, value: bytes) -> bytes:
@@ -105,7 +110,5 @@ class Headers:
     def h1_block(self) -> bytes:
         """`Name: value\\r\\n` lines, reusing the raw block when it is still valid."""
         if self._raw is not None:
-            if not self._appended:
-                return self._raw
-            return self._raw + b"".join(k + b": " + v + b"\r\n" for k, v in self._appended)
-        return b"".join(k + b": " + v + b"\r\n" for k, v in self._items)
+            return self._raw + self._appended if self._appended else self._raw
+        return b"".join([k + b": " + v + b"\r\n" for k, v in self._items])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from protocols.http.h1 import H1Limits, H1ServerCodec
 
@@ -20,6 +20,7 @@ from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, Network
 from filters.network.http.config import HcmConfig
 from filters.network.http.observe import HttpStats, format_access_log
 from filters.network.http.stream import ActiveStream
+from filters.network.http.timers import TimerWheel
 from protocols.http.errors import HttpError
 from protocols.http.events import (
     ConnectionTerminated,
@@ -50,6 +51,7 @@ class HcmShared:
     access_log: Callable[[str], None] | None
     h1_limits: H1Limits
     h2_settings: H2Settings
+    timers: TimerWheel = field(default_factory=TimerWheel)
 
 
 class HttpConnectionManager(NetworkFilter):
@@ -207,6 +209,8 @@ class HttpConnectionManager(NetworkFilter):
     def send_data(self, stream: ActiveStream, data: bytes, end_stream: bool) -> None:
         if self._h1 is not None:
             self._write(self._h1.encode_data(data, end_stream))
+            if end_stream:
+                self._flush()  # a whole response is ready: no reason to wait for the loop
         else:
             assert self._h2 is not None
             self._h2.send_data(stream.stream_id, data, end_stream)

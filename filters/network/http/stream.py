@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from filters.http.api import STOP, StreamFilter
 from filters.http.route import Route, VirtualHost
+from filters.network.http.timers import Deadline
 from protocols.http.events import RequestHeaders, ResponseHeaders
 from protocols.http.headers import Headers
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
@@ -18,24 +18,39 @@ if TYPE_CHECKING:
     from filters.network.http.manager import HttpConnectionManager
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-              b"upgrade", b"te", b"trailer")  # fmt: skip
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection",
+                        b"transfer-encoding", b"upgrade", b"te", b"trailer"})  # fmt: skip
+UPGRADE_HEADERS = (b"connection", b"upgrade")
+
+
+def strip_hop_by_hop(headers: Headers, keep_upgrade: bool) -> None:
+    """Drop connection-specific fields, and those Connection names, in one pass."""
+    doomed: set[bytes] | None = None
+    for name, value in headers:
+        if name not in HOP_BY_HOP or (keep_upgrade and name in UPGRADE_HEADERS):
+            continue
+        if name == b"te" and value.strip().lower() == b"trailers":
+            continue  # gRPC needs `te: trailers` end to end
+        if doomed is None:
+            doomed = set()
+        doomed.add(name)
+        if name == b"connection" and not keep_upgrade:
+            doomed.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    if doomed:
+        for name in doomed:
+            headers.remove(name)
 
 # HTTP status -> gRPC status for replies the proxy makes itself (gRPC's HTTP mapping).
 GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 413: 8, 429: 14, 502: 14, 503: 14, 504: 4}
 GRPC_DEADLINE_EXCEEDED = 4
 
 
-def new_request_id() -> bytes:
-    """A random UUID4-shaped id, without the cost of the uuid module."""
-    digits = b"%032x" % random.getrandbits(128)
-    return b"-".join(
-        (digits[:8], digits[8:12], b"4" + digits[13:16], b"a" + digits[17:20], digits[20:])
-    )
-
-
-def new_traceparent() -> bytes:
-    return b"00-%032x-%016x-01" % (random.getrandbits(128) or 1, random.getrandbits(64) or 1)
+def new_ids() -> tuple[bytes, bytes]:
+    """A UUID4-shaped request id and a W3C traceparent, from one random draw."""
+    digits = b"%048x" % (random.getrandbits(192) | 1 << 64 | 1)
+    request_id = b"%s-%s-4%s-a%s-%s" % (digits[:8], digits[8:12], digits[13:16], digits[17:20],
+                                          digits[20:32])  # fmt: skip
+    return request_id, b"00-" + digits[:32] + b"-" + digits[32:] + b"-01"
 
 
 def valid_traceparent(value: bytes) -> bool:
@@ -102,7 +117,7 @@ class ActiveStream:
         self.h2_paused = 0
         self.h2_unacked = 0
         self.done = False
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: list[Deadline] = []
         self._decoder_index = 0
         self._held_data: list[tuple[bytes, bool]] = []
         self._held_bytes = 0
@@ -142,17 +157,15 @@ class ActiveStream:
         grpc = (headers.get(b"content-type") or b"").startswith(b"application/grpc")
         info.grpc = grpc
         info.user_agent = headers.get(b"user-agent")
-        for name in HOP_BY_HOP:
-            if name in headers and not (request.upgrade and name in (b"connection", b"upgrade")):
-                if name == b"te" and headers.get(b"te") == b"trailers":
-                    continue
-                headers.remove(name)
+        strip_hop_by_hop(headers, keep_upgrade=request.upgrade is not None)
         if request.expect_continue:
             headers.remove(b"expect")
+        request_id, traceparent = new_ids()
         if config.generate_request_id:
-            info.request_id = headers.get(b"x-request-id") or new_request_id()
-            if b"x-request-id" not in headers:
-                headers.add(b"x-request-id", info.request_id)
+            found = headers.get(b"x-request-id")
+            if found is None:
+                headers.add(b"x-request-id", request_id)
+            info.request_id = found or request_id
         if config.append_forwarded_for:
             client = self.manager.client_ip
             previous = headers.get(b"x-forwarded-for")
@@ -167,9 +180,9 @@ class ActiveStream:
         if config.generate_traceparent:
             parent = headers.get(b"traceparent")
             if parent is None:
-                headers.add(b"traceparent", new_traceparent())
+                headers.add(b"traceparent", traceparent)
             elif not valid_traceparent(parent):
-                headers.set(b"traceparent", new_traceparent())
+                headers.set(b"traceparent", traceparent)
 
     # -- StreamCallbacks ------------------------------------------------------------------------
 
@@ -184,7 +197,7 @@ class ActiveStream:
         return None if value is False else value
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
-        timer = asyncio.get_running_loop().call_later(delay, callback)
+        timer = self.manager.shared.timers.call_later(delay, callback)
         self._timers.append(timer)
         return timer.cancel
 
@@ -262,11 +275,7 @@ class ActiveStream:
         if not head.informational:
             self.response_started = True
             self.info.status = head.status
-        for name in HOP_BY_HOP:
-            if name in head.headers and not (
-                head.status == 101 and name in (b"connection", b"upgrade")
-            ):
-                head.headers.remove(name)
+        strip_hop_by_hop(head.headers, keep_upgrade=head.status == 101)
         for filter_ in self.encoders:
             if filter_.encode_headers(head, end_stream) is STOP:
                 return

@@ -1,0 +1,145 @@
+"""http: wrk via mecha, nginx and haproxy (one worker each) to an nginx backend; h2load over h2c."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+
+from benchmarks.harness import (
+    ROOT,
+    Processes,
+    Table,
+    ensure_commands,
+    free_port,
+    mecha_command,
+    processes,
+    publish,
+    rss_bytes,
+    wait_for_port,
+    wait_for_ready,
+)
+from benchmarks.http_load import LOAD_COMMANDS, LoadResult, h2load, wrk
+from benchmarks.nginx_tools import NGINX_COMMANDS, start_backend, start_reverse_proxy
+
+HAPROXY = """\
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend http
+    bind 127.0.0.1:{listen}
+    default_backend nginx
+backend nginx
+    server nginx 127.0.0.1:{upstream}
+"""
+
+CONNECTIONS = 50
+SECONDS = 8
+H2_CLIENTS, H2_STREAMS, H2_REQUESTS = 10, 10, 40_000
+WRK_ROWS = {"requests/s": ",.0f", **{f"latency {p} (ms)": ".2f" for p in ("p50", "p90", "p99")}}
+H2_ROWS = {"requests/s": ",.0f", "latency mean (ms)": ".2f", "latency max (ms)": ".1f"}
+
+
+def start_haproxy(procs: Processes, upstream: int) -> int:
+    port = free_port()
+    config = procs.write("haproxy.cfg", HAPROXY.format(listen=port, upstream=upstream))
+    procs.start("haproxy", ["haproxy", "-f", str(config)])
+    wait_for_port(port)
+    return port
+
+
+def start_mecha(procs: Processes, upstream: int) -> tuple[int, int]:
+    """mecha on the example config configs/http-proxy.yaml; returns (port, pid)."""
+    port, admin = free_port(), free_port()
+    env = {"MECHA_LISTEN": f"127.0.0.1:{port}", "MECHA_UPSTREAM": f"127.0.0.1:{upstream}",
+           "MECHA_ADMIN": f"127.0.0.1:{admin}", "MECHA_ACCESS_LOG": "off"}  # fmt: skip
+    process = procs.start("mecha", [*mecha_command(), str(ROOT / "configs/http-proxy.yaml")], env)
+    wait_for_ready(admin)
+    return port, process.pid
+
+
+def rotated(systems: list[str], round_: int) -> list[str]:
+    shift = round_ % len(systems)
+    return systems[shift:] + systems[:shift]
+
+
+def record(table: Table, system: str, result: LoadResult, errors: dict[str, Counter[str]]) -> None:
+    table.add("requests/s", system, result.rps)
+    for key, ms in result.latency_ms.items():
+        table.add(f"latency {key} (ms)", system, ms)
+    errors.setdefault(system, Counter()).update(result.errors)
+
+
+def error_note(errors: dict[str, Counter[str]]) -> str:
+    seen = [f"{system}: " + ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
+            for system, counts in errors.items() if counts]  # fmt: skip
+    if not seen:
+        return "Errors: none (every response 2xx, no socket or stream errors)."
+    return "ERRORS (summed over rounds; requests/s counts only 2xx/3xx): " + "; ".join(seen) + "."
+
+
+def run(args: argparse.Namespace) -> str:
+    ensure_commands({**NGINX_COMMANDS, **LOAD_COMMANDS, "haproxy": "haproxy"})
+    h2_requests = args.requests or H2_REQUESTS
+    wrk_table = Table(
+        f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s --latency, keep-alive GET / (12-byte body)",
+        "", ["mecha", "nginx", "haproxy", "direct"], label="metric", formats=WRK_ROWS,
+    )  # fmt: skip
+    h2_table = Table(
+        f"h2load -c{H2_CLIENTS} -m{H2_STREAMS} -n {h2_requests:,}, h2c prior knowledge, GET /",
+        "", ["mecha", "direct"], label="metric", formats=H2_ROWS,
+    )  # fmt: skip
+    wrk_errors: dict[str, Counter[str]] = {}
+    h2_errors: dict[str, Counter[str]] = {}
+    with processes() as procs:
+        http1, http2 = start_backend(procs)
+        ports = {"direct": http1, "nginx": start_reverse_proxy(procs, http1),
+                 "haproxy": start_haproxy(procs, http1)}  # fmt: skip
+        ports["mecha"], mecha_pid = start_mecha(procs, http1)
+        h2_ports = {"mecha": ports["mecha"], "direct": http2}
+        time.sleep(1.0)
+        idle_rss = rss_bytes(mecha_pid)
+        for port in ports.values():  # warm up connections, pools and caches; not recorded
+            wrk(port, CONNECTIONS, 1)
+        for port in h2_ports.values():
+            h2load(port, H2_CLIENTS, H2_STREAMS, 2_000)
+        for round_ in range(args.rounds):
+            for system in rotated(wrk_table.systems, round_):
+                record(wrk_table, system, wrk(ports[system], CONNECTIONS, SECONDS), wrk_errors)
+            for system in rotated(h2_table.systems, round_):
+                result = h2load(h2_ports[system], H2_CLIENTS, H2_STREAMS, h2_requests)
+                record(h2_table, system, result, h2_errors)
+        loaded_rss = rss_bytes(mecha_pid)
+        mecha_log = (procs.workdir / "mecha.log").read_text().splitlines()
+    common = (
+        f"Median of {args.rounds} interleaved rounds. Ratios are mecha / peer: above 1.00x is "
+        "better for requests/s, worse for latency."
+    )
+    wrk_table.notes += [
+        f"{common} Backend: nginx, one worker, `return 200`. mecha: configs/http-proxy.yaml "
+        "(router + metrics, access log off, HTTP/1.1 upstream); nginx: proxy_pass with upstream "
+        "keepalive 64; haproxy: http mode, nbthread 1, http-reuse always. Every proxy runs one "
+        "worker / thread; direct is wrk straight to the backend.",
+        error_note(wrk_errors),
+        "Target: mecha >= 1.0x nginx on the wrk scenario, one worker each.",
+    ]
+    h2_table.notes += [
+        f"{common} mecha: HTTP/2 downstream (codec auto, same port), HTTP/1.1 upstream to the "
+        "backend; direct: the backend's own h2c listener. Latency is h2load's time for request.",
+        error_note(h2_errors),
+    ]
+    log_note = "mecha log (warning level): " + (
+        f"{len(mecha_log)} lines, first: `{mecha_log[0]}`" if mecha_log else "empty"
+    )
+    rss_note = (
+        f"mecha RSS: {idle_rss / 2**20:.1f} MiB idle, {loaded_rss / 2**20:.1f} MiB after load. "
+        f"{log_note}."
+    )
+    return publish("http", [wrk_table, h2_table], "\n" + rss_note)
