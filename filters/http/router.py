@@ -251,7 +251,8 @@ class Router(StreamFilter):
         if head.status == 101 and (self._request is None or not self._request.upgrade):
             attempt.abandon()
             self._attempt = None
-            self._fail(502, ResponseFlag.UPSTREAM_PROTOCOL_ERROR, "101 to a request without upgrade")
+            reason = "101 to a request without upgrade"
+            self._fail(502, ResponseFlag.UPSTREAM_PROTOCOL_ERROR, reason)
             return
         attempt.cancel_per_try_timeout()
         self._record_outcome(attempt, head.status)

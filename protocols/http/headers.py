@@ -50,7 +50,7 @@ class Headers:
         return [value for key, value in self._items if key == name]
 
     def __contains__(self, name: object) -> bool:
-        for key, _ in self._items:  # a plain loop: any() with a generator costs 3x here
+        for key, _ in self._items:  # noqa: SIM110 - any() with a generator costs 3x here
             if key == name:
                 return True
         return False

@@ -26,7 +26,8 @@ def proxied(tmp_path: Path) -> Iterator[tuple[Mecha, grpc.Channel]]:
             {"match": {"prefix": "/mecha.test.Down/"}, "route": {"cluster": "down"}},
         ]
         options = {"grpc": {"protocol": "http2"}, "down": {"protocol": "http2"}}
-        config = http_config({"grpc": [port], "down": [free_port()]}, routes, cluster_options=options)
+        clusters = {"grpc": [port], "down": [free_port()]}
+        config = http_config(clusters, routes, cluster_options=options)
         with run_mecha(tmp_path, config) as mecha:
             channel = grpc.insecure_channel(f"127.0.0.1:{mecha.port('http')}")
             try:

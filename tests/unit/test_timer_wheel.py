@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from filters.network.http.timers import TICK, TimerWheel
 
@@ -42,6 +43,6 @@ async def test_many_deadlines_fire_in_order() -> None:
     wheel = TimerWheel()
     fired: list[int] = []
     for index in (5, 1, 3):
-        wheel.call_later(index * 0.01, lambda index=index: fired.append(index))
+        wheel.call_later(index * 0.01, functools.partial(fired.append, index))
     await asyncio.sleep(0.1)
     assert fired == [1, 3, 5]

@@ -13,8 +13,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from protocols.http.h1 import H1Limits, H1ServerCodec
-
 from filters.http.api import StreamFilterFactory
 from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
 from filters.network.http.config import HcmConfig
@@ -31,6 +29,7 @@ from protocols.http.events import (
     StreamReset,
     Trailers,
 )
+from protocols.http.h1 import H1Limits, H1ServerCodec
 from protocols.http.h2 import H2Codec, H2Settings
 from protocols.http.headers import Headers
 from proxy.stream_info import ResponseFlag
