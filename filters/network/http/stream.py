@@ -40,6 +40,7 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool) -> None:
         for name in doomed:
             headers.remove(name)
 
+
 # HTTP status -> gRPC status for replies the proxy makes itself (gRPC's HTTP mapping).
 GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 413: 8, 429: 14, 502: 14, 503: 14, 504: 4}
 GRPC_DEADLINE_EXCEEDED = 4
