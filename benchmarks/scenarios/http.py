@@ -81,7 +81,7 @@ def error_note(errors: dict[str, Counter[str]]) -> str:
     seen = [f"{system}: " + ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
             for system, counts in errors.items() if counts]  # fmt: skip
     if not seen:
-        return "Errors: none (every response 2xx, no socket or stream errors)."
+        return "Errors: none (no non-2xx/3xx responses, no socket or stream errors)."
     return "ERRORS (summed over rounds; requests/s counts only 2xx/3xx): " + "; ".join(seen) + "."
 
 
