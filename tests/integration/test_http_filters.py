@@ -34,7 +34,7 @@ def backend() -> Any:
 
 
 def test_rate_limit_fault_cors_and_auth_together(tmp_path: Path, backend: Backend) -> None:
-    filters = [
+    filters: list[dict[str, Any]] = [
         {"name": "cors", "config": {"allow_origin": ["https://app.test"],
                                     "allow_methods": ["GET", "POST"]}},
         {"name": "auth", "config": {"bearer_tokens": ["s3cret"]}},
@@ -43,7 +43,7 @@ def test_rate_limit_fault_cors_and_auth_together(tmp_path: Path, backend: Backen
         {"name": "fault", "config": {"abort": {"http_status": 418, "percentage": 0}}},
         {"name": "router"},
     ]  # fmt: skip
-    routes = [
+    routes: list[dict[str, Any]] = [
         {"match": {"prefix": "/open"}, "route": {"cluster": "app"},
          "filters": {"auth": False, "local_ratelimit": False}},
         {"match": {"prefix": "/teapot"}, "route": {"cluster": "app"},
