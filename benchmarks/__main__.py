@@ -9,6 +9,7 @@ import sys
 SCENARIOS = {
     "http": "benchmarks.scenarios.http",
     "l4": "benchmarks.scenarios.l4",
+    "redis": "benchmarks.scenarios.redis",
 }
 
 

@@ -231,7 +231,7 @@ class Router(StreamFilter):
         request = self._request
         assert request is not None
         self._tried.add(stream.endpoint)
-        self.callbacks.info.upstream_host = str(stream.endpoint.address)
+        self.callbacks.info.upstream_host = stream.endpoint.name
         body = self.body_so_far()
         no_body = self._request_end and not body and self._trailers is None
         stream.send_headers(request, no_body)

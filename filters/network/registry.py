@@ -25,6 +25,7 @@ class NetworkFilterSpec:
 _BUILTIN = {
     "tcp_proxy": "filters.network.tcp_proxy:SPEC",
     "http": "filters.network.http.filter:SPEC",
+    "redis_proxy": "filters.network.redis_proxy.filter:SPEC",
 }
 _registry: dict[str, NetworkFilterSpec] = {}
 

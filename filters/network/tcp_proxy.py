@@ -146,11 +146,11 @@ class TcpProxy(NetworkFilter):
         if self.upstream is None:
             assert failure is not None
             if failure.endpoint is not None:
-                callbacks.info.upstream_host = str(failure.endpoint.address)
+                callbacks.info.upstream_host = failure.endpoint.name
             callbacks.info.fail(failure.flag, failure.reason)
             callbacks.close()
             return
-        callbacks.info.upstream_host = str(self.upstream.endpoint.address)
+        callbacks.info.upstream_host = self.upstream.endpoint.name
         if self._closed:
             self.upstream.close()
             return

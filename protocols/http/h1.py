@@ -61,7 +61,7 @@ from protocols.http.h1_parse import (
     parse_request,
     parse_response,
 )
-from protocols.http.headers import Headers
+from protocols.http.headers import FieldSet, Headers
 
 __all__ = ["H1ClientCodec", "H1Limits", "H1ServerCodec"]
 
@@ -73,7 +73,7 @@ for _s in HTTPStatus:
     _line = b"HTTP/1.1 %d %s\r\n" % (_s.value, _s.phrase.encode())
     _STATUS_LINES[_s.value, b""] = _STATUS_LINES[_s.value, _s.phrase.encode()] = _line
 
-_OUT_NAMES = frozenset((b"content-length", b"transfer-encoding", b"connection", b"host"))
+_OUT_FIELDS = FieldSet(b"content-length", b"transfer-encoding", b"connection", b"host")
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 _CL = b"content-length"
 _TE = b"transfer-encoding"
@@ -468,16 +468,15 @@ def _scan_out(headers: Headers) -> tuple[list[bytes] | None, bytes | None, bytes
     te: bytes | None = None
     conn = b""
     host = False
-    for name, value in headers:
-        if name in _OUT_NAMES:
-            if name == _CL:
-                cls = [value] if cls is None else [*cls, value]
-            elif name == _TE:
-                te = value if te is None else te + b"," + value
-            elif name == b"connection":
-                conn += b"," + value.lower()
-            else:
-                host = True
+    for name, value in headers.select(_OUT_FIELDS):
+        if name == _CL:
+            cls = [value] if cls is None else [*cls, value]
+        elif name == _TE:
+            te = value if te is None else te + b"," + value
+        elif name == b"connection":
+            conn += b"," + value.lower()
+        else:
+            host = True
     return cls, te, conn, host
 
 

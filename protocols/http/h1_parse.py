@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from protocols.http.errors import HttpError
 from protocols.http.events import Data, Event, RequestHeaders, ResponseHeaders, Trailers
-from protocols.http.headers import HeaderItems, Headers
+from protocols.http.headers import FieldSet, Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +79,8 @@ _ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]+)(.*)")
 _BARE = re.compile(rb"\r(?=[^\n])|(?<!\r)\n|\x00")
 _TCHARS = frozenset(b"".join(re.findall(rb"[" + _TCHAR + rb"]", bytes(range(128)))))
 
-_SPECIAL = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect")
+_SPECIAL = FieldSet(
+    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"
 )
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _GOOD_HOSTS: set[bytes] = set()
@@ -111,35 +111,28 @@ def check_partial(buf: bytes, start: int, scan: int, max_head: int, response: bo
         raise HttpError("bare CR, LF or NUL in head")
 
 
-def parse_fields(block: bytes, max_headers: int) -> tuple[HeaderItems, Found]:
-    """`Name: value\\r\\n` lines (already validated) -> (items, framing-relevant fields).
+def parse_fields(block: bytes, max_headers: int) -> tuple[Headers, Found]:
+    """A validated `Name: value\\r\\n` block -> (its Headers, framing-relevant fields).
 
-    Items are (lowercase name, value without surrounding SP/HTAB); `found` maps the
-    names in _SPECIAL to all their values.
+    The Headers stay the raw block until read; `found` maps the names in _SPECIAL that
+    occur to all their values (without surrounding SP/HTAB).
     """
-    lines = block.split(b"\r\n")
-    lines.pop()
-    if len(lines) > max_headers:
+    if block.count(b"\r\n") > max_headers:
         raise HttpError("too many header fields", 431)
-    items: HeaderItems = []
+    headers = Headers.from_block(block)
     found: Found = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        name = name.lower()
-        value = value.strip()
-        items.append((name, value))
-        if name in _SPECIAL:
-            if name in found:
-                found[name].append(value)
-            else:
-                found[name] = [value]
-    return items, found
+    for name, value in headers.select(_SPECIAL):
+        if name in found:
+            found[name].append(value)
+        else:
+            found[name] = [value]
+    return headers, found
 
 
 def parse_trailers(block: bytes, max_headers: int) -> Headers:
     if _FIELDS.fullmatch(block) is None:
         raise HttpError(_bad_field_reason(block))
-    return Headers(parse_fields(block, max_headers)[0], block)
+    return parse_fields(block, max_headers)[0]
 
 
 def _head_error(buf: bytes, start: int, end: int, response: bool) -> HttpError:
@@ -226,7 +219,7 @@ def parse_request(
     if m is None or (end - start > MAX_LINE and m.start(4) - start > MAX_LINE + 2):
         raise _head_error(buf, start, end, False)
     method, target, version, block = m.groups()
-    items, found = parse_fields(block, limits.max_headers)
+    headers, found = parse_fields(block, limits.max_headers)
     hosts = found.pop(b"host", None)
     if hosts and len(hosts) == 1 and target[:1] == b"/" and method != CONNECT:
         # the common case: origin form, one Host, no body, at most a Connection field
@@ -236,13 +229,11 @@ def parse_request(
             if host not in _GOOD_HOSTS:
                 _check_host(host)
             keep = version == HTTP11 if conn is None else _keep_alive(version, _tokens(conn))
-            req = RequestHeaders(
-                method, target, host, Headers(items, block), b"http", version, 1, True, keep
-            )
+            req = RequestHeaders(method, target, host, headers, b"http", version, 1, True, keep)
             return req, NONE, -1
         if conn is not None:
             found[b"connection"] = conn
-    req = RequestHeaders(method, target, b"", Headers(items, block), b"http", version)
+    req = RequestHeaders(method, target, b"", headers, b"http", version)
     _target(req, hosts)
     kind, length = _request_framing(req, found, limits)
     return req, kind, length
@@ -330,8 +321,8 @@ def parse_response(
     status = int(code)
     if status < 100:
         raise HttpError("invalid status code")
-    items, found = parse_fields(block, limits.max_headers)
-    resp = ResponseHeaders(status, Headers(items, block), reason or b"", version)
+    headers, found = parse_fields(block, limits.max_headers)
+    resp = ResponseHeaders(status, headers, reason or b"", version)
     resp.keep_alive = _keep_alive(version, _tokens(found.get(b"connection")))
     kind, length = _response_framing(resp, found, limits, method)
     if kind in (TUNNEL, CLOSE):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from proxy.config.model import ClusterConfig
 from proxy.config.reader import REQUIRED, Node, Required
 
 
 @dataclass(frozen=True, slots=True)
 class ParseContext:
     clusters: frozenset[str]
+    cluster_configs: Mapping[str, ClusterConfig] = field(default_factory=dict)
 
     def cluster(self, node: Node, key: str = "cluster", default: str | Required = REQUIRED) -> str:
         """A cluster name that must be defined under `clusters`."""

@@ -85,6 +85,15 @@ class HttpPoolSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisClusterSettings:
+    """Slot discovery for `type: redis_cluster` (the endpoints are seeds)."""
+
+    refresh_interval: float = 5.0
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     name: str
     endpoints: tuple[EndpointConfig, ...]
@@ -99,6 +108,7 @@ class ClusterConfig:
     """What HTTP the endpoints speak: http1 or http2 (prior knowledge, e.g. gRPC)."""
     outlier_detection: OutlierDetection | None = None
     http_pool: HttpPoolSettings = field(default_factory=HttpPoolSettings)
+    redis_cluster: RedisClusterSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,13 @@ from proxy.config.model import (
     HttpPoolSettings,
     ListenerConfig,
     OutlierDetection,
+    RedisClusterSettings,
 )
 from proxy.config.reader import Node
 from proxy.config.units import Address, parse_address
 from proxy.upstream.lb import LOAD_BALANCERS
 
-CLUSTER_TYPES = ("static", "strict_dns")
+CLUSTER_TYPES = ("static", "strict_dns", "redis_cluster")
 DNS_FAMILIES = ("auto", "v4_only", "v6_only")
 DEFAULT_ADMIN = Address("127.0.0.1", 15000)
 
@@ -43,7 +44,7 @@ def parse_config(document: Any) -> Config:
     root.only("admin", "listeners", "clusters", "drain_timeout")
     clusters = tuple(_cluster(node) for node in root.items("clusters"))
     _unique(root, "clusters", [c.name for c in clusters])
-    context = ParseContext(frozenset(c.name for c in clusters))
+    context = ParseContext(frozenset(c.name for c in clusters), {c.name: c for c in clusters})
     listeners = tuple(_listener(node, context) for node in root.items("listeners"))
     _unique(root, "listeners", [listener.name for listener in listeners])
     _unique_addresses(root, listeners)
@@ -135,7 +136,7 @@ def _cluster(node: Node) -> ClusterConfig:
     node.only(
         "name", "type", "lb_policy", "endpoints", "connect_timeout",
         "dns_refresh_rate", "dns_lookup_family", "health_check", "circuit_breakers",
-        "protocol", "outlier_detection", "http_pool",
+        "protocol", "outlier_detection", "http_pool", "redis_cluster",
     )  # fmt: skip
     kind = node.choice("type", CLUSTER_TYPES, "static")
     return ClusterConfig(
@@ -151,6 +152,7 @@ def _cluster(node: Node) -> ClusterConfig:
         protocol=node.choice("protocol", ("http1", "http2"), "http1"),
         outlier_detection=_outlier_detection(node),
         http_pool=_http_pool(node),
+        redis_cluster=_redis_cluster(node, kind),
     )
 
 
@@ -169,7 +171,7 @@ def _endpoints(cluster: Node, kind: str) -> tuple[EndpointConfig, ...]:
         endpoint = _endpoint(node)
         if endpoint is None:
             continue
-        if kind == "static" and not endpoint.address.is_ip:
+        if kind != "strict_dns" and not endpoint.address.is_ip:
             node.problem(
                 f"{endpoint.address.host!r} is not an IP address "
                 "(use type: strict_dns to resolve names)",
@@ -244,6 +246,20 @@ def _outlier_detection(cluster: Node) -> OutlierDetection | None:
         base_ejection_time=node.duration("base_ejection_time", 30.0, positive=True),
         max_ejection_time=node.duration("max_ejection_time", 300.0, positive=True),
         max_ejection_percent=node.integer("max_ejection_percent", 10, minimum=0, maximum=100),
+    )
+
+
+def _redis_cluster(cluster: Node, kind: str) -> RedisClusterSettings | None:
+    if kind != "redis_cluster":
+        if cluster.has("redis_cluster"):
+            cluster.problem("only for type: redis_cluster", "redis_cluster")
+        return None
+    node = cluster.section("redis_cluster")
+    node.only("refresh_interval", "username", "password")
+    return RedisClusterSettings(
+        refresh_interval=node.duration("refresh_interval", 5.0, positive=True),
+        username=node.text("username") if node.has("username") else None,
+        password=node.text("password") if node.has("password") else None,
     )
 
 

@@ -16,8 +16,9 @@ from proxy.upstream.dns import DnsResolver
 from proxy.upstream.endpoint import Endpoint, Health
 from proxy.upstream.health import HealthChecker
 from proxy.upstream.http_api import PendingStream, UpstreamCallbacks
-from proxy.upstream.lb import LOAD_BALANCERS, NO_EXCLUSIONS
+from proxy.upstream.lb import HASH_BALANCERS, LOAD_BALANCERS, NO_EXCLUSIONS, HashBalancer
 from proxy.upstream.outlier import OutlierDetector
+from proxy.upstream.redis_cluster import SlotMap
 
 if TYPE_CHECKING:
     from proxy.upstream.http1_pool import Http1Pool
@@ -73,15 +74,20 @@ class Cluster:
         self.retries_active = 0
         self.endpoints: list[Endpoint] = []
         self.lb = LOAD_BALANCERS[config.lb_policy]()
+        ring = HASH_BALANCERS.get(config.lb_policy)
+        self.shard_ring: HashBalancer | None = ring() if ring is not None else None
+        """Key -> endpoint over every member, healthy or not: a shard that is down must not
+        have its keys moved to another (its commands fail instead)."""
         self.health_checker = (
             HealthChecker(self, config.health_check) if config.health_check else None
         )
         self.dns = DnsResolver(self) if config.type == "strict_dns" else None
+        self.slot_map = SlotMap(self) if config.type == "redis_cluster" else None
         self.outlier = (
             OutlierDetector(self, config.outlier_detection) if config.outlier_detection else None
         )
         self._pools: dict[Endpoint, HttpPool] = {}
-        if self.dns is None:
+        if self.dns is None and self.slot_map is None:
             self.set_endpoints((e.address, e.weight, None) for e in config.endpoints)
 
     # -- membership and health ------------------------------------------------------------
@@ -96,6 +102,8 @@ class Cluster:
             endpoint.weight = weight
             updated.append(endpoint)
         self.endpoints = updated
+        if self.shard_ring is not None:
+            self.shard_ring.update(updated)
         for gone in known.values():
             pool = self._pools.pop(gone, None)
             if pool is not None:
@@ -241,12 +249,16 @@ class Cluster:
         """Resolve and health-check once, so the cluster is warm before traffic arrives."""
         if self.dns:
             await self.dns.start()
+        if self.slot_map:
+            await self.slot_map.start()
         if self.health_checker:
             await self.health_checker.start()
 
     async def stop(self) -> None:
         if self.dns:
             await self.dns.stop()
+        if self.slot_map:
+            await self.slot_map.stop()
         if self.health_checker:
             await self.health_checker.stop()
         if self.outlier:
@@ -267,7 +279,7 @@ class ClusterManager:
 
     async def start(self, warming_limit: float) -> None:
         """Warm every cluster; one that is slow to warm starts anyway, with a warning."""
-        pending = [c for c in self if c.dns or c.health_checker]
+        pending = [c for c in self if c.dns or c.slot_map or c.health_checker]
         if not pending:
             return
         try:

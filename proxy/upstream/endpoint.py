@@ -29,6 +29,7 @@ class Endpoint:
         "hc_successes",
         "health",
         "hostname",
+        "name",
         "rq_active",
         "weight",
     )
@@ -41,6 +42,8 @@ class Endpoint:
         health: Health = Health.HEALTHY,
     ) -> None:
         self.address = address
+        self.name = str(address)
+        """`host:port`, as access logs and stats show it (made once, read per request)."""
         self.weight = weight
         self.hostname = hostname
         self.health = health

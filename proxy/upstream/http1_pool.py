@@ -52,6 +52,8 @@ class Http1Pool:
         self.connecting = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        """Cached: get_running_loop() costs a getpid() system call each time."""
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -86,7 +88,7 @@ class Http1Pool:
             self.cluster.stats.cx_overflow += 1
             return  # requests wait for a connection to come free
         self.connecting += 1
-        task = asyncio.get_running_loop().create_task(
+        task = self._loop.create_task(
             self._connect(), name=f"http1-connect:{self.cluster.name}:{self.endpoint.address}"
         )
         self._tasks.add(task)
@@ -128,7 +130,7 @@ class Http1Pool:
         if self.pending:
             connection.bind(self.pending.popleft().callbacks)
             return
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = self._loop.time()
         self.idle.append(connection)
         self._schedule_sweep()
 
@@ -140,13 +142,12 @@ class Http1Pool:
 
     def _schedule_sweep(self) -> None:
         if self._sweeper is None:
-            loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(self.settings.idle_timeout / 2, self._sweep)
+            self._sweeper = self._loop.call_later(self.settings.idle_timeout / 2, self._sweep)
 
     def _sweep(self) -> None:
         """Close connections idle longer than idle_timeout; one timer per pool, not per request."""
         self._sweeper = None
-        deadline = asyncio.get_running_loop().time() - self.settings.idle_timeout
+        deadline = self._loop.time() - self.settings.idle_timeout
         for connection in [c for c in self.idle if c.idle_since <= deadline]:
             self.idle.remove(connection)
             connection.close()

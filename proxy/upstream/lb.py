@@ -7,6 +7,7 @@ does no filtering and stays cheap. Every policy honours endpoint weights.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import random
 from collections.abc import Callable, Collection, Sequence
@@ -105,8 +106,102 @@ class LeastRequest(Random):
         return first
 
 
+
+
+class HashBalancer(Protocol):
+    """A balancer that maps a key's hash to an endpoint consistently (sharding)."""
+
+    def update(self, endpoints: Sequence[Endpoint]) -> None: ...
+
+    def choose(self, exclude: Collection[Endpoint] = NO_EXCLUSIONS) -> Endpoint | None: ...
+
+    def choose_hash(self, key_hash: int) -> Endpoint | None:
+        """The endpoint that owns `key_hash` (a 32-bit value)."""
+
+
+class Ketama(_Base):
+    """twemproxy's ketama continuum: 160 points per endpoint and weight unit, from md5."""
+
+    POINTS_PER_WEIGHT = 160
+
+    def __init__(self) -> None:
+        self._points: list[int] = []
+        self._owners: list[Endpoint] = []
+
+    def update(self, endpoints: Sequence[Endpoint]) -> None:
+        self._endpoints = list(endpoints)
+        ring: list[tuple[int, str, Endpoint]] = []
+        for endpoint in self._endpoints:
+            name = str(endpoint.address)
+            for index in range(self.POINTS_PER_WEIGHT * endpoint.weight // 4):
+                digest = hashlib.md5(f"{name}-{index}".encode(), usedforsecurity=False).digest()
+                for part in range(4):
+                    point = int.from_bytes(digest[part * 4 : part * 4 + 4], "little")
+                    ring.append((point, name, endpoint))
+        ring.sort(key=lambda item: (item[0], item[1]))
+        self._points = [point for point, _, _ in ring]
+        self._owners = [owner for _, _, owner in ring]
+
+    def choose_hash(self, key_hash: int) -> Endpoint | None:
+        if not self._points:
+            return None
+        index = bisect.bisect_left(self._points, key_hash & 0xFFFFFFFF)
+        return self._owners[index if index < len(self._owners) else 0]
+
+    def _pick(self) -> Endpoint:
+        return self.choose_hash(random.getrandbits(32)) or self._endpoints[0]
+
+
+class Maglev(_Base):
+    """Google's Maglev table (as Envoy's maglev LB): even spread, minimal disruption."""
+
+    TABLE_SIZE = 65537  # prime, Envoy's default
+
+    def __init__(self) -> None:
+        self._table: list[Endpoint] = []
+
+    def update(self, endpoints: Sequence[Endpoint]) -> None:
+        self._endpoints = list(endpoints)
+        self._table = _maglev_table(self._endpoints, self.TABLE_SIZE) if endpoints else []
+
+    def choose_hash(self, key_hash: int) -> Endpoint | None:
+        return self._table[key_hash % self.TABLE_SIZE] if self._table else None
+
+    def _pick(self) -> Endpoint:
+        return self.choose_hash(random.getrandbits(32)) or self._endpoints[0]
+
+
+def _maglev_table(endpoints: Sequence[Endpoint], size: int) -> list[Endpoint]:
+    """Fill `size` entries by each endpoint's permutation, weight turns per round."""
+    ordered = sorted(endpoints, key=lambda e: str(e.address))
+    permutations = []
+    for endpoint in ordered:
+        digest = hashlib.md5(str(endpoint.address).encode(), usedforsecurity=False).digest()
+        offset = int.from_bytes(digest[:8], "little") % size
+        skip = int.from_bytes(digest[8:], "little") % (size - 1) + 1
+        permutations.append([offset, skip, 0])
+    table: list[Endpoint | None] = [None] * size
+    filled = 0
+    while True:
+        for endpoint, permutation in zip(ordered, permutations, strict=True):
+            for _ in range(endpoint.weight):
+                offset, skip, turn = permutation
+                slot = (offset + turn * skip) % size
+                while table[slot] is not None:
+                    turn += 1
+                    slot = (offset + turn * skip) % size
+                permutation[2] = turn + 1
+                table[slot] = endpoint
+                filled += 1
+                if filled == size:
+                    return [entry for entry in table if entry is not None]
+
+
 LOAD_BALANCERS: dict[str, Callable[[], LoadBalancer]] = {
     "round_robin": RoundRobin,
     "random": Random,
     "least_request": LeastRequest,
+    "ketama": Ketama,
+    "maglev": Maglev,
 }
+HASH_BALANCERS: dict[str, Callable[[], HashBalancer]] = {"ketama": Ketama, "maglev": Maglev}

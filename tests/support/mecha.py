@@ -205,3 +205,17 @@ def http_config(
             for name, ports in clusters.items()
         ],
     }  # fmt: skip
+
+
+def redis_proxy_config(
+    shards: list[int] | str, proxy: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One redis_proxy listener on a free port in front of `shards` (ketama)."""
+    endpoints = shards if isinstance(shards, str) else [f"127.0.0.1:{p}" for p in shards]
+    return {
+        "listeners": [{"name": "redis", "address": "127.0.0.1:0", "filters": [
+            {"name": "redis_proxy", "config": {"cluster": "shards", **(proxy or {})}}]}],
+        "clusters": [{"name": "shards", "lb_policy": "ketama", "connect_timeout": "500ms",
+                      "endpoints": endpoints, **(cluster or {})}],
+    }  # fmt: skip

@@ -54,8 +54,9 @@ class HcmShared:
 
 
 class HttpConnectionManager(NetworkFilter):
-    __slots__ = ("_closing", "_flush_scheduled", "_h1", "_h2", "_out", "_paused_by_streams",
-                 "_sniffed", "callbacks", "client_ip", "shared", "streams")  # fmt: skip
+    __slots__ = ("_closing", "_flush_scheduled", "_h1", "_h2", "_loop", "_out",
+                 "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
+                 "streams")  # fmt: skip
 
     def __init__(self, shared: HcmShared, callbacks: ConnectionCallbacks) -> None:
         self.shared = shared
@@ -69,6 +70,8 @@ class HttpConnectionManager(NetworkFilter):
         self._flush_scheduled = False
         self._closing = False
         self._paused_by_streams = 0
+        self._loop = asyncio.get_running_loop()
+        """Cached: get_running_loop() costs a getpid() system call each time."""
 
     # -- network filter ------------------------------------------------------------------------
 
@@ -298,7 +301,7 @@ class HttpConnectionManager(NetworkFilter):
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

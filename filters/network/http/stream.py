@@ -11,33 +11,36 @@ from filters.http.api import STOP, StreamFilter
 from filters.http.route import Route, VirtualHost
 from filters.network.http.timers import Deadline
 from protocols.http.events import RequestHeaders, ResponseHeaders
-from protocols.http.headers import Headers
+from protocols.http.headers import FieldSet, Headers
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
 
 if TYPE_CHECKING:
     from filters.network.http.manager import HttpConnectionManager
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection",
-                        b"transfer-encoding", b"upgrade", b"te", b"trailer"})  # fmt: skip
+HOP_BY_HOP = FieldSet(b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                      b"upgrade", b"te", b"trailer")  # fmt: skip
 UPGRADE_HEADERS = (b"connection", b"upgrade")
 
 
 def strip_hop_by_hop(headers: Headers, keep_upgrade: bool) -> None:
     """Drop connection-specific fields, and those Connection names, in one pass."""
-    doomed: set[bytes] | None = None
-    for name, value in headers:
-        if name not in HOP_BY_HOP or (keep_upgrade and name in UPGRADE_HEADERS):
+    present = headers.select(HOP_BY_HOP)
+    if not present:
+        return
+    doomed: set[bytes] = set()
+    for name, value in present:
+        if keep_upgrade and name in UPGRADE_HEADERS:
             continue
-        if name == b"te" and value.strip().lower() == b"trailers":
+        if name == b"te" and value.lower() == b"trailers":
             continue  # gRPC needs `te: trailers` end to end
-        if doomed is None:
-            doomed = set()
         doomed.add(name)
         if name == b"connection" and not keep_upgrade:
             doomed.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    if doomed:
-        for name in doomed:
+    hop_names = HOP_BY_HOP.names
+    found = {name for name, _ in present}
+    for name in doomed:
+        if name in found or name not in hop_names:  # (a hop-by-hop name not found is absent)
             headers.remove(name)
 
 
@@ -366,7 +369,11 @@ class ActiveStream:
             info.fail(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION, "client went away")
         for timer in self._timers:
             timer.cancel()
-        for filter_ in self.filters:
+        filters = self.filters
+        # Filters hold this stream as their callbacks: let go of them, so that the stream
+        # is freed by reference counting instead of waiting for the cyclic GC.
+        self.filters = self.decoders = self.encoders = []
+        for filter_ in filters:
             filter_.on_destroy()
         self.manager.stream_finished(self)
 

@@ -15,6 +15,10 @@ from collections.abc import Callable
 TICK = 0.01
 
 
+def _never() -> None:
+    """What a cancelled deadline would call (it never does: it left the wheel)."""
+
+
 class Deadline:
     __slots__ = ("callback", "slot", "wheel")
 
@@ -29,6 +33,9 @@ class Deadline:
             bucket.pop(self, None)
             if not bucket:
                 del self.wheel.slots[self.slot]
+        # The callback's owner usually holds this deadline's cancel: drop the cycle, so that
+        # a finished request is freed by reference counting, not by the cyclic GC.
+        self.callback = _never
 
 
 class TimerWheel:

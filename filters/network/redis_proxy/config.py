@@ -1,0 +1,95 @@
+"""Configuration of `redis_proxy` (a listener's terminal filter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from filters.network.redis_proxy.commands import TABLE, Kind
+from protocols.redis.limits import RespLimits
+from proxy.config.context import ParseContext
+from proxy.config.reader import Node
+from proxy.upstream.lb import HASH_BALANCERS
+
+
+@dataclass(frozen=True, slots=True)
+class RedisProxyConfig:
+    cluster: str
+    password: str | None = None
+    """Clients must AUTH with this (and `username`, if set) before anything else."""
+    username: str | None = None
+    upstream_username: str | None = None
+    upstream_password: str | None = None
+    upstream_resp3: bool = False
+    connections_per_endpoint: int = 1
+    timeout: float = 5.0
+    hash: str = "crc32"
+    allow: frozenset[bytes] | None = None
+    deny: frozenset[bytes] = frozenset()
+    slow_command_threshold: float | None = 0.1
+    limits: RespLimits = RespLimits()
+
+
+HASHES = ("crc32", "md5")
+
+
+def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
+    node.only("cluster", "password", "username", "upstream_auth", "upstream_resp3",
+              "connections_per_endpoint", "timeout", "hash", "commands",
+              "slow_command_threshold", "limits")  # fmt: skip
+    upstream = node.section("upstream_auth")
+    upstream.only("username", "password")
+    commands = node.section("commands")
+    commands.only("allow", "deny")
+    limits = node.section("limits")
+    limits.only("max_bulk", "max_array", "max_inline")
+    slow = node.duration("slow_command_threshold", 0.1)
+    cluster = context.cluster(node)
+    _check_sharding(node, context, cluster)
+    return RedisProxyConfig(
+        cluster=cluster,
+        password=_optional(node, "password"),
+        username=_optional(node, "username"),
+        upstream_username=_optional(upstream, "username"),
+        upstream_password=_optional(upstream, "password"),
+        upstream_resp3=node.flag("upstream_resp3", False),
+        connections_per_endpoint=node.integer("connections_per_endpoint", 1, minimum=1, maximum=64),
+        timeout=node.duration("timeout", 5.0, positive=True),
+        hash=node.choice("hash", HASHES, "crc32"),
+        allow=_commands(commands, "allow") or None,
+        deny=_commands(commands, "deny"),
+        slow_command_threshold=slow or None,
+        limits=RespLimits(
+            max_bulk=limits.size("max_bulk", 512 << 20, minimum=1),
+            max_array=limits.integer("max_array", 1 << 20, minimum=1),
+            max_inline=limits.size("max_inline", 64 << 10, minimum=16),
+        ),
+    )
+
+
+def _check_sharding(node: Node, context: ParseContext, name: str) -> None:
+    cluster = context.cluster_configs.get(name)
+    if cluster is None or cluster.type == "redis_cluster":
+        return
+    if cluster.lb_policy not in HASH_BALANCERS:
+        node.problem(
+            f"cluster {name!r} must use lb_policy ketama or maglev (keys are sharded by "
+            f"consistent hashing), or be of type redis_cluster; it uses {cluster.lb_policy}",
+            "cluster",
+        )
+
+
+def _optional(node: Node, key: str) -> str | None:
+    return node.text(key) if node.has(key) else None
+
+
+def _commands(node: Node, key: str) -> frozenset[bytes]:
+    names = node.child(key).value or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        node.problem("expected a list of command names", key)
+        return frozenset()
+    result = frozenset(n.upper().encode() for n in names)
+    for name in sorted(result):
+        spec = TABLE.get(name)
+        if spec is None or spec.kind is Kind.REFUSED:
+            node.problem(f"{name.decode()} is not a command the proxy can forward", key)
+    return result

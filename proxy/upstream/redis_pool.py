@@ -1,0 +1,262 @@
+"""Pipelined Redis upstream connections: many clients' commands share a few connections.
+
+Commands are queued per connection in send order and answered in that order (Redis
+answers in order on a connection), so each reply goes to the request that sent the
+matching command. Writes are gathered and flushed once per loop iteration: one syscall
+carries many clients' commands. A connection that fails answers every command in flight
+with an -ERR, and the pool refuses new commands for a short backoff instead of stalling
+clients on a dead shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from protocols.redis.encode import encode_command, error_span
+from protocols.redis.errors import RespError
+from protocols.redis.limits import RespLimits
+from protocols.redis.replies import ReplyParser, reply_is_error
+from proxy.upstream.connection import ClusterConnection
+from proxy.upstream.endpoint import Endpoint
+
+if TYPE_CHECKING:
+    from proxy.upstream.cluster import Cluster
+
+log = logging.getLogger("mecha.redis_pool")
+
+BUFFER_LIMIT = 4 << 20
+
+
+class Completion(Protocol):
+    """Whoever sent a command: receives exactly one raw reply span for it."""
+
+    def complete(self, reply: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RedisPoolSettings:
+    username: str | None = None
+    password: str | None = None
+    resp3: bool = False
+    connections: int = 1
+    timeout: float = 5.0
+    """No reply progress for this long while commands are in flight: the connection is dead."""
+    backoff: float = 1.0
+    """After a failure, new commands are refused this long before reconnecting."""
+    max_in_flight: int = 100_000
+    limits: RespLimits = RespLimits()
+
+
+class _Discard:
+    """The answer to a command the proxy sent for itself (AUTH, HELLO, ASKING)."""
+
+    __slots__ = ("connection", "what")
+
+    def __init__(self, connection: RedisConnection, what: str) -> None:
+        self.connection = connection
+        self.what = what
+
+    def complete(self, reply: bytes) -> None:
+        if reply_is_error(reply):
+            text = reply[1:].strip().decode("utf-8", "replace")
+            log.error("redis %s: %s failed: %s", self.connection.endpoint.address, self.what, text)
+            self.connection.fail(f"{self.what} failed: {text}")
+
+
+class RedisPool:
+    """Connections to one endpoint, chosen round robin per command."""
+
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, settings: RedisPoolSettings):
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.settings = settings
+        self.connections: list[RedisConnection] = []
+        self._next = 0
+        self._refuse_until = 0.0
+        self._refusal = b""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, command: bytes, request: Completion) -> None:
+        loop = asyncio.get_running_loop()
+        if self._refuse_until and loop.time() < self._refuse_until:
+            request.complete(self._refusal)
+            return
+        connection = self._pick(loop)
+        connection.send(command, request)
+
+    def send_asking(self, command: bytes, request: Completion) -> None:
+        """ASKING and the command back to back on one connection (Redis Cluster ASK)."""
+        connection = self._pick(asyncio.get_running_loop())
+        connection.send(encode_command((b"ASKING",)), _Discard(connection, "ASKING"))
+        connection.send(command, request)
+
+    def _pick(self, loop: asyncio.AbstractEventLoop) -> RedisConnection:
+        live = [c for c in self.connections if not c.failed]
+        if len(live) != len(self.connections):
+            self.connections = live
+        if len(self.connections) < self.settings.connections:
+            connection = RedisConnection(self)
+            self.connections.append(connection)
+            self._start(connection)
+            return connection
+        self._next = (self._next + 1) % len(self.connections)
+        return self.connections[self._next]
+
+    def _start(self, connection: RedisConnection) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._connect(connection), name=f"redis-connect:{self.endpoint.address}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, connection: RedisConnection) -> None:
+        from proxy.upstream.cluster import UpstreamError
+
+        try:
+            await self.cluster.open_connection(self.endpoint, lambda: connection)
+        except UpstreamError as error:
+            connection.fail(f"{error.reason}")
+        except Exception as exc:  # a bug must not strand clients waiting on this shard
+            log.exception("redis %s: connecting failed", self.endpoint.address)
+            connection.fail(str(exc))
+
+    def connection_failed(self, connection: RedisConnection, reason: str) -> None:
+        if connection in self.connections:
+            self.connections.remove(connection)
+        loop = asyncio.get_running_loop()
+        self._refuse_until = loop.time() + self.settings.backoff
+        self._refusal = error_span(f"upstream {self.endpoint.address} unavailable: {reason}")
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for connection in list(self.connections):
+            connection.close()
+
+
+class RedisConnection(ClusterConnection):
+    __slots__ = ("_flush_scheduled", "_handshake", "_out", "_parser", "_progress", "_watchdog",
+                 "failed", "in_flight", "pool", "ready")  # fmt: skip
+
+    def __init__(self, pool: RedisPool) -> None:
+        super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
+        self.pool = pool
+        self.in_flight: deque[Completion] = deque()
+        self.ready = False
+        self.failed = False
+        self._out: list[bytes] = []
+        self._handshake: list[bytes] = self._handshake_commands(pool.settings)
+        self._flush_scheduled = False
+        self._parser = ReplyParser(pool.settings.limits)
+        self._progress = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def _handshake_commands(self, settings: RedisPoolSettings) -> list[bytes]:
+        commands: list[Sequence[bytes]] = []
+        if settings.resp3:
+            hello = [b"HELLO", b"3"]
+            if settings.password:
+                hello += [b"AUTH", (settings.username or "default").encode(), settings.password.encode()]
+            commands.append(hello)
+        elif settings.password:
+            user = [settings.username.encode()] if settings.username else []
+            commands.append([b"AUTH", *user, settings.password.encode()])
+        return [encode_command(c) for c in commands]
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, command: bytes, request: Completion) -> None:
+        if self.failed:
+            request.complete(error_span(f"upstream {self.endpoint.address} unavailable"))
+            return
+        if len(self.in_flight) >= self.pool.settings.max_in_flight:
+            request.complete(error_span("too many commands in flight to the upstream"))
+            return
+        if not self.in_flight:
+            self._progress = asyncio.get_running_loop().time()
+        self.in_flight.append(request)
+        self._out.append(command)
+        if self.ready and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.ready:
+            out, self._out = self._out, []
+            self.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        for command in reversed(self._handshake):
+            self.in_flight.appendleft(_Discard(self, "AUTH/HELLO"))
+            self._out.insert(0, command)
+        self.ready = True
+        self._progress = asyncio.get_running_loop().time()
+        self._arm_watchdog()
+        self._flush()
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        try:
+            spans = self._parser.feed(data)
+        except RespError as error:
+            self.fail(f"protocol error from upstream: {error.reason}")
+            return
+        if spans:
+            self._progress = asyncio.get_running_loop().time()
+        in_flight = self.in_flight
+        for span in spans:
+            if span[0] == 62:  # RESP3 push: belongs to no command
+                continue
+            if not in_flight:
+                self.fail("reply without a command")
+                return
+            in_flight.popleft().complete(span)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.fail(f"connection lost ({exc})" if exc else "connection closed")
+
+    # -- failure --------------------------------------------------------------------------------
+
+    def _arm_watchdog(self) -> None:
+        timeout = self.pool.settings.timeout
+        self._watchdog = asyncio.get_running_loop().call_later(timeout / 4, self._check_progress)
+
+    def _check_progress(self) -> None:
+        self._watchdog = None
+        if self.failed:
+            return
+        now = asyncio.get_running_loop().time()
+        if self.in_flight and now - self._progress > self.pool.settings.timeout:
+            self.fail("timeout")
+            return
+        self._arm_watchdog()
+
+    def fail(self, reason: str) -> None:
+        """Answer everything in flight with an error and drop the connection."""
+        if self.failed:
+            return
+        self.failed = True
+        self.ready = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        log.warning("redis %s: %s", self.endpoint.address, reason)
+        self.pool.connection_failed(self, reason)
+        error = error_span(f"upstream {self.endpoint.address}: {reason}")
+        in_flight, self.in_flight = self.in_flight, deque()
+        for request in in_flight:
+            request.complete(error)
+        self._out.clear()
+        self.close(abort=True)
