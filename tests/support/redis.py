@@ -43,8 +43,28 @@ def free_cluster_port() -> int:
         return port
 
 
+class ClusterNodes:
+    def __init__(self, ports: list[int], processes: list[subprocess.Popen[bytes]]) -> None:
+        self.ports = ports
+        self.processes = dict(zip(ports, processes, strict=True))
+
+    def kill(self, port: int) -> None:
+        process = self.processes[port]
+        process.kill()
+        process.wait(timeout=10)
+
+    def masters(self) -> list[int]:
+        return [p for p in self.ports if self.processes[p].poll() is None and _role(p) == "master"]
+
+
+def _role(port: int) -> str:
+    info = subprocess.run(["redis-cli", "-p", str(port), "role"], capture_output=True, text=True,
+                          timeout=5).stdout  # fmt: skip
+    return info.split("\n", 1)[0].strip()
+
+
 @contextmanager
-def redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1) -> Iterator[list[int]]:
+def redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1) -> Iterator[ClusterNodes]:
     """A real Redis Cluster of masters * (1 + replicas) nodes made by redis-cli --cluster create."""
     import time
 
@@ -57,7 +77,8 @@ def redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1) -> Iterato
             processes.append(subprocess.Popen(
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(node_dir), "--cluster-enabled", "yes",
-                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"],
+                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+                 "--logfile", str(node_dir / "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
         for port in ports:
@@ -68,16 +89,26 @@ def redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1) -> Iterato
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         deadline = time.monotonic() + 30
-        while not all(_cluster_ok(port) for port in ports):
+        # Ready means every slot served and every replica synced (it can then take over).
+        while not all(_cluster_ok(port) and _replicas_online(port, replicas) for port in ports):
             if time.monotonic() > deadline:
-                raise TimeoutError("the Redis Cluster never reported cluster_state:ok")
+                raise TimeoutError("the Redis Cluster never got ready")
             time.sleep(0.2)
-        yield ports
+        yield ClusterNodes(ports, processes)
     finally:
         for process in processes:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
         for process in processes:
             process.wait(timeout=10)
+
+
+def _replicas_online(port: int, replicas: int) -> bool:
+    info = subprocess.run(["redis-cli", "-p", str(port), "info", "replication"],
+                          capture_output=True, text=True, timeout=5).stdout  # fmt: skip
+    if "role:master" not in info:
+        return "master_link_status:up" in info
+    return info.count("state=online") >= replicas
 
 
 def _cluster_ok(port: int) -> bool:
