@@ -82,30 +82,31 @@ class RedisPool:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def send(self, command: bytes, request: Completion) -> None:
-        loop = asyncio.get_running_loop()
-        if self._refuse_until and loop.time() < self._refuse_until:
-            request.complete(self._refusal)
-            return
-        connection = self._pick(loop)
-        connection.send(command, request)
+        if self._refuse_until:
+            if asyncio.get_running_loop().time() < self._refuse_until:
+                request.complete(self._refusal)
+                return
+            self._refuse_until = 0.0
+        self._pick().send(command, request)
 
     def send_asking(self, command: bytes, request: Completion) -> None:
         """ASKING and the command back to back on one connection (Redis Cluster ASK)."""
-        connection = self._pick(asyncio.get_running_loop())
+        connection = self._pick()
         connection.send(encode_command((b"ASKING",)), _Discard(connection, "ASKING"))
         connection.send(command, request)
 
-    def _pick(self, loop: asyncio.AbstractEventLoop) -> RedisConnection:
-        live = [c for c in self.connections if not c.failed]
-        if len(live) != len(self.connections):
-            self.connections = live
-        if len(self.connections) < self.settings.connections:
+    def _pick(self) -> RedisConnection:
+        """Round robin over live connections; failed ones leave the list when they fail."""
+        connections = self.connections
+        if len(connections) < self.settings.connections:
             connection = RedisConnection(self)
-            self.connections.append(connection)
+            connections.append(connection)
             self._start(connection)
             return connection
-        self._next = (self._next + 1) % len(self.connections)
-        return self.connections[self._next]
+        if len(connections) == 1:
+            return connections[0]
+        self._next = (self._next + 1) % len(connections)
+        return connections[self._next]
 
     def _start(self, connection: RedisConnection) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -140,7 +141,7 @@ class RedisPool:
 
 
 class RedisConnection(ClusterConnection):
-    __slots__ = ("_flush_scheduled", "_handshake", "_out", "_parser", "_progress", "_watchdog",
+    __slots__ = ("_flush_scheduled", "_handshake", "_loop", "_out", "_parser", "_progress", "_watchdog",
                  "failed", "in_flight", "pool", "ready")  # fmt: skip
 
     def __init__(self, pool: RedisPool) -> None:
@@ -153,6 +154,7 @@ class RedisConnection(ClusterConnection):
         self._handshake: list[bytes] = self._handshake_commands(pool.settings)
         self._flush_scheduled = False
         self._parser = ReplyParser(pool.settings.limits)
+        self._loop = asyncio.get_running_loop()
         self._progress = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -161,7 +163,11 @@ class RedisConnection(ClusterConnection):
         if settings.resp3:
             hello = [b"HELLO", b"3"]
             if settings.password:
-                hello += [b"AUTH", (settings.username or "default").encode(), settings.password.encode()]
+                hello += [
+                    b"AUTH",
+                    (settings.username or "default").encode(),
+                    settings.password.encode(),
+                ]
             commands.append(hello)
         elif settings.password:
             user = [settings.username.encode()] if settings.username else []
@@ -178,12 +184,12 @@ class RedisConnection(ClusterConnection):
             request.complete(error_span("too many commands in flight to the upstream"))
             return
         if not self.in_flight:
-            self._progress = asyncio.get_running_loop().time()
+            self._progress = self._loop.time()
         self.in_flight.append(request)
         self._out.append(command)
         if self.ready and not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -211,7 +217,7 @@ class RedisConnection(ClusterConnection):
             self.fail(f"protocol error from upstream: {error.reason}")
             return
         if spans:
-            self._progress = asyncio.get_running_loop().time()
+            self._progress = self._loop.time()
         in_flight = self.in_flight
         for span in spans:
             if span[0] == 62:  # RESP3 push: belongs to no command

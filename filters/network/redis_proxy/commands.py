@@ -14,7 +14,7 @@ whose keys the proxy cannot see could send it to the wrong shard.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Kind(enum.Enum):
@@ -28,18 +28,146 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Spec:
+    name: bytes
+    """The canonical (upper-case) name, also the stats label."""
     kind: Kind
     first: int = 1
     last: int = 1
     """-1: every argument from `first` to the end."""
     step: int = 1
     reason: str = ""
+    single_key: bool = field(default=False, init=False)
+    """The common case, routed without slicing: exactly one key, at index 1."""
+
+    def __post_init__(self) -> None:
+        single = self.kind is Kind.KEYED and self.first == self.last == 1
+        object.__setattr__(self, "single_key", single)
 
 
 LOCAL = ("PING", "ECHO", "SELECT", "AUTH", "HELLO", "CLIENT", "QUIT", "INFO", "RESET")
 ANY = ("COMMAND", "TIME", "LOLWUT")
 
-SINGLE_KEY = ["GET", "SET", "SETNX", "SETEX", "PSETEX", "GETSET", "GETDEL", "GETEX", "APPEND", "STRLEN", "SETRANGE", "GETRANGE", "SUBSTR", "INCR", "DECR", "INCRBY", "DECRBY", "INCRBYFLOAT", "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "EXPIRETIME", "PEXPIRETIME", "TTL", "PTTL", "PERSIST", "TYPE", "DUMP", "RESTORE", "SORT", "SORT_RO", "GETBIT", "SETBIT", "BITCOUNT", "BITPOS", "BITFIELD", "BITFIELD_RO", "HSET", "HSETNX", "HGET", "HMSET", "HMGET", "HDEL", "HLEN", "HSTRLEN", "HEXISTS", "HKEYS", "HVALS", "HGETALL", "HINCRBY", "HINCRBYFLOAT", "HSCAN", "HRANDFIELD", "LPUSH", "LPUSHX", "RPUSH", "RPUSHX", "LPOP", "RPOP", "LLEN", "LINDEX", "LSET", "LRANGE", "LTRIM", "LREM", "LINSERT", "LPOS", "SADD", "SREM", "SCARD", "SISMEMBER", "SMISMEMBER", "SMEMBERS", "SRANDMEMBER", "SPOP", "SSCAN", "ZADD", "ZINCRBY", "ZREM", "ZCARD", "ZCOUNT", "ZSCORE", "ZMSCORE", "ZRANK", "ZREVRANK", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX", "ZREVRANGEBYLEX", "ZLEXCOUNT", "ZREMRANGEBYRANK", "ZREMRANGEBYSCORE", "ZREMRANGEBYLEX", "ZPOPMIN", "ZPOPMAX", "ZSCAN", "ZRANDMEMBER", "PFADD", "GEOADD", "GEODIST", "GEOHASH", "GEOPOS", "GEORADIUS_RO", "GEORADIUSBYMEMBER_RO", "GEOSEARCH", "XADD", "XLEN", "XRANGE", "XREVRANGE", "XDEL", "XTRIM", "XACK", "XCLAIM", "XAUTOCLAIM", "XPENDING", "XSETID"]
+SINGLE_KEY = [
+    "GET",
+    "SET",
+    "SETNX",
+    "SETEX",
+    "PSETEX",
+    "GETSET",
+    "GETDEL",
+    "GETEX",
+    "APPEND",
+    "STRLEN",
+    "SETRANGE",
+    "GETRANGE",
+    "SUBSTR",
+    "INCR",
+    "DECR",
+    "INCRBY",
+    "DECRBY",
+    "INCRBYFLOAT",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "EXPIRETIME",
+    "PEXPIRETIME",
+    "TTL",
+    "PTTL",
+    "PERSIST",
+    "TYPE",
+    "DUMP",
+    "RESTORE",
+    "SORT",
+    "SORT_RO",
+    "GETBIT",
+    "SETBIT",
+    "BITCOUNT",
+    "BITPOS",
+    "BITFIELD",
+    "BITFIELD_RO",
+    "HSET",
+    "HSETNX",
+    "HGET",
+    "HMSET",
+    "HMGET",
+    "HDEL",
+    "HLEN",
+    "HSTRLEN",
+    "HEXISTS",
+    "HKEYS",
+    "HVALS",
+    "HGETALL",
+    "HINCRBY",
+    "HINCRBYFLOAT",
+    "HSCAN",
+    "HRANDFIELD",
+    "LPUSH",
+    "LPUSHX",
+    "RPUSH",
+    "RPUSHX",
+    "LPOP",
+    "RPOP",
+    "LLEN",
+    "LINDEX",
+    "LSET",
+    "LRANGE",
+    "LTRIM",
+    "LREM",
+    "LINSERT",
+    "LPOS",
+    "SADD",
+    "SREM",
+    "SCARD",
+    "SISMEMBER",
+    "SMISMEMBER",
+    "SMEMBERS",
+    "SRANDMEMBER",
+    "SPOP",
+    "SSCAN",
+    "ZADD",
+    "ZINCRBY",
+    "ZREM",
+    "ZCARD",
+    "ZCOUNT",
+    "ZSCORE",
+    "ZMSCORE",
+    "ZRANK",
+    "ZREVRANK",
+    "ZRANGE",
+    "ZRANGEBYSCORE",
+    "ZREVRANGE",
+    "ZREVRANGEBYSCORE",
+    "ZRANGEBYLEX",
+    "ZREVRANGEBYLEX",
+    "ZLEXCOUNT",
+    "ZREMRANGEBYRANK",
+    "ZREMRANGEBYSCORE",
+    "ZREMRANGEBYLEX",
+    "ZPOPMIN",
+    "ZPOPMAX",
+    "ZSCAN",
+    "ZRANDMEMBER",
+    "PFADD",
+    "GEOADD",
+    "GEODIST",
+    "GEOHASH",
+    "GEOPOS",
+    "GEORADIUS_RO",
+    "GEORADIUSBYMEMBER_RO",
+    "GEOSEARCH",
+    "XADD",
+    "XLEN",
+    "XRANGE",
+    "XREVRANGE",
+    "XDEL",
+    "XTRIM",
+    "XACK",
+    "XCLAIM",
+    "XAUTOCLAIM",
+    "XPENDING",
+    "XSETID",
+]
 
 SAME_SHARD = {
     # all keys must hash to one shard
@@ -73,21 +201,18 @@ REFUSED = {
 
 
 def _table() -> dict[bytes, Spec]:
-    table: dict[bytes, Spec] = {}
-    for name in LOCAL:
-        table[name.encode()] = Spec(Kind.LOCAL)
-    for name in ANY:
-        table[name.encode()] = Spec(Kind.ANY)
-    for name in SINGLE_KEY:
-        table[name.encode()] = Spec(Kind.KEYED)
-    for name, (first, last, step) in SAME_SHARD.items():
-        table[name.encode()] = Spec(Kind.KEYED, first, last, step)
-    for name, (first, last, step) in SPLIT.items():
-        table[name.encode()] = Spec(Kind.SPLIT, first, last, step)
-    for name in EVAL:
-        table[name.encode()] = Spec(Kind.EVAL)
-    for name, reason in REFUSED.items():
-        table[name.encode()] = Spec(Kind.REFUSED, reason=reason)
+    specs: list[Spec] = [
+        *(Spec(n.encode(), Kind.LOCAL) for n in LOCAL),
+        *(Spec(n.encode(), Kind.ANY) for n in ANY),
+        *(Spec(n.encode(), Kind.KEYED) for n in SINGLE_KEY),
+        *(Spec(n.encode(), Kind.KEYED, *keys) for n, keys in SAME_SHARD.items()),
+        *(Spec(n.encode(), Kind.SPLIT, *keys) for n, keys in SPLIT.items()),
+        *(Spec(n.encode(), Kind.EVAL) for n in EVAL),
+        *(Spec(n.encode(), Kind.REFUSED, reason=why) for n, why in REFUSED.items()),
+    ]
+    table = {spec.name: spec for spec in specs}
+    # Clients usually send lower case: index that spelling too, to skip upper() per command.
+    table.update({spec.name.lower(): spec for spec in specs})
     return table
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import zlib
@@ -40,7 +39,6 @@ class RedisShared:
         self.slot_map = cluster.slot_map
         self.ring = cluster.shard_ring or Ketama()
         self.hash = HASH_FUNCTIONS[config.hash]
-        self._pools: dict[tuple[Endpoint, bool], RedisPool] = {}
         self._settings = {
             resp3: RedisPoolSettings(
                 username=config.upstream_username, password=config.upstream_password,
@@ -49,20 +47,30 @@ class RedisShared:
             )
             for resp3 in (False, True)
         }  # fmt: skip
+        self.pools = (self._pool_getter(False), self._pool_getter(True))
+        """Index by the session's resp3 flag, call with an endpoint: its (lazily made) pool."""
         self._allow = config.allow
         self._deny = config.deny
+        self.filtering = bool(config.allow or config.deny)
         self._slow = config.slow_command_threshold
+        self._slow_logged_at = 0.0
+        self._slow_unlogged = 0
 
     def allows(self, name: bytes) -> bool:
         if name in self._deny:
             return False
         return self._allow is None or name in self._allow
 
-    def pool(self, endpoint: Endpoint, resp3: bool) -> RedisPool:
-        key = (endpoint, resp3)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = RedisPool(self.cluster, endpoint, self._settings[resp3])
+    def _pool_getter(self, resp3: bool) -> Callable[[Endpoint], RedisPool]:
+        pools: dict[Endpoint, RedisPool] = {}
+        settings = self._settings[resp3]
+
+        def pool(endpoint: Endpoint) -> RedisPool:
+            found = pools.get(endpoint)
+            if found is None:
+                found = pools[endpoint] = RedisPool(self.cluster, endpoint, settings)
+            return found
+
         return pool
 
     def any_endpoint(self) -> Endpoint | None:
@@ -78,7 +86,7 @@ class RedisShared:
             self.slot_map.request_refresh()
             reply.complete(b"-CLUSTERDOWN Hash slot not served\r\n")
             return
-        self.pool(endpoint, resp3).send(command, reply)
+        self.pools[resp3](endpoint).send(command, reply)
 
     def moved(self, slot: int, address: Address) -> Endpoint:
         assert self.slot_map is not None
@@ -94,17 +102,28 @@ class RedisShared:
 
     # -- accounting -------------------------------------------------------------------------------
 
-    def record(self, reply: Reply, data: bytes) -> None:
-        elapsed = _now() - reply.started
+    def record(self, reply: Reply, data: bytes, now: float) -> None:
+        elapsed = now - reply.started
         self.stats.series(reply.name).observe(elapsed, data[:1] == b"-")
         if self._slow is not None and elapsed >= self._slow:
-            self.stats.slow_commands += 1
-            log.warning("slow redis command %s: %.1f ms", reply.name.decode("latin-1"),
-                        elapsed * 1000)  # fmt: skip
+            self._slow_command(reply.name, elapsed, now)
 
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
+    def _slow_command(self, name: bytes, elapsed: float, now: float) -> None:
+        """Count every slow command; log at most one line a second (an overload is noisy)."""
+        self.stats.slow_commands += 1
+        if now - self._slow_logged_at < 1.0:
+            self._slow_unlogged += 1
+            return
+        more = (
+            f" (and {self._slow_unlogged} more since the last report)"
+            if self._slow_unlogged
+            else ""
+        )
+        log.warning(
+            "slow redis command %s: %.1f ms%s", name.decode("latin-1"), elapsed * 1000, more
+        )
+        self._slow_logged_at = now
+        self._slow_unlogged = 0
 
 
 def create_factory(config: RedisProxyConfig, context: FactoryContext) -> FilterFactory:

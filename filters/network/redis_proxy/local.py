@@ -79,7 +79,9 @@ class LocalCommands:
                 session.name = rest[1]
                 rest = rest[2:]
             else:
-                return error_span(f"syntax error in HELLO option '{rest[0][:32].decode('latin-1')}'")
+                return error_span(
+                    f"syntax error in HELLO option '{rest[0][:32].decode('latin-1')}'"
+                )
         if not session.authenticated:
             return b"-NOAUTH HELLO must be called with the client already authenticated\r\n"
         session.resp3 = protocol == 3
@@ -137,4 +139,3 @@ def session_id(session: RedisSession) -> int:
 
 def _arity(command: str) -> bytes:
     return error_span(f"wrong number of arguments for '{command}' command")
-

@@ -77,10 +77,10 @@ class ClusterReply(Reply):
         shared = self.session.shared
         if words[0] == b"MOVED":
             endpoint = shared.moved(int(words[1]), address)
-            shared.pool(endpoint, self.session.resp3).send(self.command, self)
+            shared.pools[self.session.resp3](endpoint).send(self.command, self)
         else:
             endpoint = shared.endpoint_at(address)
-            shared.pool(endpoint, self.session.resp3).send_asking(self.command, self)
+            shared.pools[self.session.resp3](endpoint).send_asking(self.command, self)
         return True
 
 
@@ -148,4 +148,3 @@ class Part:
 
     def __init__(self, complete: Callable[[bytes], None]) -> None:
         self.complete = complete
-

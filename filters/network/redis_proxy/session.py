@@ -35,7 +35,7 @@ MAX_QUEUED = 10_000
 
 
 class RedisSession(NetworkFilter):
-    __slots__ = ("_closing", "_flush_scheduled", "_out", "_paused", "authenticated",
+    __slots__ = ("_closing", "_flush_scheduled", "_loop", "_out", "_paused", "authenticated",
                  "callbacks", "local", "name", "parser", "queue", "resp3", "shared")  # fmt: skip
 
     def __init__(self, shared: RedisShared, callbacks: ConnectionCallbacks) -> None:
@@ -47,6 +47,7 @@ class RedisSession(NetworkFilter):
         self.resp3 = False
         self.name: bytes | None = None
         self.local = LocalCommands(self)
+        self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._closing = False
@@ -67,7 +68,7 @@ class RedisSession(NetworkFilter):
                 self.answer_now(error_span(f"Protocol error: {error.reason}"))
                 self.close_after_replies()
                 return STOP
-            loop_time = asyncio.get_running_loop().time()
+            loop_time = self._loop.time()
             for args in commands:
                 if self.closing:  # QUIT, or a broken stream
                     break
@@ -88,14 +89,29 @@ class RedisSession(NetworkFilter):
     # -- routing -------------------------------------------------------------------------------
 
     def dispatch(self, args: list[bytes], started: float) -> None:
-        name = args[0]
-        spec = lookup(name)
+        spec = lookup(args[0])
         if spec is None:
-            self.answer(OTHER, started, error_span(f"unknown command '{_text(name)}'"))
+            self.answer(OTHER, started, error_span(f"unknown command '{_text(args[0])}'"))
             return
-        name = name.upper()
+        name = spec.name
         if not self.authenticated and name not in (b"AUTH", b"HELLO", b"QUIT"):
             self.answer(name, started, b"-NOAUTH Authentication required.\r\n")
+            return
+        shared = self.shared
+        if spec.single_key and len(args) > 1 and shared.slot_map is None:
+            # The hot path: one key, sharded by hash.
+            if shared.filtering and not shared.allows(name):
+                self.answer(
+                    name, started, error_span(f"{name.decode()} is not allowed by the proxy")
+                )
+                return
+            endpoint = shared.ring.choose_hash(shared.hash(hash_tag(args[1])))
+            if endpoint is None:
+                self.answer(name, started, error_span("the cluster has no endpoints"))
+                return
+            reply = Reply(self, name, started)
+            self.queue.append(reply)
+            shared.pools[self.resp3](endpoint).send(encode_command(args), reply)
             return
         kind = spec.kind
         if kind is Kind.LOCAL:
@@ -103,7 +119,7 @@ class RedisSession(NetworkFilter):
         elif kind is Kind.REFUSED:
             reason = f"{name.decode()} is not supported by the proxy: {spec.reason}"
             self.answer(name, started, error_span(reason))
-        elif not self.shared.allows(name):
+        elif shared.filtering and not shared.allows(name):
             self.answer(name, started, error_span(f"{name.decode()} is not allowed by the proxy"))
         elif kind is Kind.ANY:
             self._forward_anywhere(name, args, started)
@@ -131,7 +147,7 @@ class RedisSession(NetworkFilter):
                 return
             groups.setdefault(endpoint, []).append(index)
         if len(groups) == 1:
-            self._send(name, args, started, shared.pool(next(iter(groups)), self.resp3))
+            self._send(name, args, started, shared.pools[self.resp3](next(iter(groups))))
         elif spec.kind is Kind.SPLIT:
             self._split(name, spec, args, groups, started)
         else:
@@ -147,7 +163,7 @@ class RedisSession(NetworkFilter):
 
     def _forward_anywhere(self, name: bytes, args: list[bytes], started: float) -> None:
         endpoint = self.shared.any_endpoint()
-        pool = self.shared.pool(endpoint, self.resp3) if endpoint is not None else None
+        pool = self.shared.pools[self.resp3](endpoint) if endpoint is not None else None
         self._send(name, args, started, pool)
 
     def _split(self, name: bytes, spec: Spec, args: list[bytes],
@@ -161,7 +177,7 @@ class RedisSession(NetworkFilter):
                 start = spec.first + position * per_key
                 part_args.extend(args[start : start + per_key])
             completion = Part(split.part(index, positions))
-            self.shared.pool(endpoint, self.resp3).send(encode_command(part_args), completion)
+            self.shared.pools[self.resp3](endpoint).send(encode_command(part_args), completion)
 
     def _forward_cluster(self, name: bytes, spec: Spec, args: list[bytes], keys: list[bytes],
                          started: float) -> None:  # fmt: skip
@@ -177,7 +193,9 @@ class RedisSession(NetworkFilter):
             shared.send_to_slot(slot, command, reply, self.resp3)
             return
         if spec.kind is not Kind.SPLIT:
-            self.answer(name, started, b"-CROSSSLOT Keys in request don't hash to the same slot\r\n")
+            self.answer(
+                name, started, b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+            )
             return
         split = Split(self, name, started, len(slots))
         self.queue.append(split)
@@ -210,13 +228,14 @@ class RedisSession(NetworkFilter):
             return
         out = self._out
         record = self.shared.record
+        now = self._loop.time()
         while queue and (data := queue[0].data) is not None:
             reply = queue.popleft()
             out.append(data)
-            record(reply, data)
+            record(reply, data, now)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         if self._paused and len(queue) < MAX_QUEUED // 2:
             self._paused = False
             self.callbacks.read_disable(False)
@@ -255,4 +274,3 @@ def _text(name: bytes) -> str:
 def _cross_shard(name: bytes) -> str:
     return (f"{name.decode()} keys live on different shards; the proxy cannot run it across "
             "shards (use {hash tags} to keep them together)")  # fmt: skip
-
