@@ -35,7 +35,7 @@ MAX_QUEUED = 10_000
 
 
 class RedisSession(NetworkFilter):
-    __slots__ = ("_closing", "_flush_scheduled", "_loop", "_out", "_paused", "authenticated",
+    __slots__ = ("_closing", "_dispatching", "_flush_scheduled", "_loop", "_out", "_paused", "authenticated",
                  "callbacks", "local", "name", "parser", "queue", "resp3", "shared")  # fmt: skip
 
     def __init__(self, shared: RedisShared, callbacks: ConnectionCallbacks) -> None:
@@ -50,6 +50,7 @@ class RedisSession(NetworkFilter):
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self._dispatching = False
         self._closing = False
         self._paused = False
 
@@ -69,10 +70,16 @@ class RedisSession(NetworkFilter):
                 self.close_after_replies()
                 return STOP
             loop_time = self._loop.time()
-            for args in commands:
-                if self.closing:  # QUIT, or a broken stream
-                    break
-                self.dispatch(args, loop_time)
+            self._dispatching = True  # answers made while dispatching leave in one write
+            try:
+                for args in commands:
+                    if self.closing:  # QUIT, or a broken stream
+                        break
+                    self.dispatch(args, loop_time)
+            finally:
+                self._dispatching = False
+            if self._out:
+                self._flush()
             if len(self.queue) > MAX_QUEUED and not self._paused:
                 self._paused = True
                 self.callbacks.read_disable(True)
@@ -233,8 +240,10 @@ class RedisSession(NetworkFilter):
             reply = queue.popleft()
             out.append(data)
             record(reply, data, now)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not queue and not self._dispatching:
+            self._flush()  # nothing else is coming for this client: write now
+        elif not self._flush_scheduled and not self._dispatching:
+            self._flush_scheduled = True  # more replies due: gather them for one write
             self._loop.call_soon(self._flush)
         if self._paused and len(queue) < MAX_QUEUED // 2:
             self._paused = False
