@@ -45,7 +45,7 @@ __all__ = [
     "reply_is_error",
 ]
 
-DOLLAR, STAR, COLON, MINUS, BANG, PIPE, PERCENT = b"$*:-!|%"
+DOLLAR, STAR, PIPE, PERCENT = b"$*|%"
 _LINES = frozenset(b"+-:_,#(")
 _BLOBS = frozenset(b"$!=")
 _AGGREGATES = {STAR: 1, ord("~"): 1, ord(">"): 1, PERCENT: 2, PIPE: 2}
@@ -66,7 +66,7 @@ class ReplyParser:
     """
 
     __slots__ = (
-        "_error", "_have", "_lengths", "_line_max", "_limits", "_need", "_newline", "_parts", "_partlen",
+        "_error", "_have", "_lengths", "_limits", "_line_max", "_need", "_partlen", "_parts",
         "_rest", "_stack", "_wait",
     )  # fmt: skip
 
@@ -85,9 +85,8 @@ class ReplyParser:
         """Data collected while the item at the start of _rest cannot be complete yet."""
         self._have = 0
         self._need = 0
-        """Bytes (from _rest's start) the incomplete bulk item needs; 0 if not waiting."""
-        self._newline = False
-        """Whether the incomplete item waits for the end of a line."""
+        """Bytes (from _rest's start) the incomplete item needs; if negative, the item is a
+        line that cannot end (or be refused as too long) before a \\n or -_need bytes."""
         self._error: RespError | None = None
 
     @property
@@ -99,16 +98,12 @@ class ReplyParser:
         if self._error is not None:
             raise self._error
         if self._rest:
-            if self._need:
-                self._have += len(data)
-                if self._have < self._need:
-                    self._wait.append(data)
-                    return []
-            elif self._newline and data.find(b"\n") < 0:
-                self._have += len(data)
-                if self._have <= self._line_max:
-                    self._wait.append(data)
-                    return []
+            have = self._have + len(data)
+            need = self._need
+            if have < need or (need < 0 and have < -need and data.find(b"\n") < 0):
+                self._have = have
+                self._wait.append(data)
+                return []
             data = b"".join((self._rest, *self._wait, data))
             self._rest = b""
             self._wait = []
@@ -177,14 +172,17 @@ class ReplyParser:
         aggregate it opens, OPEN), or (-1, STOP) once the incomplete rest is put aside."""
         kind = buf[pos]
         limits = self._limits
-        window = self._line_max if kind in _LINES else _HEADER_MAX
+        if kind in _LINES:
+            window = self._line_max
+        elif kind in _BLOBS or kind in _AGGREGATES:
+            window = _HEADER_MAX
+        else:
+            raise RespError(f"unexpected reply type {chr(kind)!r}")
         cr = buf.find(b"\r\n", pos + 1, pos + window)
         if cr < 0:
             if len(buf) - pos >= window:
                 raise RespError(_TOO_LONG.get(kind, "reply line too long"))
-            if kind not in _LINES and kind not in _BLOBS and kind not in _AGGREGATES:
-                raise RespError(f"unexpected reply type {chr(kind)!r}")
-            self._stop(buf, start, pos, 0)
+            self._stop(buf, start, pos, -window)
             return -1, STOP
         if kind in _LINES:
             return cr + 2, DONE
@@ -197,8 +195,6 @@ class ReplyParser:
                 raise RespError("reply nested too deeply")
             self._stack.append(-count if kind == PIPE else count)
             return cr + 2, OPEN
-        if kind not in _BLOBS:
-            raise RespError(f"unexpected reply type {chr(kind)!r}")
         if digits == b"-1" and kind == DOLLAR:
             return cr + 2, DONE
         if not digits.isdigit():
@@ -247,14 +243,15 @@ class ReplyParser:
         return True
 
     def _stop(self, buf: bytes, start: int, pos: int, need: int) -> None:
-        """Keep what buf holds of the reply begun at `start`: scanned up to `pos`."""
+        """Keep what buf holds of the reply begun at `start`: scanned up to `pos`, and the
+        rest, whose first item needs `need` bytes, or (when negative) a line end within
+        -need bytes."""
         if pos > start:
             self._parts.append(buf[start:pos])
             self._partlen += pos - start
         self._rest = buf[pos:]
         self._have = len(self._rest)
         self._need = need
-        self._newline = not need
 
     def _join(self, last: bytes) -> bytes:
         parts = self._parts

@@ -10,9 +10,15 @@ exactly what Redis would have read: every parsed element is `bytes` and the raw 
 holds none of the bytes that start the other RESP types hiredis would turn into bytes or
 lists (`+ ( = % ~ > |`), so each element was a `$` bulk and each command a `*` array; and
 hiredis stopped at a command boundary (a `*-1` probe it must answer with None). When a
-check fails, exact end offsets are recomputed (from lengths, or by re-encoding and
-comparing) to find the trusted prefix, and the next command is read by `Command` in
-Python with Redis's rules and error texts.
+check fails, exact end offsets are recomputed (from lengths, which also prove payloads
+holding some of those bytes, or by re-encoding and comparing) to find the trusted
+prefix, and the next command is read by `Command` in Python with Redis's rules and
+error texts.
+
+hiredis also allocates a list as long as an array's count as soon as it reads the header
+(and freeing one of 2**31 slots takes seconds), so input where a count could exceed
+max_array (a `*` followed by that many digits, found by a regex with a literal prefix)
+is read in Python instead.
 
 A command left incomplete at the end of `feed` is walked by `Command` (headers only:
 payloads are skipped by arithmetic) while hiredis buffers and parses its bytes, so an
@@ -43,19 +49,21 @@ from protocols.redis.encode import ARRAY_HEADERS, TABLE_SIZE, encode_command
 from protocols.redis.errors import RespError
 from protocols.redis.inline import split_args
 from protocols.redis.limits import DEFAULT_LIMITS, INT_MAX, RespLimits
+from protocols.redis.multibulk import Command
 
-__all__ = ["Command", "RequestParser", "RespLimits"]
+__all__ = ["RequestParser", "RespLimits"]
 
-ASTERISK, DOLLAR, CR, LF = 42, 36, 13, 10
+ASTERISK = 42
 _PROBE = b"*-1\r\n"
-_OTHER_TYPES = b"+(=%~>|"
-"""RESP type bytes that hiredis turns into bytes or lists like `$` and `*`."""
-_NOT_OTHER_TYPES = bytes(b for b in range(256) if b not in _OTHER_TYPES)
-_HEADER_MAX = 24
-"""No valid header line (type byte, sign, 19 digits, CRLF) is this long."""
-_INTEGER = re.compile(rb"-?[1-9][0-9]{0,19}|0")
-"""string2ll's grammar (then the value must fit in 64 bits)."""
-_INTEGER_PREFIX = re.compile(rb"-?(?:[1-9][0-9]{0,19})?|0")
+SHRINKS, GROWS, CAUGHT, BLIND = 1, 2, 4, 8
+_OTHER_TYPES = tuple(
+    zip(b"+(=%>~|", (SHRINKS, SHRINKS, GROWS, CAUGHT, CAUGHT, BLIND, BLIND), strict=True)
+)
+"""RESP type bytes (besides `$` and `*`) that hiredis turns into bytes or lists, and what
+an element or command of that type does to the length computed as if it were `$` or `*`:
+`+ (` elements make it longer than the real input, `=` ones shorter; `% >` become dicts
+and pushes, which the type checks catch; `~ |` become plain lists no check can tell from
+`*` arrays. Only a byte present in the input can stand for a type there."""
 _ELEMENT_SIZES = [n + len(b"$%d\r\n" % n) + 2 for n in range(TABLE_SIZE)]
 _ARRAY_SIZES = [len(h) for h in ARRAY_HEADERS]
 
@@ -67,7 +75,10 @@ class RequestParser:
     most one incomplete command, within the limits; EOF needs no call.
     """
 
-    __slots__ = ("_error", "_limits", "_line", "_reader", "_unchecked", "_walk")
+    __slots__ = (
+        "_big_count", "_big_other_count", "_error", "_limits", "_line", "_reader",
+        "_unchecked", "_walk",
+    )  # fmt: skip
 
     def __init__(self, limits: RespLimits = DEFAULT_LIMITS) -> None:
         self._limits = limits
@@ -77,6 +88,10 @@ class RequestParser:
         self._error: RespError | None = None
         self._unchecked = min(limits.max_bulk, 6 * limits.max_array + 5)
         """A run of complete commands this short cannot break max_bulk or max_array."""
+        digits = max(len(str(min(limits.max_array, INT_MAX))), 4)
+        self._big_count = re.compile(rb"\*[0-9]{%d}" % digits)
+        self._big_other_count = re.compile(rb"[*~>|][0-9]{%d}" % digits)
+        """What may be an aggregate count beyond max_array (see the module doc)."""
 
     @property
     def buffered(self) -> int:
@@ -124,6 +139,11 @@ class RequestParser:
         `slow` says hiredis read past a command it got wrong, so feeding it the rest of
         `data` again could cost time quadratic in the number of commands.
         """
+        region = data[pos:] if pos else data
+        hazards = _hazards(region)
+        big = self._big_other_count if hazards & (CAUGHT | BLIND) else self._big_count
+        if big.search(region) is not None:
+            return pos, True  # hiredis would allocate (and free) a list that long: no
         reader = self._reader
         parsed: list[object] = []
         try:
@@ -132,20 +152,19 @@ class RequestParser:
             while (command := gets()) is not False:
                 parsed.append(command)
             boundary = not reader.has_data() and _at_boundary(reader)
-        except Exception:  # hiredis.ProtocolError, MemoryError for a huge count, ...
+        except Exception:  # hiredis.ProtocolError, ...
             boundary = False
-        region = data[pos:] if pos else data
-        clean = not region.translate(None, _NOT_OTHER_TYPES)
-        if boundary and clean and _all_bytes(parsed):
+        if boundary and not hazards and _all_bytes(parsed):
             self._take(cast(list[list[bytes]], parsed), len(region), out)
             return len(data), False
-        self._reader = hiredis.Reader()
-        trusted = _trusted_by_length if clean else _trusted_by_encoding
-        commands, stop, whole = trusted(parsed, data, pos)
+        commands, stop, whole = _trusted(parsed, data, pos, hazards, boundary)
+        if not (boundary and whole and stop == len(data)):
+            self._reader = hiredis.Reader()  # its state past `stop` is not what Redis sees
         self._take(commands, stop - pos, out)
         return stop, not whole
 
     def _take(self, commands: list[list[bytes]], size: int, out: list[list[bytes]]) -> None:
+        """Append commands hiredis read from `size` bytes, within max_array and max_bulk."""
         if size <= self._unchecked:
             out += commands
             return
@@ -206,9 +225,9 @@ class RequestParser:
 
     def _inline(self, data: bytes, pos: int, out: list[list[bytes]]) -> int:
         newline = data.find(b"\n", pos)
+        if (newline if newline >= 0 else len(data)) - pos > self._limits.max_inline:
+            raise RespError("too big inline request")
         if newline < 0:
-            if len(data) - pos > self._limits.max_inline:
-                raise RespError("too big inline request")
             self._line += data[pos:] if pos else data
             return len(data)
         self._split(data[pos:newline], out)
@@ -216,9 +235,9 @@ class RequestParser:
 
     def _resume_line(self, data: bytes, out: list[list[bytes]]) -> int:
         newline = data.find(b"\n")
+        if len(self._line) + (newline if newline >= 0 else len(data)) > self._limits.max_inline:
+            raise RespError("too big inline request")
         if newline < 0:
-            if len(self._line) + len(data) > self._limits.max_inline:
-                raise RespError("too big inline request")
             self._line += data
             return len(data)
         line = bytes(self._line) + data[:newline]
@@ -226,9 +245,9 @@ class RequestParser:
         self._split(line, out)
         return newline + 1
 
-    def _split(self, line: bytes, out: list[list[bytes]]) -> None:
-        if len(line) > self._limits.max_inline:
-            raise RespError("too big inline request")
+    @staticmethod
+    def _split(line: bytes, out: list[list[bytes]]) -> None:
+        """One inline line (at most max_inline bytes, without its \\n) -> a command."""
         if line[-1:] == b"\r":
             line = line[:-1]
         args = split_args(line)
@@ -236,6 +255,15 @@ class RequestParser:
             raise RespError("unbalanced quotes in request")
         if args:
             out.append(args)
+
+
+def _hazards(region: bytes) -> int:
+    """The flags of the _OTHER_TYPES bytes in region (seven memchr calls)."""
+    found = 0
+    for byte, flag in _OTHER_TYPES:
+        if byte in region:
+            found |= flag
+    return found
 
 
 def _at_boundary(reader: hiredis.Reader) -> bool:
@@ -261,9 +289,23 @@ Trusted = tuple[list[list[bytes]], int, bool]
 """(commands, offset just past them, whether they are all that hiredis returned)."""
 
 
+def _trusted(parsed: list[object], data: bytes, pos: int, hazards: int, boundary: bool) -> Trusted:
+    """The leading commands in `parsed` that are exactly what Redis reads at data[pos:].
+
+    Lengths prove it when data holds no other type byte; and also when hiredis consumed
+    all of data, only types that err in one direction may be present, and the lengths
+    add up to all of data. Otherwise each command is re-encoded and compared.
+    """
+    if not hazards & BLIND and hazards & (SHRINKS | GROWS) != SHRINKS | GROWS:
+        trusted = _trusted_by_length(parsed, data, pos)
+        if not hazards or (boundary and trusted[2] and trusted[1] == len(data)):
+            return trusted
+    return _trusted_by_encoding(parsed, data, pos)
+
+
 def _trusted_by_length(parsed: list[object], data: bytes, pos: int) -> Trusted:
-    """The leading commands that are genuine, when the raw input held none of _OTHER_TYPES:
-    then a list was a `*` array and bytes a `$` bulk, so lengths give exact offsets."""
+    """The leading commands that are genuine if every list was a `*` array and all bytes
+    a `$` bulk, and where they end (see _trusted)."""
     commands: list[list[bytes]] = []
     for command in parsed:
         if command.__class__ is not list or not command:
@@ -309,109 +351,3 @@ def _empty(command: object) -> bytes:
     if command is None:
         return b"*-1\r\n"
     return b"*0\r\n" if command.__class__ is list and not command else b""
-
-
-class Command:
-    """Walks one multibulk command by Redis's rules (processMultibulkBuffer), across feeds.
-
-    `walk(data, pos)` returns the offset just past the command, or -1 when `data` ends
-    first (call again with the next data at pos 0). Payloads are skipped by arithmetic;
-    with `collect` the arguments of a command that completes within one `walk` call are
-    kept in `args`. Errors, with Redis's texts:
-        "invalid multibulk length"    count not a valid integer, or above max_array
-        "expected '$', got 'x'"        an element that is not a bulk string
-        "invalid bulk length"         length not a valid integer, negative, above max_bulk
-    A count <= 0 is an empty command (Redis skips it). The payload's trailing CRLF is not
-    checked (Redis and hiredis skip those two bytes unseen).
-    """
-
-    __slots__ = ("args", "count", "left", "line", "max_array", "max_bulk", "skip")
-
-    def __init__(self, limits: RespLimits, collect: bool = False) -> None:
-        self.max_array = min(limits.max_array, INT_MAX)
-        self.max_bulk = limits.max_bulk
-        self.count = 0
-        self.left = -1
-        """Elements still to come; -1 while the `*` header is incomplete."""
-        self.skip = 0
-        """Bytes of the current element's payload (and its CRLF) still to come."""
-        self.line = b""
-        """The start of a header line that the previous data cut short."""
-        self.args: list[bytes] | None = [] if collect else None
-
-    def walk(self, data: bytes, pos: int) -> int:
-        end = len(data)
-        while True:
-            if self.skip:
-                stop = pos + self.skip
-                if stop > end:
-                    self.skip = stop - end
-                    self.args = None
-                    return -1
-                if self.args is not None:
-                    self.args.append(data[pos : stop - 2])
-                pos = stop
-                self.skip = 0
-                self.left -= 1
-                if not self.left:
-                    return pos
-            pos = self._header(data, pos)
-            if pos < 0:
-                self.args = None
-                return -1
-            if not self.left:
-                return pos
-
-    def _header(self, data: bytes, pos: int) -> int:
-        """Read a header line at data[pos:] (after self.line); where it ends, or -1."""
-        carried = self.line
-        buf, start = (carried + data[pos : pos + _HEADER_MAX], 0) if carried else (data, pos)
-        cr = buf.find(b"\r", start, start + _HEADER_MAX)
-        if cr < 0 or cr + 1 == len(buf):
-            head = buf[start : start + _HEADER_MAX]
-            self._check_start(head[:-1] if cr >= 0 else head)
-            self.line = head
-            return -1
-        self.line = b""
-        value = self._value(buf[start:cr], buf[cr + 1] == LF)
-        if self.left < 0:
-            self.count = value
-            self.left = max(value, 0)
-        else:
-            self.skip = value + 2
-        return pos + cr + 2 - start - len(carried)
-
-    def _value(self, head: bytes, crlf: bool) -> int:
-        """The count or length in a complete header line `head` (type byte included)."""
-        array = self.left < 0
-        if not array and head[0] != DOLLAR:
-            raise RespError(f"expected '$', got '{_show(head[0])}'")
-        digits = head[1:]
-        if crlf and _INTEGER.fullmatch(digits) is not None:
-            value = int(digits)
-            if array and -(1 << 63) <= value <= self.max_array:
-                return value
-            if not array and 0 <= value <= self.max_bulk:
-                return value
-        raise RespError("invalid multibulk length" if array else "invalid bulk length")
-
-    def _check_start(self, head: bytes) -> None:
-        """Refuse an incomplete header line that no further bytes could make valid."""
-        if not head:
-            return
-        array = self.left < 0
-        if not array and head[0] != DOLLAR:
-            raise RespError(f"expected '$', got '{_show(head[0])}'")
-        digits = head[1:]
-        if _INTEGER_PREFIX.fullmatch(digits) is not None:
-            if digits[:1] != b"-":
-                if not digits or int(digits) <= (self.max_array if array else self.max_bulk):
-                    return
-            elif array and (digits == b"-" or int(digits) >= -(1 << 63)):
-                return
-        raise RespError("invalid multibulk length" if array else "invalid bulk length")
-
-
-def _show(byte: int) -> str:
-    """A byte in an error text: itself when printable, else \\xHH (Redis sends it raw)."""
-    return chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}"

@@ -151,7 +151,7 @@ def test_upstream_credentials(tmp_path: Path) -> None:
 def test_malformed_frame_is_a_protocol_error_then_close(tmp_path: Path, shards: list[int]) -> None:
     with run_mecha(tmp_path, redis_proxy_config(shards)) as mecha:
         with socket.create_connection(("127.0.0.1", mecha.port("redis")), timeout=5) as sock:
-            sock.sendall(b"*1\r\n$3\r\nPING\r\n*2\r\n$x\r\n")
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n*2\r\n$x\r\n")
             answer = recv_all(sock)
         assert answer.startswith(b"+PONG\r\n-ERR Protocol error: ")
         assert mecha.metric("mecha_redis_protocol_errors_total", listener="redis") == 1

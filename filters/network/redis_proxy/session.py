@@ -62,30 +62,36 @@ class RedisSession(NetworkFilter):
 
     def on_data(self, data: bytes, end_stream: bool) -> FilterStatus:
         if data and not self._closing:
+            broken: RespError | None = None
             try:
                 commands = self.parser.feed(data)
             except RespError as error:
+                broken, commands = error, error.commands  # Redis runs what came before
+            self._dispatch_all(commands)
+            if broken is not None:
                 self.shared.stats.protocol_errors += 1
-                self.answer_now(error_span(f"Protocol error: {error.reason}"))
+                self.answer(OTHER, self._loop.time(), broken.reply)
                 self.close_after_replies()
                 return STOP
-            loop_time = self._loop.time()
-            self._dispatching = True  # answers made while dispatching leave in one write
-            try:
-                for args in commands:
-                    if self.closing:  # QUIT, or a broken stream
-                        break
-                    self.dispatch(args, loop_time)
-            finally:
-                self._dispatching = False
-            if self._out:
-                self._flush()
             if len(self.queue) > MAX_QUEUED and not self._paused:
                 self._paused = True
                 self.callbacks.read_disable(True)
         if end_stream:
             self.close_after_replies()
         return STOP
+
+    def _dispatch_all(self, commands: list[list[bytes]]) -> None:
+        loop_time = self._loop.time()
+        self._dispatching = True  # answers made while dispatching leave in one write
+        try:
+            for args in commands:
+                if self.closing:  # QUIT
+                    break
+                self.dispatch(args, loop_time)
+        finally:
+            self._dispatching = False
+        if self._out:
+            self._flush()
 
     def on_above_write_buffer_high_watermark(self) -> None:
         self.callbacks.read_disable(True)
@@ -223,11 +229,6 @@ class RedisSession(NetworkFilter):
         reply.data = data
         self.queue.append(reply)
         self.reply_ready()
-
-    def answer_now(self, data: bytes) -> None:
-        """Ahead of nothing: used when the stream is broken and will be closed."""
-        self._out.append(data)
-        self._flush()
 
     def reply_ready(self) -> None:
         queue = self.queue
