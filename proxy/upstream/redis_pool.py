@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from protocols.redis.encode import encode_command, error_span
 from protocols.redis.errors import RespError
-from protocols.redis.limits import RespLimits
+from protocols.redis.limits import DEFAULT_LIMITS, RespLimits
 from protocols.redis.replies import ReplyParser, reply_is_error
 from proxy.upstream.connection import ClusterConnection
 from proxy.upstream.endpoint import Endpoint
@@ -49,7 +49,7 @@ class RedisPoolSettings:
     backoff: float = 1.0
     """After a failure, new commands are refused this long before reconnecting."""
     max_in_flight: int = 100_000
-    limits: RespLimits = RespLimits()
+    limits: RespLimits = DEFAULT_LIMITS
 
 
 class _Discard:
@@ -141,8 +141,8 @@ class RedisPool:
 
 
 class RedisConnection(ClusterConnection):
-    __slots__ = ("_flush_scheduled", "_handshake", "_loop", "_out", "_parser", "_progress", "_watchdog",
-                 "failed", "in_flight", "pool", "ready")  # fmt: skip
+    __slots__ = ("_flush_scheduled", "_handshake", "_loop", "_out", "_parser", "_progress",
+                 "_watchdog", "failed", "in_flight", "pool", "ready")  # fmt: skip
 
     def __init__(self, pool: RedisPool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)

@@ -46,7 +46,8 @@ def test_plain_client_reaches_every_slot(tmp_path: Path, nodes: ClusterNodes) ->
             client.set(f"key:{i}", i)
         direct = RedisCluster(host="127.0.0.1", port=nodes.ports[0])
         assert [direct.get(f"key:{i}") for i in range(500)] == [str(i).encode() for i in range(500)]
-        assert client.mget([f"key:{i}" for i in range(100)]) == [str(i).encode() for i in range(100)]
+        expected = [str(i).encode() for i in range(100)]
+        assert client.mget([f"key:{i}" for i in range(100)]) == expected
         assert client.delete(*[f"key:{i}" for i in range(50)]) == 50
         with pytest.raises(redis.ResponseError, match="don't hash to the same slot"):
             client.rename("key:100", "key:101")
@@ -92,8 +93,8 @@ def test_resharding_while_clients_keep_going(tmp_path: Path, nodes: ClusterNodes
 
 
 def _master_ids(port: int) -> list[str]:
-    lines = subprocess.run(["redis-cli", "-p", str(port), "cluster", "nodes"],
-                           capture_output=True, text=True, timeout=5).stdout.splitlines()  # fmt: skip
+    argv = ["redis-cli", "-p", str(port), "cluster", "nodes"]
+    lines = subprocess.run(argv, capture_output=True, text=True, timeout=5).stdout.splitlines()
     return [line.split()[0] for line in lines if "master" in line.split()[2]]
 
 

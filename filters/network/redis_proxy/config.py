@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from filters.network.redis_proxy.commands import TABLE, Kind
-from protocols.redis.limits import RespLimits
+from protocols.redis.limits import DEFAULT_LIMITS, RespLimits
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
 from proxy.upstream.lb import HASH_BALANCERS
@@ -26,7 +26,7 @@ class RedisProxyConfig:
     allow: frozenset[bytes] | None = None
     deny: frozenset[bytes] = frozenset()
     slow_command_threshold: float | None = 0.1
-    limits: RespLimits = RespLimits()
+    limits: RespLimits = DEFAULT_LIMITS
 
 
 HASHES = ("crc32", "md5")

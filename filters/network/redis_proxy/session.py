@@ -35,8 +35,9 @@ MAX_QUEUED = 10_000
 
 
 class RedisSession(NetworkFilter):
-    __slots__ = ("_closing", "_dispatching", "_flush_scheduled", "_loop", "_out", "_paused", "authenticated",
-                 "callbacks", "local", "name", "parser", "queue", "resp3", "shared")  # fmt: skip
+    __slots__ = ("_closing", "_dispatching", "_flush_scheduled", "_loop", "_out", "_paused",
+                 "authenticated", "callbacks", "local", "name", "parser", "queue", "resp3",
+                 "shared")  # fmt: skip
 
     def __init__(self, shared: RedisShared, callbacks: ConnectionCallbacks) -> None:
         self.shared = shared
