@@ -199,7 +199,7 @@ CLUSTER = "clusters[0]"
         (
             "listeners.0.filters.0.name",
             "tcp_proxi",
-            f"{FILTER}.name: unknown filter 'tcp_proxi' (known: http, tcp_proxy)",
+            f"{FILTER}.name: unknown filter 'tcp_proxi' (known: http, redis_proxy, tcp_proxy)",
         ),
         (
             "listeners.0.filters.0.config",

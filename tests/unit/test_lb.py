@@ -11,7 +11,15 @@ import pytest
 
 from proxy.config.units import Address
 from proxy.upstream.endpoint import Endpoint
-from proxy.upstream.lb import LOAD_BALANCERS, LeastRequest, LoadBalancer, Random, RoundRobin
+from proxy.upstream.lb import (
+    LOAD_BALANCERS,
+    Ketama,
+    LeastRequest,
+    LoadBalancer,
+    Maglev,
+    Random,
+    RoundRobin,
+)
 
 POLICIES: list[Callable[[], LoadBalancer]] = [RoundRobin, Random, LeastRequest]
 
@@ -33,7 +41,7 @@ def picks(lb: LoadBalancer, count: int) -> list[Endpoint]:
 
 
 def test_registry_names_every_policy() -> None:
-    assert set(LOAD_BALANCERS) == {"round_robin", "random", "least_request"}
+    assert set(LOAD_BALANCERS) == {"round_robin", "random", "least_request", "ketama", "maglev"}
     assert isinstance(LOAD_BALANCERS["round_robin"](), RoundRobin)
     assert isinstance(LOAD_BALANCERS["random"](), Random)
     assert isinstance(LOAD_BALANCERS["least_request"](), LeastRequest)
@@ -192,3 +200,35 @@ def test_update_replaces_membership(factory: Callable[[], LoadBalancer]) -> None
     assert set(picks(lb, 30)) == set(old)
     lb.update(new)
     assert set(picks(lb, 30)) == set(new)
+
+
+def _endpoints(count: int) -> list[Endpoint]:
+    return [Endpoint(Address("127.0.0.1", 7000 + i)) for i in range(count)]
+
+
+@pytest.mark.parametrize("ring", [Ketama, Maglev])
+def test_hash_rings_spread_keys_and_move_few_when_one_leaves(ring: type[Ketama | Maglev]) -> None:
+    import zlib
+
+    def owners(count: int) -> list[str]:
+        balancer = ring()
+        balancer.update(_endpoints(count))
+        found = [balancer.choose_hash(zlib.crc32(b"key:%d" % i)) for i in range(6000)]
+        return [str(e.address) if e else "" for e in found]
+
+    three, two = owners(3), owners(2)
+    counts = Counter(three)
+    assert len(counts) == 3 and min(counts.values()) > 1200
+    gone = "127.0.0.1:7002"
+    moved = sum(1 for a, b in zip(three, two, strict=True) if a != gone and a != b)
+    assert moved < 0.05 * 6000  # keys of the endpoints that stay mostly stay put
+    assert all(b != gone for b in two)
+
+
+def test_hash_rings_are_deterministic_across_instances() -> None:
+    first, second = Ketama(), Ketama()
+    first.update(_endpoints(3))
+    second.update(list(reversed(_endpoints(3))))
+    for point in range(0, 2**32, 2**24):
+        a, b = first.choose_hash(point), second.choose_hash(point)
+        assert a is not None and b is not None and a.address == b.address
