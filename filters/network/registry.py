@@ -26,6 +26,7 @@ _BUILTIN = {
     "tcp_proxy": "filters.network.tcp_proxy:SPEC",
     "http": "filters.network.http.filter:SPEC",
     "redis_proxy": "filters.network.redis_proxy.filter:SPEC",
+    "rpc_proxy": "filters.network.rpc_proxy.filter:SPEC",
 }
 _registry: dict[str, NetworkFilterSpec] = {}
 

@@ -98,6 +98,10 @@ class RpcCodec(Protocol):
         only the id's bytes change, the rest is copied as it is."""
         ...
 
+    def response_failed(self, frame: Frame) -> bool:
+        """Whether a RESPONSE frame carries an error rather than a result (for stats)."""
+        ...
+
     def error_response(self, request_id: int, message: str) -> bytes:
         """An error response to `request_id` carrying `message`."""
         ...

@@ -367,6 +367,11 @@ class MsgpackRpc:
         view = memoryview(raw)
         return b"".join((view[:at], encode_uint32(new_id), view[rest:]))
 
+    def response_failed(self, frame: Frame) -> bool:
+        """The error element after the msgid is not nil (0xc0)."""
+        position = frame.id_offset + frame.id_length
+        return position < len(frame.raw) and frame.raw[position] != 0xC0
+
     def error_response(self, request_id: int, message: str) -> bytes:
         """`[1, request_id, message, nil]`."""
         if not 0 <= request_id <= MAX_ID:

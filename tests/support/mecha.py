@@ -219,3 +219,18 @@ def redis_proxy_config(
         "clusters": [{"name": "shards", "lb_policy": "ketama", "connect_timeout": "500ms",
                       "endpoints": endpoints, **(cluster or {})}],
     }  # fmt: skip
+
+
+def rpc_proxy_config(
+    routes: list[dict[str, Any]], clusters: dict[str, list[int]],
+    proxy: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One rpc_proxy listener on a free port."""
+    return {
+        "listeners": [{"name": "rpc", "address": "127.0.0.1:0", "filters": [
+            {"name": "rpc_proxy", "config": {"codec": "msgpack_rpc", "routes": routes,
+                                             **(proxy or {})}}]}],
+        "clusters": [{"name": name, "connect_timeout": "500ms",
+                      "endpoints": [f"127.0.0.1:{p}" for p in ports]}
+                     for name, ports in clusters.items()],
+    }  # fmt: skip

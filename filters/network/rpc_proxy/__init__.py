@@ -1,0 +1,1 @@
+"""rpc_proxy: routes framed RPC (msgpack-RPC first) by method over multiplexed upstreams."""

@@ -1,0 +1,72 @@
+"""Configuration of `rpc_proxy`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.rpc import CODECS
+from proxy.config.context import ParseContext
+from proxy.config.reader import Node
+
+
+@dataclass(frozen=True, slots=True)
+class RpcRoute:
+    name: str
+    cluster: str
+    method: str | None = None
+    """Exact method name, or None with `prefix`."""
+    prefix: str = ""
+    timeout: float | None = 5.0
+    idempotent: bool = False
+    """Only idempotent methods are retried (after a timeout or a failed connection)."""
+    retries: int = 0
+
+    def matches(self, method: str) -> bool:
+        if self.method is not None:
+            return method == self.method
+        return method.startswith(self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class RpcProxyConfig:
+    codec: str
+    routes: tuple[RpcRoute, ...]
+    max_message_size: int = 4 << 20
+    connections_per_endpoint: int = 1
+    access_log: str | None = None
+
+
+def parse_config(node: Node, context: ParseContext) -> RpcProxyConfig:
+    node.only("codec", "routes", "max_message_size", "connections_per_endpoint", "access_log")
+    routes = tuple(
+        _route(item, context, i) for i, item in enumerate(node.items("routes", required=True))
+    )
+    if node.has("routes") and not routes:
+        node.problem("at least one route is needed", "routes")
+    access_log = node.child("access_log").value
+    log_path = "off" if access_log is False else node.text("access_log", "off")
+    return RpcProxyConfig(
+        codec=node.choice("codec", CODECS, "msgpack_rpc"),
+        routes=routes,
+        max_message_size=node.size("max_message_size", 4 << 20, minimum=64),
+        connections_per_endpoint=node.integer("connections_per_endpoint", 1, minimum=1, maximum=64),
+        access_log=None if log_path == "off" else log_path,
+    )
+
+
+def _route(node: Node, context: ParseContext, index: int) -> RpcRoute:
+    node.only("name", "match", "cluster", "timeout", "idempotent", "retries")
+    match = node.section("match")
+    match.only("method", "prefix")
+    if match.has("method") == match.has("prefix") and (match.has("method") or node.has("match")):
+        match.problem("use exactly one of: method, prefix")
+    timeout = node.duration("timeout", 5.0)
+    return RpcRoute(
+        name=node.text("name", f"route{index}"),
+        cluster=context.cluster(node),
+        method=match.text("method") if match.has("method") else None,
+        prefix=match.text("prefix", ""),
+        timeout=timeout or None,
+        idempotent=node.flag("idempotent", False),
+        retries=node.integer("retries", 0, minimum=0, maximum=5),
+    )

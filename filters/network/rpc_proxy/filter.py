@@ -1,0 +1,95 @@
+"""`rpc_proxy` in a listener's filters: routes, pools and stats shared by every caller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from filters.network.api import ConnectionCallbacks, FactoryContext, FilterFactory, NetworkFilter
+from filters.network.registry import NetworkFilterSpec
+from filters.network.rpc_proxy.config import RpcProxyConfig, RpcRoute, parse_config
+from filters.network.rpc_proxy.session import RpcSession
+from filters.network.rpc_proxy.stats import RpcStats, RpcStatsCollector
+from protocols.rpc import lookup
+from proxy.timers import TimerWheel
+from proxy.upstream.cluster import Cluster, ClusterManager
+from proxy.upstream.endpoint import Endpoint
+from proxy.upstream.rpc_pool import RpcPool, RpcPoolSettings
+
+if TYPE_CHECKING:
+    from filters.network.rpc_proxy.session import ProxiedCall
+
+log = logging.getLogger("mecha.rpc_proxy")
+
+
+class RpcShared:
+    def __init__(self, config: RpcProxyConfig, clusters: ClusterManager, listener: str,
+                 stats: RpcStats, access_log: Callable[[str], None] | None) -> None:  # fmt: skip
+        self.config = config
+        self.listener = listener
+        self.codec = lookup(config.codec)
+        self.stats = stats
+        self.timers = TimerWheel()
+        self._clusters = {route.name: clusters[route.cluster] for route in config.routes}
+        self._settings = RpcPoolSettings(self.codec, config.max_message_size,
+                                         config.connections_per_endpoint)  # fmt: skip
+        self._pools: dict[Endpoint, RpcPool] = {}
+        self._access_log = access_log
+
+    def route(self, method: str) -> RpcRoute | None:
+        """The first route that matches, in configuration order."""
+        for route in self.config.routes:
+            if route.matches(method):
+                return route
+        return None
+
+    def cluster(self, route: RpcRoute) -> Cluster:
+        return self._clusters[route.name]
+
+    def pool(self, route: RpcRoute, endpoint: Endpoint) -> RpcPool:
+        pool = self._pools.get(endpoint)
+        if pool is None:
+            pool = self._pools[endpoint] = RpcPool(self.cluster(route), endpoint, self._settings)
+        return pool
+
+    @staticmethod
+    def loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def record(self, call: ProxiedCall, failed: bool, timed_out: bool) -> None:
+        elapsed = time.monotonic() - call.started
+        series = self.stats.series(call.frame.method)
+        series.observe(elapsed, failed)
+        series.timeouts += timed_out
+        if self._access_log is not None:
+            upstream = str(call.tried[-1].address) if call.tried else "-"
+            outcome = "timeout" if timed_out else "error" if failed else "ok"
+            self._access_log(
+                f"rpc listener={self.listener} method={call.frame.method} route={call.route.name} "
+                f"upstream={upstream} attempts={call.attempts} result={outcome} "
+                f"duration_ms={elapsed * 1000:.1f}"
+            )
+
+
+def create_factory(config: RpcProxyConfig, context: FactoryContext) -> FilterFactory:
+    stats = RpcStats(context.listener_name)
+
+    def new_collector() -> RpcStatsCollector:
+        collector = RpcStatsCollector()
+        context.add_collector(collector)
+        return collector
+
+    context.singleton("rpc_stats", new_collector).stats.append(stats)
+    access_log = context.access_log(config.access_log) if config.access_log else None
+    shared = RpcShared(config, context.cluster_manager, context.listener_name, stats, access_log)
+
+    def factory(callbacks: ConnectionCallbacks) -> NetworkFilter:
+        return RpcSession(shared, callbacks)
+
+    return factory
+
+
+SPEC = NetworkFilterSpec(parse_config, create_factory, terminal=True)

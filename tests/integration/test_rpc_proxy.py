@@ -1,0 +1,121 @@
+"""msgpack-RPC through mecha's rpc_proxy, with aio-msgpack-rpc clients and servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aio_msgpack_rpc.error import RPCResponseError
+
+from tests.support.mecha import rpc_proxy_config, run_mecha
+from tests.support.msgpack_rpc_peer import PeerServer, acall, anotify, pipelined, start_server
+from tests.support.net import free_port, is_closed_by_peer
+
+pytestmark = pytest.mark.integration
+
+EVERYTHING = {"match": {"prefix": ""}, "cluster": "app"}
+
+
+@pytest.fixture
+def server() -> Iterator[PeerServer]:
+    with start_server() as handle:
+        yield handle
+
+
+def config(
+    routes: list[dict[str, Any]], clusters: dict[str, list[int]], **proxy: Any
+) -> dict[str, Any]:
+    return rpc_proxy_config(routes, clusters, {"access_log": "stdout", **proxy})
+
+
+async def test_calls_many_callers_many_overlapping(tmp_path: Path, server: PeerServer) -> None:
+    with run_mecha(tmp_path, config([EVERYTHING], {"app": [server.port]})) as mecha:
+        port = mecha.port("rpc")
+        assert await acall(port, "add", 2, 3) == 5
+        batches = [[("echo", [c, i]) for i in range(50)] for c in range(10)]
+        results = await asyncio.gather(*(pipelined(port, batch) for batch in batches))
+        for c, result in enumerate(results):
+            assert result == [[c, i] for i in range(50)]
+        assert mecha.metric("mecha_rpc_calls_total", listener="rpc", method="echo") == 500
+        assert mecha.metric("mecha_cluster_upstream_cx_total", cluster="app") == 1  # multiplexed
+
+
+async def test_responses_out_of_order_reach_the_right_call(
+    tmp_path: Path, server: PeerServer
+) -> None:
+    with run_mecha(tmp_path, config([EVERYTHING], {"app": [server.port]})) as mecha:
+        calls = [("sleep", [0.3, "slow"]), ("sleep", [0.0, "fast"]), ("echo", ["now"])]
+        assert await pipelined(mecha.port("rpc"), calls) == ["slow", "fast", ["now"]]
+
+
+async def test_error_responses_pass_through(tmp_path: Path, server: PeerServer) -> None:
+    with run_mecha(tmp_path, config([EVERYTHING], {"app": [server.port]})) as mecha:
+        with pytest.raises(RPCResponseError, match="broken on purpose"):
+            await acall(mecha.port("rpc"), "fail", "broken on purpose")
+        assert mecha.metric("mecha_rpc_call_errors_total", listener="rpc", method="fail") == 1
+        assert "result=error" in mecha.wait_access_log(1)[-1]
+
+
+async def test_routes_by_method_and_notifications(tmp_path: Path) -> None:
+    with start_server() as first, start_server() as second:
+        routes = [{"match": {"method": "add"}, "cluster": "math"},
+                  {"match": {"prefix": "log."}, "cluster": "logs"}]  # fmt: skip
+        clusters = {"math": [first.port], "logs": [second.port]}
+        with run_mecha(tmp_path, config(routes, clusters)) as mecha:
+            port = mecha.port("rpc")
+            assert await acall(port, "add", 40, 2) == 42
+            await anotify(port, "log.write", "hello")
+            deadline = time.monotonic() + 5
+            while not second.notifications:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert second.notifications == [("log.write", ["hello"])]
+            assert first.notifications == []
+            with pytest.raises(RPCResponseError, match="no route for method 'echo'"):
+                await acall(port, "echo", 1)
+
+
+async def test_timeout_answers_only_the_slow_call(tmp_path: Path, server: PeerServer) -> None:
+    routes = [{"match": {"method": "sleep"}, "cluster": "app", "timeout": "200ms"}, EVERYTHING]
+    with run_mecha(tmp_path, config(routes, {"app": [server.port]})) as mecha:
+        started = time.monotonic()
+        slow, fast = await pipelined(mecha.port("rpc"), [("sleep", [2, "late"]), ("echo", ["ok"])])
+        assert time.monotonic() - started < 1.5
+        assert isinstance(slow, RPCResponseError) and "timeout after 0.2s calling sleep" in str(
+            slow
+        )
+        assert fast == ["ok"]
+        assert mecha.metric("mecha_rpc_call_timeouts_total", listener="rpc", method="sleep") == 1
+
+
+async def test_only_idempotent_methods_are_retried(tmp_path: Path, server: PeerServer) -> None:
+    dead = free_port()
+    routes = [{"match": {"prefix": "get"}, "cluster": "app", "idempotent": True, "retries": 1},
+              {"match": {"prefix": ""}, "cluster": "app"}]  # fmt: skip
+    clusters = {"app": [dead, server.port]}
+    with run_mecha(tmp_path, config(routes, clusters)) as mecha:
+        port = mecha.port("rpc")
+        for _ in range(4):  # round robin starts at either endpoint: every call must succeed
+            assert await acall(port, "get_thing", 1) is None
+        failures = 0
+        for _ in range(4):
+            try:
+                await acall(port, "echo", 1)
+            except RPCResponseError as error:
+                assert "connection refused" in str(error)
+                failures += 1
+        assert failures >= 1
+
+
+def test_malformed_frame_closes_the_connection(tmp_path: Path, server: PeerServer) -> None:
+    with run_mecha(tmp_path, config([EVERYTHING], {"app": [server.port]})) as mecha:
+        with socket.create_connection(("127.0.0.1", mecha.port("rpc")), timeout=5) as sock:
+            sock.sendall(b"\x94\x07\x01\xa3abc\x90")  # type 7 does not exist
+            assert is_closed_by_peer(sock)
+        assert mecha.metric("mecha_rpc_protocol_errors_total", listener="rpc") == 1
+        assert "malformed msgpack_rpc message" in mecha.logs()
