@@ -18,7 +18,7 @@ from tests.support.net import free_port, is_closed_by_peer
 
 pytestmark = pytest.mark.integration
 
-EVERYTHING = {"match": {"prefix": ""}, "cluster": "app"}
+EVERYTHING: dict[str, Any] = {"match": {"prefix": ""}, "cluster": "app"}
 
 
 @pytest.fixture
@@ -49,7 +49,9 @@ async def test_responses_out_of_order_reach_the_right_call(
     tmp_path: Path, server: PeerServer
 ) -> None:
     with run_mecha(tmp_path, config([EVERYTHING], {"app": [server.port]})) as mecha:
-        calls = [("sleep", [0.3, "slow"]), ("sleep", [0.0, "fast"]), ("echo", ["now"])]
+        calls: list[tuple[str, list[Any]]] = [
+            ("sleep", [0.3, "slow"]), ("sleep", [0.0, "fast"]), ("echo", ["now"])
+        ]  # fmt: skip
         assert await pipelined(mecha.port("rpc"), calls) == ["slow", "fast", ["now"]]
 
 
@@ -81,7 +83,10 @@ async def test_routes_by_method_and_notifications(tmp_path: Path) -> None:
 
 
 async def test_timeout_answers_only_the_slow_call(tmp_path: Path, server: PeerServer) -> None:
-    routes = [{"match": {"method": "sleep"}, "cluster": "app", "timeout": "200ms"}, EVERYTHING]
+    routes: list[dict[str, Any]] = [
+        {"match": {"method": "sleep"}, "cluster": "app", "timeout": "200ms"},
+        EVERYTHING,
+    ]
     with run_mecha(tmp_path, config(routes, {"app": [server.port]})) as mecha:
         started = time.monotonic()
         slow, fast = await pipelined(mecha.port("rpc"), [("sleep", [2, "late"]), ("echo", ["ok"])])
@@ -95,7 +100,8 @@ async def test_timeout_answers_only_the_slow_call(tmp_path: Path, server: PeerSe
 
 async def test_only_idempotent_methods_are_retried(tmp_path: Path, server: PeerServer) -> None:
     dead = free_port()
-    routes = [{"match": {"prefix": "get"}, "cluster": "app", "idempotent": True, "retries": 1},
+    routes: list[dict[str, Any]] = [
+              {"match": {"prefix": "get"}, "cluster": "app", "idempotent": True, "retries": 1},
               {"match": {"prefix": ""}, "cluster": "app"}]  # fmt: skip
     clusters = {"app": [dead, server.port]}
     with run_mecha(tmp_path, config(routes, clusters)) as mecha:
