@@ -10,7 +10,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
-from filters.network.api import STOP, NetworkFilter
+from filters.listener.api import ConnectionMetadata
+from filters.network.api import STOP, FilterFactory, NetworkFilter
+from proxy.config.units import Address
+from proxy.filter_chain import select
+from proxy.inspection import Inspection
 from proxy.stream_info import ResponseFlag, StreamInfo
 
 if TYPE_CHECKING:
@@ -20,6 +24,15 @@ log = logging.getLogger("mecha.connection")
 
 _IDLE_CHECKS = 4
 """The idle timer looks this many times per timeout, so it fires within 1.25x of it."""
+
+
+NO_METADATA = ConnectionMetadata()
+
+
+def _address(address: object) -> Address | None:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return Address(str(address[0]), int(address[1]))
+    return None
 
 
 def _peer(address: object) -> str:
@@ -66,6 +79,8 @@ class DownstreamConnection(asyncio.Protocol):
         "_idle_quiet",
         "_idle_seen",
         "_idle_timeout",
+        "_inspect_timer",
+        "_inspection",
         "_read_disabled",
         "_read_eof",
         "_read_filters",
@@ -94,6 +109,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._idle_handle: asyncio.TimerHandle | None = None
         self._idle_seen = -1
         self._idle_quiet = 0
+        self._inspection: Inspection | None = None
+        self._inspect_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -107,9 +124,40 @@ class DownstreamConnection(asyncio.Protocol):
             return
         transport.set_write_buffer_limits(high=self.listener.config.buffer_limit)
         self.set_idle_timeout(self.listener.config.idle_timeout)
+        if not self.listener.listener_filters:
+            self._begin(NO_METADATA, b"")
+            return
+        metadata = ConnectionMetadata(
+            local=_address(transport.get_extra_info("sockname")),
+            remote=_address(transport.get_extra_info("peername")),
+        )
+        self._inspection = Inspection([make() for make in self.listener.listener_filters], metadata)
         try:
-            self._build_chain()
+            done = self._inspection.start()
+        except Exception:
+            self._filter_failed("a listener filter")
+            return
+        if done:
+            self._inspected()
+        else:
+            timeout = self.listener.config.listener_filters_timeout
+            self._inspect_timer = asyncio.get_running_loop().call_later(timeout, self._inspect_late)
+
+    def _begin(self, metadata: ConnectionMetadata, prefix: bytes) -> None:
+        """Pick the filter chain, start it, and hand it the bytes inspection peeked at."""
+        chain = select(self.listener.chains, metadata)
+        if chain is None:
+            self.listener.stats.no_filter_chain += 1
+            remote, protocol = self.info.downstream_remote, metadata.protocol
+            log.info("listener %r: no filter chain for %s (protocol %s); closing",
+                     self.listener.name, remote, protocol)  # fmt: skip
+            self.close(abort=True)
+            return
+        try:
+            self._build_chain(chain.factories)
             self.start_read_chain(0)
+            if prefix:
+                self._deliver(prefix)
         except Exception:
             self._filter_failed("on_new_connection")
         if self._read_disabled:
@@ -117,12 +165,45 @@ class DownstreamConnection(asyncio.Protocol):
             # filter asked for in it; pause again before the first read.
             asyncio.get_running_loop().call_soon(self._reapply_read_disable)
 
+    def _inspect(self, data: bytes) -> None:
+        assert self._inspection is not None
+        try:
+            done = self._inspection.feed(data)
+        except Exception:
+            self._filter_failed("a listener filter")
+            return
+        if done:
+            self._inspected()
+
+    def _inspected(self) -> None:
+        inspection = self._inspection
+        assert inspection is not None
+        self._inspection = None
+        if self._inspect_timer is not None:
+            self._inspect_timer.cancel()
+            self._inspect_timer = None
+        self._begin(inspection.metadata, inspection.prefix)
+
+    def _inspect_late(self) -> None:
+        """Listener filters did not decide in time: the default chain, if any, takes it."""
+        self._inspect_timer = None
+        if self._inspection is not None and not self.closed:
+            self.listener.stats.listener_filter_timeouts += 1
+            self._inspection.end_of_input()
+            self._inspected()
+
     def _reapply_read_disable(self) -> None:
         if self._read_disabled and self.transport is not None and not self.closed:
             self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.info.bytes_received += len(data)
+        if self._inspection is not None:
+            self._inspect(data)
+            return
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
         try:
             reader = self._single_reader
             if reader is not None:
@@ -134,6 +215,9 @@ class DownstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._read_eof = True
+        if self._inspection is not None:
+            self._inspection.end_of_input()
+            self._inspected()
         try:
             self.run_read_chain(b"", True, 0)
         except Exception:
@@ -145,6 +229,8 @@ class DownstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_idle_timer()
+        if self._inspect_timer is not None:
+            self._inspect_timer.cancel()
         if exc is not None and not self._read_eof:
             self.info.flags.add(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
         for filter_ in self._filters:
@@ -168,9 +254,9 @@ class DownstreamConnection(asyncio.Protocol):
 
     # -- filter chains ----------------------------------------------------------------------
 
-    def _build_chain(self) -> None:
+    def _build_chain(self, factories: tuple[FilterFactory, ...]) -> None:
         made: list[tuple[NetworkFilter, FilterCallbacks]] = []
-        for factory in self.listener.filter_factories:
+        for factory in factories:
             callbacks = FilterCallbacks(self)
             made.append((factory(callbacks), callbacks))
         for filter_, callbacks in made:

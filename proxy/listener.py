@@ -9,10 +9,11 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from filters.network.api import FilterFactory
+from filters.listener.api import ListenerFilterFactory
 from proxy.config.model import ListenerConfig
 from proxy.config.units import Address
 from proxy.connection import DownstreamConnection
+from proxy.filter_chain import FilterChain
 
 log = logging.getLogger("mecha.listener")
 
@@ -50,15 +51,23 @@ class ListenerStats:
     cx_total: int = 0
     cx_overflow: int = 0
     filter_errors: int = 0
+    no_filter_chain: int = 0
+    listener_filter_timeouts: int = 0
     bytes_received_closed: int = 0
     bytes_sent_closed: int = 0
 
 
 class Listener:
-    def __init__(self, config: ListenerConfig, filter_factories: Sequence[FilterFactory]):
+    def __init__(
+        self,
+        config: ListenerConfig,
+        chains: Sequence[FilterChain],
+        listener_filters: Sequence[ListenerFilterFactory] = (),
+    ) -> None:
         self.config = config
         self.name = config.name
-        self.filter_factories = list(filter_factories)
+        self.chains = list(chains)
+        self.listener_filters = list(listener_filters)
         self.connections: set[DownstreamConnection] = set()
         self.stats = ListenerStats()
         self.bound: Address | None = None
@@ -77,9 +86,7 @@ class Listener:
         )
         host, port = sock.getsockname()[:2]
         self.bound = Address(host, port)
-        filters = ", ".join(type(f).__name__ for f in self.filter_factories)
         log.info("listener %r listening on %s", self.name, self.bound)
-        log.debug("listener %r filter factories: %s", self.name, filters)
 
     def stop_accepting(self) -> None:
         if self._server is not None:

@@ -13,11 +13,13 @@ from typing import Any, TypeVar, cast
 
 from prometheus_client.registry import Collector
 
+from filters.listener import registry as listener_registry
 from filters.network import registry
 from filters.network.api import FilterFactory
 from proxy.accesslog import AccessLogs
 from proxy.admin import AdminServer, AdminViews
-from proxy.config.model import Config, ListenerConfig
+from proxy.config.model import Config, FilterConfig, ListenerConfig
+from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
 from proxy.metrics import Metrics, ServerCollector
 from proxy.upstream.cluster import ClusterManager
@@ -39,19 +41,34 @@ class Server:
         self.cluster_manager = ClusterManager(config.clusters)
         self.access_logs = AccessLogs()
         self.singletons: dict[str, object] = {}
-        self.listeners = [Listener(lc, self._filter_factories(lc)) for lc in config.listeners]
+        self.listeners = [self._listener(lc) for lc in config.listeners]
         self.admin = AdminServer(config.admin.address, AdminViews(self)) if config.admin else None
         self.metrics.add(ServerCollector(lambda: self.listeners, lambda: self.cluster_manager))
         self._stopping: asyncio.Event | None = None
 
-    def _filter_factories(self, listener: ListenerConfig) -> list[FilterFactory]:
-        context = ListenerContext(self, listener.name)
-        factories = []
-        for filter_config in listener.filters:
-            spec = registry.lookup(filter_config.name)
+    def _listener(self, config: ListenerConfig) -> Listener:
+        context = ListenerContext(self, config.name)
+        chains = [
+            FilterChain(chain.name, chain.match, self._factories(chain.filters, context))
+            for chain in config.filter_chains
+        ]
+        listener_filters = []
+        for entry in config.listener_filters:
+            spec = listener_registry.lookup(entry.name)
             assert spec is not None, "validated at parse time"
-            factories.append(spec.create_factory(filter_config.config, context))
-        return factories
+            listener_filters.append(spec.create_factory(entry.config))
+        return Listener(config, chains, listener_filters)
+
+    @staticmethod
+    def _factories(
+        filters: tuple[FilterConfig, ...], context: ListenerContext
+    ) -> tuple[FilterFactory, ...]:
+        factories = []
+        for entry in filters:
+            spec = registry.lookup(entry.name)
+            assert spec is not None, "validated at parse time"
+            factories.append(spec.create_factory(entry.config, context))
+        return tuple(factories)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -24,10 +24,34 @@ class FilterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FilterChainMatch:
+    """Every condition that is set must hold; an empty match is the default chain."""
+
+    protocols: frozenset[str] | None = None
+    server_names: tuple[str, ...] | None = None
+    """Exact names or `*.suffix` wildcards, matched against the TLS SNI."""
+    alpn: frozenset[str] | None = None
+    destination_ports: frozenset[int] | None = None
+
+    @property
+    def is_default(self) -> bool:
+        return not (self.protocols or self.server_names or self.alpn or self.destination_ports)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChainConfig:
+    name: str
+    match: FilterChainMatch
+    filters: tuple[FilterConfig, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     name: str
     address: Address
-    filters: tuple[FilterConfig, ...]
+    filter_chains: tuple[FilterChainConfig, ...]
+    listener_filters: tuple[FilterConfig, ...] = ()
+    listener_filters_timeout: float = 15.0
     reuse_port: bool = False
     backlog: int = 1024
     max_connections: int | None = None

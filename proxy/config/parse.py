@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from filters.network import registry
 from proxy.config.context import ParseContext
+from proxy.config.listeners import parse_listener
 from proxy.config.loader import load_document
 from proxy.config.model import (
     AdminConfig,
@@ -15,7 +15,6 @@ from proxy.config.model import (
     ClusterConfig,
     Config,
     EndpointConfig,
-    FilterConfig,
     HealthCheckConfig,
     HttpPoolSettings,
     ListenerConfig,
@@ -45,7 +44,7 @@ def parse_config(document: Any) -> Config:
     clusters = tuple(_cluster(node) for node in root.items("clusters"))
     _unique(root, "clusters", [c.name for c in clusters])
     context = ParseContext(frozenset(c.name for c in clusters), {c.name: c for c in clusters})
-    listeners = tuple(_listener(node, context) for node in root.items("listeners"))
+    listeners = tuple(parse_listener(node, context) for node in root.items("listeners"))
     _unique(root, "listeners", [listener.name for listener in listeners])
     _unique_addresses(root, listeners)
     config = Config(
@@ -85,49 +84,6 @@ def _admin(root: Node) -> AdminConfig | None:
     node = root.section("admin")
     node.only("address")
     return AdminConfig(address=node.address("address", DEFAULT_ADMIN))
-
-
-def _listener(node: Node, context: ParseContext) -> ListenerConfig:
-    if not node.expect_mapping():
-        return ListenerConfig("", DEFAULT_ADMIN, ())
-    node.only(
-        "name", "address", "filters", "reuse_port", "backlog",
-        "max_connections", "buffer_limit", "idle_timeout",
-    )  # fmt: skip
-    max_connections = node.integer("max_connections", 0, minimum=0)
-    idle_timeout = node.duration("idle_timeout", 0.0)
-    return ListenerConfig(
-        name=node.text("name"),
-        address=node.address("address"),
-        filters=_filters(node, context),
-        reuse_port=node.flag("reuse_port", False),
-        backlog=node.integer("backlog", 1024, minimum=1),
-        max_connections=max_connections or None,
-        buffer_limit=node.size("buffer_limit", 1 << 20, minimum=1024),
-        idle_timeout=idle_timeout or None,
-    )
-
-
-def _filters(listener: Node, context: ParseContext) -> tuple[FilterConfig, ...]:
-    nodes = listener.items("filters", required=True)
-    if listener.has("filters") and not nodes:
-        listener.problem("a listener needs at least one filter", "filters")
-    result = []
-    for index, node in enumerate(nodes):
-        if not node.expect_mapping():
-            continue
-        node.only("name", "config")
-        name = node.text("name")
-        spec = registry.lookup(name) if name else None
-        if name and spec is None:
-            node.problem(f"unknown filter {name!r} (known: {', '.join(registry.names())})", "name")
-        if spec is None:
-            continue
-        if spec.terminal and index != len(nodes) - 1:
-            node.problem(f"{name} is a terminal filter and must be last in the chain", "name")
-        config_node = node.section("config")
-        result.append(FilterConfig(name, spec.parse_config(config_node, context)))
-    return tuple(result)
 
 
 def _cluster(node: Node) -> ClusterConfig:

@@ -60,7 +60,7 @@ def test_run_refuses_a_bad_config_without_starting(tmp_path: Path) -> None:
     result = mecha("run", "-c", str(path))
     assert result.returncode == 1
     assert "listeners[0].address: expected host:port" in result.stderr
-    assert "listeners[0].filters: required list is missing" in result.stderr
+    assert "listeners[0]: a listener needs exactly one of: filters, filter_chains" in result.stderr
     assert "Traceback" not in result.stderr
 
 

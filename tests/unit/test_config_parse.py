@@ -57,7 +57,7 @@ def test_minimal_tcp_proxy_config_and_defaults() -> None:
     assert (listener.reuse_port, listener.backlog, listener.buffer_limit) == (False, 1024, 1 << 20)
     assert listener.max_connections is None
     assert listener.idle_timeout is None
-    [proxy_filter] = listener.filters
+    [proxy_filter] = listener.filter_chains[0].filters
     assert proxy_filter.name == "tcp_proxy"
     assert proxy_filter.config == TcpProxyConfig(
         cluster="redis", idle_timeout=3600.0, max_connect_attempts=1, access_log="stdout"
@@ -125,7 +125,7 @@ def test_full_config_is_typed() -> None:
     assert listener.reuse_port is True
     assert (listener.backlog, listener.max_connections) == (64, 100)
     assert (listener.buffer_limit, listener.idle_timeout) == (64 * 1024, 300.0)
-    assert listener.filters[0].config == TcpProxyConfig("redis", None, 3, None)
+    assert listener.filter_chains[0].filters[0].config == TcpProxyConfig("redis", None, 3, None)
     [cluster] = config.clusters
     assert (cluster.type, cluster.lb_policy) == ("strict_dns", "least_request")
     assert cluster.endpoints == (
@@ -199,7 +199,8 @@ CLUSTER = "clusters[0]"
         (
             "listeners.0.filters.0.name",
             "tcp_proxi",
-            f"{FILTER}.name: unknown filter 'tcp_proxi' (known: http, redis_proxy, tcp_proxy)",
+            f"{FILTER}.name: unknown filter 'tcp_proxi' (known: http, redis_proxy, rpc_proxy, "
+            "tcp_proxy)",
         ),
         (
             "listeners.0.filters.0.config",
@@ -217,9 +218,13 @@ CLUSTER = "clusters[0]"
             {"cluster": "redis", "max_connect_attempts": 0},
             f"{FILTER}.config.max_connect_attempts: must be at least 1, got 0",
         ),
-        ("listeners.0.filters", [], f"{LISTENER}.filters: a listener needs at least one filter"),
+        ("listeners.0.filters", [], f"{LISTENER}.filters: at least one filter is needed"),
         ("listeners.0.filters", "tcp_proxy", f"{LISTENER}.filters: expected a list, got str"),
-        ("listeners.0.filters", None, f"{LISTENER}.filters: required list is missing"),
+        (
+            "listeners.0.filters",
+            None,
+            f"{LISTENER}: a listener needs exactly one of: filters, filter_chains",
+        ),
         ("listeners.0.address", None, f"{LISTENER}.address: required value is missing"),
         (
             "listeners.0.address",
@@ -324,7 +329,8 @@ def test_unknown_key_lists_the_expected_keys() -> None:
     [problem] = problems_of(edit("listeners.0.adress", "127.0.0.1:1"))
     assert problem == (
         "listeners[0].adress: unknown key (expected one of: address, backlog, buffer_limit, "
-        "filters, idle_timeout, max_connections, name, reuse_port)"
+        "filter_chains, filters, idle_timeout, listener_filters, listener_filters_timeout, "
+        "max_connections, name, reuse_port)"
     )
 
 
@@ -484,7 +490,7 @@ def test_mutated_valid_document_returns_config_or_raises_config_error(
 @pytest.mark.parametrize("value", [False, "off"])
 def test_access_log_off_in_plain_yaml_or_quoted(value: object) -> None:
     config = parse_config(edit("listeners.0.filters.0.config.access_log", value))
-    assert config.listeners[0].filters[0].config.access_log is None
+    assert config.listeners[0].filter_chains[0].filters[0].config.access_log is None
 
 
 def test_unnamed_entries_are_not_also_duplicates() -> None:

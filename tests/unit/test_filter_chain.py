@@ -8,9 +8,10 @@ from collections.abc import Callable
 import pytest
 
 from filters.network.api import CONTINUE, STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
-from proxy.config.model import ListenerConfig
+from proxy.config.model import FilterChainMatch, ListenerConfig
 from proxy.config.units import Address
 from proxy.connection import DownstreamConnection
+from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
 from proxy.stream_info import ResponseFlag
 from tests.unit.fakes import FakeTransport
@@ -75,7 +76,7 @@ def open_connection(
     *factories: Factory, idle: float | None = None
 ) -> tuple[DownstreamConnection, FakeTransport]:
     config = ListenerConfig("test", Address("127.0.0.1", 0), (), idle_timeout=idle)
-    listener = Listener(config, list(factories))
+    listener = Listener(config, [FilterChain("default", FilterChainMatch(), factories)])
     connection = DownstreamConnection(listener)
     transport = FakeTransport()
     connection.connection_made(transport)
@@ -213,7 +214,7 @@ async def test_idle_timeout(traffic: bool) -> None:
 
 async def test_max_connections_refuses_the_extra_connection() -> None:
     config = ListenerConfig("test", Address("127.0.0.1", 0), (), max_connections=1)
-    listener = Listener(config, [Terminal])
+    listener = Listener(config, [FilterChain("default", FilterChainMatch(), (Terminal,))])
     first, second = DownstreamConnection(listener), DownstreamConnection(listener)
     first.connection_made(FakeTransport())
     refused = FakeTransport()
