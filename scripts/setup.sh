@@ -10,6 +10,11 @@ TEST_COMMANDS=(
   redis-server:redis-server
   redis-cli:redis-tools
   redis-benchmark:redis-tools
+  mosquitto:mosquitto
+  mosquitto_pub:mosquitto-clients
+  mosquitto_sub:mosquitto-clients
+  curl:curl
+  h2load:nghttp2-client
 )
 
 apt_install_missing() {

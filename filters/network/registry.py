@@ -27,6 +27,7 @@ _BUILTIN = {
     "http": "filters.network.http.filter:SPEC",
     "redis_proxy": "filters.network.redis_proxy.filter:SPEC",
     "rpc_proxy": "filters.network.rpc_proxy.filter:SPEC",
+    "mqtt_proxy": "filters.network.mqtt_proxy.filter:SPEC",
 }
 _registry: dict[str, NetworkFilterSpec] = {}
 

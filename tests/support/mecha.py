@@ -234,3 +234,13 @@ def rpc_proxy_config(
                       "endpoints": [f"127.0.0.1:{p}" for p in ports]}
                      for name, ports in clusters.items()],
     }  # fmt: skip
+
+
+def mqtt_proxy_config(broker: int, proxy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One mqtt_proxy listener on a free port in front of one broker."""
+    return {
+        "listeners": [{"name": "mqtt", "address": "127.0.0.1:0", "filters": [
+            {"name": "mqtt_proxy", "config": {"cluster": "brokers", **(proxy or {})}}]}],
+        "clusters": [{"name": "brokers", "connect_timeout": "500ms",
+                      "endpoints": [f"127.0.0.1:{broker}"]}],
+    }  # fmt: skip
