@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.config.units import Address
+
+if TYPE_CHECKING:
+    from runtime.config import RuntimeConfig
 
 MIB = 1 << 20
 
@@ -141,5 +144,7 @@ class Config:
     clusters: tuple[ClusterConfig, ...]
     admin: AdminConfig | None
     drain_timeout: float = 15.0
+    runtime: RuntimeConfig | None = None
+    """The application runtime (components, app channel); None: mesh only."""
     document: Any = None
     """The expanded YAML document, kept for /config_dump."""

@@ -24,6 +24,7 @@ from proxy.config.model import (
 from proxy.config.reader import Node
 from proxy.config.units import Address, parse_address
 from proxy.upstream.lb import LOAD_BALANCERS
+from runtime.config import parse_runtime
 
 CLUSTER_TYPES = ("static", "strict_dns", "redis_cluster")
 DNS_FAMILIES = ("auto", "v4_only", "v6_only")
@@ -32,15 +33,16 @@ DEFAULT_ADMIN = Address("127.0.0.1", 15000)
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate a config file; raises ConfigError listing every problem."""
-    return parse_config(load_document(path, environ))
+    return parse_config(load_document(path, environ), Path(path).resolve().parent)
 
 
-def parse_config(document: Any) -> Config:
+def parse_config(document: Any, base_dir: Path | None = None) -> Config:
+    """`base_dir` resolves relative paths in the file (e.g. runtime.components_path)."""
     root = Node({} if document is None else document)
     if not isinstance(root.value, dict):
         root.problem("the config must be a mapping with listeners, clusters and admin")
         root.raise_if_problems()
-    root.only("admin", "listeners", "clusters", "drain_timeout")
+    root.only("admin", "listeners", "clusters", "drain_timeout", "runtime")
     clusters = tuple(_cluster(node) for node in root.items("clusters"))
     _unique(root, "clusters", [c.name for c in clusters])
     context = ParseContext(frozenset(c.name for c in clusters), {c.name: c for c in clusters})
@@ -53,6 +55,7 @@ def parse_config(document: Any) -> Config:
         admin=_admin(root),
         drain_timeout=root.duration("drain_timeout", 15.0),
         document=root.value,
+        runtime=parse_runtime(root.section("runtime"), base_dir) if root.has("runtime") else None,
     )
     root.raise_if_problems()
     return config

@@ -274,6 +274,11 @@ class ClusterManager:
     def __getitem__(self, name: str) -> Cluster:
         return self.clusters[name]
 
+    def add(self, config: ClusterConfig) -> Cluster:
+        """A cluster made at run time (e.g. the runtime's app channel)."""
+        cluster = self.clusters[config.name] = Cluster(config)
+        return cluster
+
     def __iter__(self) -> Iterator[Cluster]:
         return iter(self.clusters.values())
 

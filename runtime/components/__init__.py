@@ -1,0 +1,1 @@
+"""Building-block components: one contract per block, many backends (in-memory first)."""

@@ -1,0 +1,280 @@
+"""Everything the runtime delivers to the app: pub/sub events, input bindings, config updates.
+
+Pub/sub: subscriptions are declarative (config / Subscription files) and programmatic
+(the app's `GET /dapr/subscribe`); each event is POSTed to the app's route as a
+CloudEvent. The app's answer decides: 2xx with an empty body or {"status": "SUCCESS"}
+acknowledges, {"status": "RETRY"} or any other failure leaves the message to the
+component's redelivery (at-least-once where the backend keeps that promise), "DROP" or a
+404 acknowledges and drops. After `delivery.retries` attempts a message goes to the
+subscription's dead-letter topic, if it has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from protocols.http.headers import Headers
+from runtime import cloudevents
+from runtime.app_channel import AppUnavailable
+from runtime.components.api import (
+    BindingEvent,
+    ConfigurationItem,
+    Message,
+    Subscription,
+)
+from runtime.components.api import (
+    Delivery as Outcome,
+)
+from runtime.components.errors import ComponentError
+from runtime.config import SubscriptionSpec
+from runtime.routing_rules import Rule, RuleError, compile_rule
+
+if TYPE_CHECKING:
+    from runtime.runtime import Runtime
+
+log = logging.getLogger("mecha.delivery")
+
+APP_SUBSCRIBE_WAIT = 10.0
+
+
+@dataclass
+class ActiveSubscription:
+    spec: SubscriptionSpec
+    kind: str
+    """DECLARATIVE or PROGRAMMATIC (as /v1.0/metadata reports it)."""
+    rules: list[tuple[Rule, str]]
+    handle: Subscription | None = None
+
+
+class Delivery:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.subscriptions: list[ActiveSubscription] = []
+        self.configuration: dict[str, Subscription] = {}
+        self._bindings: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        for spec in self.runtime.config.subscriptions:
+            await self._subscribe(spec, "DECLARATIVE")
+        if self.runtime.app is not None:
+            self._spawn(self._programmatic(), "dapr-subscribe")
+            for name, binding in self.runtime.input_bindings():
+                self._bindings.append(await binding.read(self._binding_handler(name)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        handles = [s.handle for s in self.subscriptions if s.handle] + self._bindings
+        handles += list(self.configuration.values())
+        for handle in handles:
+            try:
+                await handle.cancel()
+            except ComponentError as error:
+                log.warning("cancelling a subscription failed: %s", error)
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- pub/sub ----------------------------------------------------------------------------------
+
+    async def _programmatic(self) -> None:
+        """Ask the app for its subscriptions, waiting a while for it to come up."""
+        app = self.runtime.app
+        assert app is not None
+        deadline = asyncio.get_running_loop().time() + APP_SUBSCRIBE_WAIT
+        while True:
+            try:
+                answer = await app.request("GET", "/dapr/subscribe", timeout=5.0)
+                break
+            except AppUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    log.info(
+                        "app did not answer GET /dapr/subscribe: no programmatic subscriptions"
+                    )
+                    return
+                await asyncio.sleep(0.5)
+        if answer.status == 404:
+            return
+        try:
+            entries = json.loads(answer.body or b"[]")
+        except ValueError:
+            log.warning("app's /dapr/subscribe is not JSON; ignored")
+            return
+        for entry in entries if isinstance(entries, list) else []:
+            spec = _from_app(entry)
+            if spec is not None:
+                await self._subscribe(spec, "PROGRAMMATIC")
+
+    async def _subscribe(self, spec: SubscriptionSpec, kind: str) -> None:
+        try:
+            rules = [(compile_rule(match), path) for match, path in spec.rules]
+            pubsub = self.runtime.pubsub(spec.pubsub)
+        except (RuleError, LookupError, Exception) as error:
+            log.error("subscription to %s/%s (%s) refused: %s", spec.pubsub, spec.topic,
+                      spec.source, error)  # fmt: skip
+            return
+        active = ActiveSubscription(spec, kind, rules)
+        metadata = {"consumerGroup": self.runtime.config.app_id, **spec.metadata}
+        active.handle = await pubsub.subscribe(spec.topic, self._handler(active), metadata)
+        self.subscriptions.append(active)
+        log.info("subscribed to %s/%s (%s)", spec.pubsub, spec.topic, kind.lower())
+
+    def _handler(self, active: ActiveSubscription) -> Any:
+        async def handle(message: Message) -> Outcome:
+            outcome = await self._deliver(active, message)
+            exhausted = message.attempt >= self.runtime.config.delivery_retries
+            if outcome is Outcome.RETRY and exhausted and active.spec.dead_letter_topic:
+                return await self._dead_letter(active.spec, message)
+            return outcome
+
+        return handle
+
+    async def _deliver(self, active: ActiveSubscription, message: Message) -> Outcome:
+        app = self.runtime.app
+        if app is None:
+            return Outcome.RETRY
+        spec = active.spec
+        raw = spec.metadata.get("rawPayload", "").lower() == "true"
+        event = cloudevents.parse(message.data)
+        if event is None and not raw:
+            event = cloudevents.wrap_raw(
+                message.data, spec.topic, spec.pubsub, self.runtime.config.app_id
+            )
+        path = _route(active, event) if event is not None else spec.route
+        if not path:
+            return Outcome.DROP  # no rule matched and no default route: Dapr drops it
+        if raw and event is None:
+            body, content_type = message.data, "application/octet-stream"
+        else:
+            body, content_type = json.dumps(event).encode(), cloudevents.CLOUDEVENT_CONTENT_TYPE
+        headers = Headers([(b"content-type", content_type.encode())])
+        try:
+            answer = await app.request("POST", path if path.startswith("/") else "/" + path,
+                                       body, headers)  # fmt: skip
+        except AppUnavailable as error:
+            log.warning("delivering %s/%s to the app failed: %s", spec.pubsub, spec.topic, error)
+            return Outcome.RETRY
+        return _outcome(answer.status, answer.body, spec)
+
+    async def _dead_letter(self, spec: SubscriptionSpec, message: Message) -> Outcome:
+        assert spec.dead_letter_topic is not None
+        try:
+            pubsub = self.runtime.pubsub(spec.pubsub)
+            await pubsub.publish(spec.dead_letter_topic, message.data, dict(message.metadata))
+        except (ComponentError, LookupError) as error:
+            log.error("dead-lettering to %s failed: %s", spec.dead_letter_topic, error)
+            return Outcome.RETRY
+        log.warning("%s/%s: message %s sent to dead-letter topic %s after %d attempts",
+                    spec.pubsub, spec.topic, message.id or "-", spec.dead_letter_topic,
+                    message.attempt)  # fmt: skip
+        return Outcome.SUCCESS
+
+    # -- input bindings ---------------------------------------------------------------------------
+
+    def _binding_handler(self, name: str) -> Any:
+        async def handle(event: BindingEvent) -> None:
+            app = self.runtime.app
+            assert app is not None
+            headers = Headers([(b"content-type", b"application/json")])
+            for key, value in event.metadata.items():
+                headers.add(key.lower().encode(), str(value).encode())
+            answer = await app.request("POST", f"/{name}", event.data, headers)
+            if not 200 <= answer.status < 300:
+                raise ComponentError(f"the app answered {answer.status} to binding {name}")
+
+        return handle
+
+    # -- configuration ----------------------------------------------------------------------------
+
+    async def subscribe_configuration(self, store: str, keys: list[str], metadata: dict[str, str]
+                                      ) -> str:  # fmt: skip
+        component = self.runtime.configuration(store)
+        subscription_id = str(uuid.uuid4())
+
+        async def changed(items: dict[str, ConfigurationItem]) -> None:
+            app = self.runtime.app
+            if app is None:
+                return
+            body = json.dumps({"id": subscription_id, "items": {
+                key: {"value": item.value, "version": item.version, "metadata": dict(item.metadata)}
+                for key, item in items.items()}}).encode()  # fmt: skip
+            headers = Headers([(b"content-type", b"application/json")])
+            for key in items:
+                try:
+                    await app.request("POST", f"/configuration/{store}/{key}", body, headers)
+                except AppUnavailable as error:
+                    log.warning(
+                        "configuration update for %s/%s not delivered: %s", store, key, error
+                    )
+
+        self.configuration[subscription_id] = await component.subscribe(keys, changed, metadata)
+        return subscription_id
+
+    async def unsubscribe_configuration(self, subscription_id: str) -> bool:
+        handle = self.configuration.pop(subscription_id, None)
+        if handle is None:
+            return False
+        await handle.cancel()
+        return True
+
+
+def _route(active: ActiveSubscription, event: dict[str, Any]) -> str:
+    for rule, path in active.rules:
+        try:
+            if rule(event):
+                return path
+        except Exception:  # a rule over odd data is a non-match, not a crash
+            continue
+    return active.spec.route
+
+
+def _outcome(status: int, body: bytes, spec: SubscriptionSpec) -> Outcome:
+    if status == 404:
+        log.error("the app has no route for %s/%s (404): message dropped", spec.pubsub, spec.topic)
+        return Outcome.DROP
+    if not 200 <= status < 300:
+        return Outcome.RETRY
+    if not body.strip():
+        return Outcome.SUCCESS
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return Outcome.SUCCESS  # Dapr treats a non-JSON 2xx body as success
+    status_text = (
+        str(answer.get("status", "SUCCESS")).upper() if isinstance(answer, dict) else "SUCCESS"
+    )
+    try:
+        return Outcome(status_text)
+    except ValueError:
+        log.warning("the app answered status %r: treated as RETRY", status_text)
+        return Outcome.RETRY
+
+
+def _from_app(entry: Any) -> SubscriptionSpec | None:
+    if not isinstance(entry, dict) or not entry.get("pubsubname") or not entry.get("topic"):
+        log.warning("ignored a subscription from /dapr/subscribe: %r", entry)
+        return None
+    routes = entry.get("routes") or {}
+    rules = tuple(
+        (str(r.get("match", "")), str(r.get("path", ""))) for r in routes.get("rules", [])
+    )
+    metadata = entry.get("metadata") or {}
+    return SubscriptionSpec(
+        pubsub=str(entry["pubsubname"]),
+        topic=str(entry["topic"]),
+        route=str(entry.get("route") or routes.get("default") or ""),
+        rules=rules,
+        dead_letter_topic=entry.get("deadLetterTopic"),
+        metadata={str(k): str(v) for k, v in metadata.items()},
+        source="app /dapr/subscribe",
+    )
+

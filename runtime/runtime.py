@@ -1,0 +1,203 @@
+"""The application runtime: components by name, the app channel, subscriptions.
+
+Built once per process from the `runtime:` config and shared by the HTTP and gRPC APIs.
+Secret stores start first, so other components' `secretKeyRef` metadata can be resolved;
+a component that fails to start stops mecha's start-up (unless `ignore_errors`), naming
+the component and its declaration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from proxy.config.model import ClusterConfig, EndpointConfig
+from proxy.config.units import Address
+from proxy.upstream.cluster import ClusterManager
+from runtime.app_channel import AppChannel
+from runtime.components import registry
+from runtime.components.api import (
+    ConfigurationStore,
+    InputBinding,
+    LockStore,
+    OutputBinding,
+    PubSub,
+    SecretStore,
+    Sequencer,
+    StateStore,
+)
+from runtime.components.errors import ComponentError
+from runtime.config import ComponentSpec, RuntimeConfig, SecretRef
+
+log = logging.getLogger("mecha.runtime")
+
+APP_CLUSTER = "dapr-app"
+VERSION = "mecha-0.1.0"
+T = TypeVar("T")
+
+
+class RuntimeStartError(Exception):
+    """A component could not start; the message names it."""
+
+
+class UnknownComponent(Exception):
+    def __init__(self, block: str, name: str) -> None:
+        super().__init__(f"{block} {name!r} is not found")
+        self.block = block
+        self.name = name
+
+
+@dataclass
+class LoadedComponent:
+    spec: ComponentSpec
+    instance: Any
+    ready: bool = False
+    error: str | None = None
+    capabilities: list[str] = field(default_factory=list)
+
+
+class Runtime:
+    def __init__(self, config: RuntimeConfig, clusters: ClusterManager) -> None:
+        self.config = config
+        self.clusters = clusters
+        self.components: dict[str, LoadedComponent] = {}
+        self.extended_metadata: dict[str, str] = {}
+        self.app: AppChannel | None = None
+        self.outbound_ready = False
+        self.on_shutdown: Callable[[], None] = lambda: None
+        if config.app_port:
+            address = Address(config.app_host, config.app_port)
+            cluster = clusters.add(ClusterConfig(APP_CLUSTER, (EndpointConfig(address),),
+                                                 connect_timeout=2.0))  # fmt: skip
+            self.app = AppChannel(cluster, config.app_token)
+        from runtime.delivery import Delivery  # the delivery needs the finished runtime
+
+        self.delivery = Delivery(self)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        specs = sorted(self.config.components, key=lambda s: s.block != "secretstores")
+        for spec in specs:
+            if spec.scopes and self.config.app_id not in spec.scopes:
+                continue
+            await self._start_component(spec)
+        self.outbound_ready = True
+        await self.delivery.start()
+
+    async def _start_component(self, spec: ComponentSpec) -> None:
+        loaded = LoadedComponent(spec, registry.create(spec.type))
+        self.components[spec.name] = loaded
+        try:
+            metadata = await self._resolve(spec)
+            async with asyncio.timeout(spec.init_timeout):
+                await loaded.instance.init(metadata)
+        except (ComponentError, TimeoutError, UnknownComponent) as error:
+            loaded.error = str(error) or "init timed out"
+            where = f"component {spec.name!r} ({spec.type}, {spec.source})"
+            message = f"{where} failed to start: {loaded.error}"
+            if spec.ignore_errors:
+                log.warning("%s; ignored", message)
+                return
+            raise RuntimeStartError(message) from None
+        loaded.ready = True
+        loaded.capabilities = _capabilities(loaded.instance)
+        log.info("component %r (%s) ready", spec.name, spec.type)
+
+    async def _resolve(self, spec: ComponentSpec) -> dict[str, str]:
+        resolved: dict[str, str] = {}
+        for key, value in spec.metadata.items():
+            resolved[key] = value if isinstance(value, str) else await self._secret(value)
+        return resolved
+
+    async def _secret(self, ref: SecretRef) -> str:
+        stores = [c for c in self.components.values() if c.spec.block == "secretstores" and c.ready]
+        if ref.store is not None:
+            store = self.components.get(ref.store)
+        elif len(stores) == 1:
+            store = stores[0]
+        else:
+            raise UnknownComponent("secret store", "(set auth.secretStore: several or none loaded)")
+        if store is None or not store.ready:
+            raise UnknownComponent("secret store", ref.store or "")
+        values = await store.instance.get(ref.name, {})
+        if ref.key not in values:
+            raise ComponentError(f"secret {ref.name!r} has no key {ref.key!r}", retryable=False)
+        return str(values[ref.key])
+
+    async def stop(self) -> None:
+        await self.delivery.stop()
+        for loaded in reversed(list(self.components.values())):
+            if loaded.ready:
+                try:
+                    await loaded.instance.close()
+                except Exception:  # a component must not stop the others from closing
+                    log.exception("component %r failed to close", loaded.spec.name)
+
+    async def outbound_healthy(self) -> str | None:
+        """None when every component answers its ping, else what is wrong."""
+        if not self.outbound_ready:
+            return "components are still starting"
+        for loaded in self.components.values():
+            if loaded.ready:
+                try:
+                    async with asyncio.timeout(2.0):
+                        await loaded.instance.ping()
+                except (ComponentError, TimeoutError) as error:
+                    return f"{loaded.spec.name}: {error or 'ping timed out'}"
+        return None
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def _get(self, block: str, name: str, kind: type[T]) -> T:
+        loaded = self.components.get(name)
+        if loaded is None or not loaded.ready or loaded.spec.block != block:
+            raise UnknownComponent(block, name)
+        instance: T = loaded.instance
+        return instance
+
+    def state(self, name: str) -> StateStore:
+        return self._get("state", name, StateStore)  # type: ignore[type-abstract]
+
+    def pubsub(self, name: str) -> PubSub:
+        return self._get("pubsub", name, PubSub)  # type: ignore[type-abstract]
+
+    def lock(self, name: str) -> LockStore:
+        return self._get("lock", name, LockStore)  # type: ignore[type-abstract]
+
+    def sequencer(self, name: str) -> Sequencer:
+        return self._get("sequencer", name, Sequencer)  # type: ignore[type-abstract]
+
+    def configuration(self, name: str) -> ConfigurationStore:
+        return self._get("configuration", name, ConfigurationStore)  # type: ignore[type-abstract]
+
+    def secrets(self, name: str) -> SecretStore:
+        return self._get("secretstores", name, SecretStore)  # type: ignore[type-abstract]
+
+    def output_binding(self, name: str) -> OutputBinding:
+        binding: Any = self._get("bindings", name, OutputBinding)  # type: ignore[type-abstract]
+        if not hasattr(binding, "invoke"):
+            raise UnknownComponent("output binding", name)
+        result: OutputBinding = binding
+        return result
+
+    def input_bindings(self) -> list[tuple[str, InputBinding]]:
+        return [
+            (name, loaded.instance)
+            for name, loaded in self.components.items()
+            if loaded.ready and loaded.spec.block == "bindings" and hasattr(loaded.instance, "read")
+        ]
+
+    def state_key(self, key: str) -> str:
+        """Dapr's key scheme: `<app id>||<key>`."""
+        return f"{self.config.app_id}||{key}"
+
+
+def _capabilities(instance: Any) -> list[str]:
+    features = getattr(instance, "features", None)
+    if features is None:
+        return []
+    return [flag.name for flag in type(features) if flag.name and flag.value and flag in features]
