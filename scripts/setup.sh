@@ -13,8 +13,11 @@ TEST_COMMANDS=(
   mosquitto:mosquitto
   mosquitto_pub:mosquitto-clients
   mosquitto_sub:mosquitto-clients
+  nats-server:nats-server
   curl:curl
   h2load:nghttp2-client
+  iptables:iptables
+  ip:iproute2
 )
 
 apt_install_missing() {

@@ -1,0 +1,1 @@
+"""Sequencers (Layotto): ids strictly increasing per key."""

@@ -1,0 +1,1 @@
+"""Conformance suites: one per building block, run against every registered backend."""
