@@ -79,7 +79,10 @@ class RouteMatch:
             return False
         if self.methods is not None and request.method not in self.methods:
             return False
-        return all(matcher.matches(request.headers) for matcher in self.headers)
+        for matcher in self.headers:  # noqa: SIM110 - all() with a generator costs more here
+            if not matcher.matches(request.headers):
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +135,13 @@ class RouteAction:
     timeout: float | None = 15.0
     retry_policy: RetryPolicy | None = None
     _cumulative: tuple[int, ...] = field(default=(), compare=False)
+    rewrites: bool = field(default=False, init=False, compare=False)
+    """Any of the rewrites is set: a plain attribute, read on every request."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_cumulative", tuple(itertools.accumulate(self.weights)))
+        rewrites = (self.prefix_rewrite, self.regex_rewrite, self.host_rewrite)
+        object.__setattr__(self, "rewrites", rewrites != (None, None, None))
 
     def pick_cluster(self) -> str:
         if len(self.clusters) == 1:

@@ -24,7 +24,7 @@ from filters.http.api import (
     StreamFilterFactory,
 )
 from filters.http.registry import HttpFilterSpec
-from filters.http.route import Redirect, Route, RouteAction
+from filters.http.route import Redirect, RetryPolicy, Route, RouteAction
 from protocols.http.events import RequestHeaders, ResponseHeaders
 from protocols.http.headers import Headers
 from proxy.config.context import ParseContext
@@ -68,18 +68,28 @@ def grpc_timeout(value: bytes | None) -> float | None:
     return int(match.group(1)) * _GRPC_UNITS[match.group(2)] if match else None
 
 
+def _shorter(timeout: float | None, grpc_deadline: bytes) -> float | None:
+    """The route timeout, shortened by a gRPC deadline (grpc-timeout) when there is one."""
+    deadline = grpc_timeout(grpc_deadline)
+    if deadline is None:
+        return timeout
+    return deadline if timeout is None else min(deadline, timeout)
+
+
 class Router(StreamFilter):
     __slots__ = (
         "_attempt", "_attempts", "_cancel_retry", "_cancel_timeout", "_cluster", "_clusters",
-        "_done", "_downstream_paused", "_replay", "_replay_size", "_request", "_request_end",
-        "_response_started", "_retries_used", "_route", "_start", "_timeout", "_trailers",
-        "_tried", "_unsent", "_unsent_size", "callbacks",
+        "_done", "_downstream_paused", "_policy", "_replay", "_replay_size", "_request",
+        "_request_end", "_response_started", "_retries_used", "_route", "_start", "_timeout",
+        "_trailers", "_tried", "_unsent", "_unsent_size", "callbacks",
     )  # fmt: skip
 
     def __init__(self, clusters: ClusterManager, callbacks: StreamCallbacks) -> None:
         self._clusters = clusters
         self.callbacks = callbacks
         self._route: Route | None = None
+        self._policy: RetryPolicy | None = None
+        """The route's retry policy (None: no retries)."""
         self._cluster: Cluster | None = None
         self._request: RequestHeaders | None = None
         self._request_end = False
@@ -94,6 +104,7 @@ class Router(StreamFilter):
         self._attempts = 0
         self._retries_used = 0
         self._tried: set[Endpoint] = set()
+        """Endpoints already tried: retries go to others first."""
         self._response_started = False
         self._done = False
         self._timeout: float | None = None
@@ -118,11 +129,14 @@ class Router(StreamFilter):
         if route.redirect is not None:
             self._redirect(request, route.redirect)
             return STOP
-        assert route.action is not None
+        action = route.action
+        assert action is not None
         self._route = route
-        self._cluster = self._clusters.clusters[route.action.pick_cluster()]
-        callbacks.info.upstream_cluster = self._cluster.name
-        self._rewrite(request, route.action)
+        self._policy = action.retry_policy
+        self._cluster = cluster = self._clusters.clusters[action.pick_cluster()]
+        callbacks.info.upstream_cluster = cluster.name
+        if action.rewrites:
+            self._rewrite(request, action)
         vhost = callbacks.vhost
         if vhost is not None and vhost.request_headers.active:
             vhost.request_headers.apply(request.headers)
@@ -130,7 +144,8 @@ class Router(StreamFilter):
             route.request_headers.apply(request.headers)
         self._request = request
         self._request_end = end_stream
-        self._timeout = self._effective_timeout(request, route.action)
+        deadline = request.headers.get(b"grpc-timeout")
+        self._timeout = action.timeout if deadline is None else _shorter(action.timeout, deadline)
         self._start = time.monotonic()
         if end_stream:
             self._arm_timeout()
@@ -202,12 +217,6 @@ class Router(StreamFilter):
         location = scheme + b"://" + host + port + path + sep + query
         self.callbacks.send_local_reply(redirect.status, headers=Headers([(b"location", location)]))
 
-    def _effective_timeout(self, request: RequestHeaders, action: RouteAction) -> float | None:
-        deadline = grpc_timeout(request.headers.get(b"grpc-timeout"))
-        if deadline is None:
-            return action.timeout
-        return deadline if action.timeout is None else min(deadline, action.timeout)
-
     # -- attempts ------------------------------------------------------------------------------
 
     def _start_attempt(self) -> None:
@@ -230,47 +239,55 @@ class Router(StreamFilter):
     def on_pool_ready(self, attempt: _Attempt, stream: UpstreamStream) -> None:
         request = self._request
         assert request is not None
-        self._tried.add(stream.endpoint)
-        self.callbacks.info.upstream_host = stream.endpoint.name
+        endpoint = stream.endpoint
+        self._tried.add(endpoint)
+        self.callbacks.info.upstream_host = endpoint.name
         body = self.body_so_far()
-        no_body = self._request_end and not body and self._trailers is None
-        stream.send_headers(request, no_body)
-        for index, chunk in enumerate(body):
-            last = index == len(body) - 1
-            stream.send_data(chunk, self._request_end and last and self._trailers is None)
-        if self._trailers is not None:
-            stream.send_trailers(self._trailers)
-        if self._request_end:
+        if not body and self._trailers is None:
+            stream.send_headers(request, self._request_end)
+        else:
+            stream.send_headers(request, False)
+            for index, chunk in enumerate(body):
+                last = index == len(body) - 1
+                stream.send_data(chunk, self._request_end and last and self._trailers is None)
+            if self._trailers is not None:
+                stream.send_trailers(self._trailers)
+        if self._request_end and self._policy is not None:
             attempt.arm_per_try_timeout()
 
     def on_response_headers(self, attempt: _Attempt, head: ResponseHeaders) -> None:
         if attempt is not self._attempt or self._done:
             return
-        if head.informational and head.status != 101:
-            return  # we answered 100 Continue ourselves
-        if head.status == 101 and (self._request is None or not self._request.upgrade):
-            attempt.abandon()
-            self._attempt = None
-            reason = "101 to a request without upgrade"
-            self._fail(502, ResponseFlag.UPSTREAM_PROTOCOL_ERROR, reason)
-            return
+        status = head.status
+        if status < 200:
+            if status != 101:
+                return  # we answered 100 Continue ourselves
+            if self._request is None or not self._request.upgrade:
+                attempt.abandon()
+                self._attempt = None
+                reason = "101 to a request without upgrade"
+                self._fail(502, ResponseFlag.UPSTREAM_PROTOCOL_ERROR, reason)
+                return
         attempt.cancel_per_try_timeout()
-        self._record_outcome(attempt, head.status)
-        if self._should_retry_status(head.status):
+        cluster = self._cluster
+        assert cluster is not None
+        if cluster.outlier is not None and attempt.endpoint is not None:
+            cluster.outlier.record_status(attempt.endpoint, status)
+        if self._policy is not None and self._should_retry_status(status):
             attempt.abandon()
             self._retry()
             return
         self._response_started = True
-        info = self.callbacks.info
-        info.upstream_service_time = time.monotonic() - self._start
+        callbacks = self.callbacks
+        callbacks.info.upstream_service_time = time.monotonic() - self._start
         route = self._route
         assert route is not None
         if route.response_headers.active:
             route.response_headers.apply(head.headers)
-        vhost = self.callbacks.vhost
+        vhost = callbacks.vhost
         if vhost is not None and vhost.response_headers.active:
             vhost.response_headers.apply(head.headers)
-        self.callbacks.encode_headers(head, head.end_stream)
+        callbacks.encode_headers(head, head.end_stream)
         if head.end_stream:
             self._finish()
 
@@ -332,29 +349,21 @@ class Router(StreamFilter):
             return
         self._fail(504, ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, "upstream per-try timeout")
 
-    def _record_outcome(self, attempt: _Attempt, status: int) -> None:
-        cluster = self._cluster
-        if cluster is not None and cluster.outlier is not None and attempt.endpoint is not None:
-            cluster.outlier.record_status(attempt.endpoint, status)
-
     # -- retries -------------------------------------------------------------------------------
 
     def _can_retry(self) -> bool:
-        route = self._route
-        policy = route.action.retry_policy if route and route.action else None
+        policy = self._policy
         if policy is None or self._retries_used >= policy.num_retries or self._replay is None:
             return False
         assert self._cluster is not None
         return self._cluster.retry_allowed()
 
     def _should_retry_status(self, status: int) -> bool:
-        route = self._route
-        policy = route.action.retry_policy if route and route.action else None
+        policy = self._policy
         return policy is not None and policy.retries_status(status) and self._can_retry()
 
     def _should_retry_failure(self, flag: ResponseFlag, connect: bool) -> bool:
-        route = self._route
-        policy = route.action.retry_policy if route and route.action else None
+        policy = self._policy
         if policy is None or flag in (
             ResponseFlag.NO_HEALTHY_UPSTREAM,
             ResponseFlag.UPSTREAM_OVERFLOW,
@@ -367,10 +376,8 @@ class Router(StreamFilter):
         return wanted and self._can_retry()
 
     def _retry(self) -> None:
-        route = self._route
-        assert route is not None and route.action is not None and self._cluster is not None
-        policy = route.action.retry_policy
-        assert policy is not None
+        policy = self._policy
+        assert policy is not None and self._cluster is not None
         self._retries_used += 1
         self._cluster.stats.rq_retry += 1
         self._cluster.retries_active += 1
@@ -472,8 +479,7 @@ class _Attempt:
             self.arm_per_try_timeout()
 
     def arm_per_try_timeout(self) -> None:
-        route = self.router._route
-        policy = route.action.retry_policy if route and route.action else None
+        policy = self.router._policy
         if policy is not None and policy.per_try_timeout and self._cancel_per_try is None:
             self._cancel_per_try = self.router.callbacks.call_later(
                 policy.per_try_timeout, lambda: self.router.on_per_try_timeout(self)

@@ -61,7 +61,7 @@ from protocols.http.h1_parse import (
     parse_request,
     parse_response,
 )
-from protocols.http.headers import FieldSet, Headers
+from protocols.http.headers import Headers
 
 __all__ = ["H1ClientCodec", "H1Limits", "H1ServerCodec"]
 
@@ -73,7 +73,6 @@ for _s in HTTPStatus:
     _line = b"HTTP/1.1 %d %s\r\n" % (_s.value, _s.phrase.encode())
     _STATUS_LINES[_s.value, b""] = _STATUS_LINES[_s.value, _s.phrase.encode()] = _line
 
-_OUT_FIELDS = FieldSet(b"content-length", b"transfer-encoding", b"connection", b"host")
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 _CL = b"content-length"
 _TE = b"transfer-encoding"
@@ -464,20 +463,15 @@ def _status_line(status: int, reason: bytes) -> bytes:
 
 def _scan_out(headers: Headers) -> tuple[list[bytes] | None, bytes | None, bytes, bool]:
     """(Content-Length values, Transfer-Encoding, Connection lowercased, has Host)."""
-    cls: list[bytes] | None = None
-    te: bytes | None = None
-    conn = b""
-    host = False
-    for name, value in headers.select(_OUT_FIELDS):
-        if name == _CL:
-            cls = [value] if cls is None else [*cls, value]
-        elif name == _TE:
-            te = value if te is None else te + b"," + value
-        elif name == b"connection":
-            conn += b"," + value.lower()
-        else:
-            host = True
-    return cls, te, conn, host
+    index = headers.indexed()
+    te = index.get(_TE)
+    conn = index.get(b"connection")
+    return (
+        index.get(_CL),
+        None if te is None else b",".join(te),
+        b"" if conn is None else b"," + b",".join(conn).lower(),
+        b"host" in index,
+    )
 
 
 def _has_token(value: bytes, token: bytes) -> bool:

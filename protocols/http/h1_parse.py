@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from protocols.http.errors import HttpError
 from protocols.http.events import Data, Event, RequestHeaders, ResponseHeaders, Trailers
-from protocols.http.headers import FieldSet, Headers
+from protocols.http.headers import INDEXED, HeaderItems, Headers, Index
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +79,12 @@ _ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]+)(.*)")
 _BARE = re.compile(rb"\r(?=[^\n])|(?<!\r)\n|\x00")
 _TCHARS = frozenset(b"".join(re.findall(rb"[" + _TCHAR + rb"]", bytes(range(128)))))
 
-_SPECIAL = FieldSet(
-    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"
-)
+_BODY_OR_UPGRADE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _GOOD_HOSTS: set[bytes] = set()
 """Host values already validated (bounded): the same few hosts arrive over and over."""
-Found = dict[bytes, list[bytes]]
+Found = Index
+"""The framing fields of a head (INDEXED names, lowercase) -> all their values."""
 
 
 # -- heads ---------------------------------------------------------------------------------
@@ -112,21 +111,28 @@ def check_partial(buf: bytes, start: int, scan: int, max_head: int, response: bo
 
 
 def parse_fields(block: bytes, max_headers: int) -> tuple[Headers, Found]:
-    """A validated `Name: value\\r\\n` block -> (its Headers, framing-relevant fields).
+    """`Name: value\\r\\n` lines (already validated) -> (Headers, framing-relevant fields).
 
-    The Headers stay the raw block until read; `found` maps the names in _SPECIAL that
-    occur to all their values (without surrounding SP/HTAB).
+    Items are (lowercase name, value without surrounding SP/HTAB); `found` maps the
+    INDEXED names present to all their values, and is the Headers' index.
     """
-    if block.count(b"\r\n") > max_headers:
+    lines = block.split(b"\r\n")
+    lines.pop()
+    if len(lines) > max_headers:
         raise HttpError("too many header fields", 431)
-    headers = Headers.from_block(block)
+    items: HeaderItems = []
     found: Found = {}
-    for name, value in headers.select(_SPECIAL):
-        if name in found:
-            found[name].append(value)
-        else:
-            found[name] = [value]
-    return headers, found
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip()
+        items.append((name, value))
+        if name in INDEXED:
+            if name in found:
+                found[name].append(value)
+            else:
+                found[name] = [value]
+    return Headers(items, block, found), found
 
 
 def parse_trailers(block: bytes, max_headers: int) -> Headers:
@@ -220,19 +226,23 @@ def parse_request(
         raise _head_error(buf, start, end, False)
     method, target, version, block = m.groups()
     headers, found = parse_fields(block, limits.max_headers)
-    hosts = found.pop(b"host", None)
-    if hosts and len(hosts) == 1 and target[:1] == b"/" and method != CONNECT:
-        # the common case: origin form, one Host, no body, at most a Connection field
-        conn = found.pop(b"connection", None)
-        if not found:  # (no Upgrade field, so the Connection tokens only decide keep-alive)
-            host = hosts[0]
-            if host not in _GOOD_HOSTS:
-                _check_host(host)
-            keep = version == HTTP11 if conn is None else _keep_alive(version, _tokens(conn))
-            req = RequestHeaders(method, target, host, headers, b"http", version, 1, True, keep)
-            return req, NONE, -1
-        if conn is not None:
-            found[b"connection"] = conn
+    hosts = found.get(b"host")
+    if (
+        hosts
+        and len(hosts) == 1
+        and target[:1] == b"/"
+        and method != CONNECT
+        and found.keys().isdisjoint(_BODY_OR_UPGRADE)
+    ):
+        # the common case: origin form, one Host, no body, no Upgrade (so the Connection
+        # tokens only decide keep-alive)
+        host = hosts[0]
+        if host not in _GOOD_HOSTS:
+            _check_host(host)
+        conn = found.get(b"connection")
+        keep = version == HTTP11 if conn is None else _keep_alive(version, _tokens(conn))
+        req = RequestHeaders(method, target, host, headers, b"http", version, 1, True, keep)
+        return req, NONE, -1
     req = RequestHeaders(method, target, b"", headers, b"http", version)
     _target(req, hosts)
     kind, length = _request_framing(req, found, limits)
@@ -322,8 +332,8 @@ def parse_response(
     if status < 100:
         raise HttpError("invalid status code")
     headers, found = parse_fields(block, limits.max_headers)
-    resp = ResponseHeaders(status, headers, reason or b"", version)
-    resp.keep_alive = _keep_alive(version, _tokens(found.get(b"connection")))
+    keep = _keep_alive(version, _tokens(found.get(b"connection")))
+    resp = ResponseHeaders(status, headers, reason or b"", version, 1, False, keep)
     kind, length = _response_framing(resp, found, limits, method)
     if kind in (TUNNEL, CLOSE):
         resp.keep_alive = False

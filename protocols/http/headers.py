@@ -1,30 +1,37 @@
-"""An ordered header list that can stay the raw HTTP/1 block it was received as.
+"""An ordered header list that remembers the raw HTTP/1 block it was parsed from.
 
-A proxy reads few fields of most messages: forwarding an unmodified HTTP/1 head must not
-build a (name, value) list, nor re-serialise every header. `Headers.from_block` keeps the
-block the codec validated and builds the items only when something reads them (`get`,
-iteration, ...). What a proxy does on the hot path works on the block itself:
-`select(fields)` finds the lines of a few names (a `FieldSet`) in one regex pass,
-`remove` cuts lines out, `add` appends one, and `h1_block()` returns the block as it is.
-Headers made from items (HTTP/2, local replies) have no block and serialise their items.
+Forwarding an HTTP/1 head must not re-serialise every header: `Headers` keeps the block
+as received and serialises as that block, with added lines appended to it and removed
+fields cut out of it. Names are stored lowercased (HTTP/2 requires it and lookups need
+it); the raw block keeps the sender's spelling.
 
-Names are stored lowercased (HTTP/2 requires it and lookups need it); the raw block keeps
-the sender's spelling. Lines in a raw block are `name:value\\r\\n` with optional blanks
-around the value, and nothing else (the codec validated them).
+The framing and hop-by-hop fields (INDEXED) are asked about for nearly every message,
+by the codecs and by the proxy: `indexed()` maps the ones present to their values, built
+once (the HTTP/1 parser hands it over with the items) and kept in step with changes, so
+such questions cost a dict lookup instead of a pass over every header.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 HeaderItems = list[tuple[bytes, bytes]]
+Index = dict[bytes, list[bytes]]
+
+INDEXED = frozenset((
+    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect",
+    b"keep-alive", b"proxy-connection", b"te", b"trailer",
+))  # fmt: skip
 
 _LINE_PATTERNS: dict[bytes, re.Pattern[bytes]] = {}
 
 
 def _line_pattern(name: bytes) -> re.Pattern[bytes]:
-    """Matches every `\\nName: value\\r` line of `name` (any letter case) in `\\n` + block."""
+    """Matches every `\\nName: value\\r` line of `name` (any letter case) in b"\\n" + block.
+
+    (The literal "\\n" first lets the regex engine skip from line start to line start.)
+    """
     pattern = _LINE_PATTERNS.get(name)
     if pattern is None:
         pattern = re.compile(rb"(?i)\n" + re.escape(name) + rb"[ \t]*:[^\r\n]*\r")
@@ -33,133 +40,98 @@ def _line_pattern(name: bytes) -> re.Pattern[bytes]:
     return pattern
 
 
-def parse_block(block: bytes) -> HeaderItems:
-    """`Name: value\\r\\n` lines -> [(lowercase name, value without surrounding blanks)]."""
-    items: HeaderItems = []
-    lines = block.split(b"\r\n")
-    lines.pop()
-    for line in lines:
-        name, _, value = line.partition(b":")
-        items.append((name.lower(), value.strip()))
-    return items
-
-
-class FieldSet:
-    """A few lowercase header names, with the regex that finds their lines in a raw block.
-
-    Made once (module level): `Headers.select` is the per-message part.
-    """
-
-    __slots__ = ("common", "names", "pattern")
-
-    def __init__(self, *names: bytes) -> None:
-        self.names = frozenset(names)
-        alternatives = b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-        # A literal "\n" first lets the regex engine skip from line start to line start.
-        self.pattern = re.compile(rb"(?i)\n(" + alternatives + rb")[ \t]*:[ \t]*([^\r\n]*)")
-        self.common = self.names <= _COMMON_NAMES
-        """Only names of _COMMON: answered from the block's one _COMMON scan."""
-
-    def find(self, block: bytes) -> HeaderItems:
-        """[(lowercase name, value)] of the lines of these names in a raw block, in order."""
-        found = self.pattern.findall(b"\n" + block)
-        return [(name.lower(), value.rstrip(b" \t")) for name, value in found]
-
-
-_COMMON_NAMES = frozenset((
-    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect",
-    b"keep-alive", b"proxy-connection", b"te", b"trailer",
-))  # fmt: skip
-_COMMON = FieldSet(*_COMMON_NAMES)
-"""What HTTP/1 framing and hop-by-hop handling look up in nearly every message: a raw
-block is scanned for all of them once, and each `select` of some of them reuses that."""
-
-
 class Headers:
-    __slots__ = ("_common", "_items", "_raw")
+    __slots__ = ("_index", "_items", "_raw")
 
-    def __init__(self, items: Iterable[tuple[bytes, bytes]] = (), raw: bytes | None = None):
-        self._items: HeaderItems | None = list(items)
-        """The fields, or None while they are only in the raw block (not parsed yet)."""
+    def __init__(
+        self,
+        items: Iterable[tuple[bytes, bytes]] = (),
+        raw: bytes | None = None,
+        index: Index | None = None,
+    ) -> None:
+        self._items: HeaderItems = list(items)
         self._raw = raw
-        """The HTTP/1 block of these fields as received (and changed since), or None."""
-        self._common: HeaderItems | None = None
-        """While there are no items: the _COMMON fields of the raw block, once looked up."""
-
-    @classmethod
-    def from_block(cls, block: bytes) -> Headers:
-        """Headers over a validated `Name: value\\r\\n...` block, parsed on first read."""
-        headers = cls.__new__(cls)
-        headers._items = None
-        headers._raw = block
-        headers._common = None
-        return headers
-
-    def _fields(self) -> HeaderItems:
-        items = self._items
-        if items is None:
-            assert self._raw is not None
-            items = self._items = parse_block(self._raw)
-        return items
+        """The `Name: value\\r\\n...` block of these fields (without the final empty line)
+        as received and changed since, or None (serialise the items)."""
+        self._index = index
+        """The INDEXED fields of the items, when known (a parser may pass it along)."""
 
     # -- reading --------------------------------------------------------------------------
 
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
         """The first value of `name` (lowercase), or default."""
-        items = self._items
-        if items is None:
-            items = self._fields()
-        for key, value in items:
+        index = self._index
+        if index is not None and name in INDEXED:
+            values = index.get(name)
+            return values[0] if values else default
+        for key, value in self._items:
             if key == name:
                 return value
         return default
 
     def get_all(self, name: bytes) -> list[bytes]:
-        return [value for key, value in self._fields() if key == name]
+        return [value for key, value in self._items if key == name]
 
-    def select(self, fields: FieldSet) -> HeaderItems:
-        """The fields named in `fields`, in order, without parsing the other lines."""
-        items = self._items
-        if items is None:
-            assert self._raw is not None
-            if not fields.common:
-                return fields.find(self._raw)
-            items = self._common
-            if items is None:
-                items = self._common = _COMMON.find(self._raw)
-        names = fields.names
-        return [(key, value) for key, value in items if key in names]
+    def indexed(self) -> Mapping[bytes, list[bytes]]:
+        """The INDEXED fields present: lowercase name -> values in order (don't change them)."""
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for name, value in self._items:
+                if name in INDEXED:
+                    if name in index:
+                        index[name].append(value)
+                    else:
+                        index[name] = [value]
+        return index
 
     def __contains__(self, name: object) -> bool:
-        for key, _ in self._fields():  # noqa: SIM110 - any() with a generator costs 3x here
+        index = self._index
+        if index is not None and name in INDEXED:
+            return name in index
+        for key, _ in self._items:  # noqa: SIM110 - any() with a generator costs 3x here
             if key == name:
                 return True
         return False
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        return iter(self._fields())
+        return iter(self._items)
 
     def __len__(self) -> int:
-        return len(self._fields())
+        return len(self._items)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
-            return self._fields() == other._fields()
+            return self._items == other._items
         return NotImplemented
 
     def __repr__(self) -> str:
-        return f"Headers({self._fields()!r})"
+        return f"Headers({self._items!r})"
 
     @property
     def items(self) -> HeaderItems:
-        return list(self._fields())
+        return list(self._items)
 
     # -- changing -------------------------------------------------------------------------
 
     def add(self, name: bytes, value: bytes) -> None:
-        self._fields().append((name, value))
+        self._items.append((name, value))
         if self._raw is not None:
             self._raw += name + b": " + value + b"\r\n"
+        if name in INDEXED:
+            self._index = None  # (rare: rebuilt when asked for)
+
+    def extend(self, fields: Iterable[tuple[bytes, bytes]]) -> None:
+        """`add` each (name, value), in order."""
+        items = self._items
+        lines: list[bytes] = []
+        for name, value in fields:
+            items.append((name, value))
+            lines.append(name + b": " + value + b"\r\n")
+            if name in INDEXED:
+                self._index = None
+        if self._raw is not None:
+            self._raw += b"".join(lines)
 
     def set(self, name: bytes, value: bytes) -> None:
         """Replace every `name` with one value (appended if absent)."""
@@ -169,21 +141,25 @@ class Headers:
 
     def remove(self, name: bytes) -> bool:
         """Drop every `name` field (lowercase); whether there was one."""
-        items = self._items
-        if items is not None:
+        index = self._index
+        if index is not None and name in INDEXED:
+            values = index.get(name)
+            if values is None:
+                return False
+            index = self._index = index.copy()  # (callers may hold the old ones)
+            del index[name]
+            items = self._items = self._items.copy()
+            for value in values:
+                items.remove((name, value))
+        else:
+            items = self._items
             kept = [(k, v) for k, v in items if k != name]
             if len(kept) == len(items):
                 return False
             self._items = kept
         if self._raw is not None:
-            # Cut the lines out of the raw block (any spelling) instead of dropping it.
-            block, count = _line_pattern(name).subn(b"", b"\n" + self._raw)
-            if count:
-                self._raw = block[1:]
-            elif items is None:
-                return False
-            if self._common is not None:
-                self._common = [(k, v) for k, v in self._common if k != name]
+            # Cut the lines out of the raw block (any spelling) instead of re-serialising.
+            self._raw = _line_pattern(name).sub(b"", b"\n" + self._raw)[1:]
         return True
 
     def setdefault(self, name: bytes, value: bytes) -> bytes:
@@ -199,4 +175,4 @@ class Headers:
         """`Name: value\\r\\n` lines, reusing the raw block when there is one."""
         if self._raw is not None:
             return self._raw
-        return b"".join([k + b": " + v + b"\r\n" for k, v in self._fields()])
+        return b"".join([k + b": " + v + b"\r\n" for k, v in self._items])

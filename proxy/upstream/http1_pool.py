@@ -132,7 +132,8 @@ class Http1Pool:
             return
         connection.idle_since = self._loop.time()
         self.idle.append(connection)
-        self._schedule_sweep()
+        if self._sweeper is None:
+            self._schedule_sweep()
 
     def connection_gone(self, connection: Http1Connection) -> None:
         if connection in self.idle:
@@ -257,7 +258,7 @@ class Http1Connection(ClusterConnection):
                 self._got_response = True
                 self._tunnel = event.status == 101
                 callbacks.on_upstream_headers(event)
-                if event.informational:
+                if event.status < 200:
                     continue
             elif isinstance(event, Trailers):
                 callbacks.on_upstream_trailers(event.headers)

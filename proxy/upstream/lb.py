@@ -106,8 +106,6 @@ class LeastRequest(Random):
         return first
 
 
-
-
 class HashBalancer(Protocol):
     """A balancer that maps a key's hash to an endpoint consistently (sharding)."""
 

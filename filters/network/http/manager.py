@@ -86,7 +86,8 @@ class HttpConnectionManager(NetworkFilter):
                 return STOP
         try:
             if data:
-                self._dispatch(self._feed(data))
+                h1 = self._h1
+                self._dispatch(h1.feed(data) if h1 is not None else self._feed(data))
             if end_stream:
                 self._dispatch(self._feed(b""))
                 self._on_peer_eof()
@@ -205,14 +206,18 @@ class HttpConnectionManager(NetworkFilter):
             assert self._h2 is not None
             self._h2.send_headers(head, end_stream)
             self._schedule_flush()
-        if end_stream and not head.informational:
+        if end_stream and head.status >= 200:
             stream.finish()
 
     def send_data(self, stream: ActiveStream, data: bytes, end_stream: bool) -> None:
         if self._h1 is not None:
-            self._write(self._h1.encode_data(data, end_stream))
-            if end_stream:
-                self._flush()  # a whole response is ready: no reason to wait for the loop
+            data = self._h1.encode_data(data, end_stream)
+            if not end_stream:
+                self._write(data)
+            else:  # a whole response is ready: no reason to wait for the loop
+                if data:
+                    self._out.append(data)
+                self._flush()
         else:
             assert self._h2 is not None
             self._h2.send_data(stream.stream_id, data, end_stream)
@@ -279,16 +284,19 @@ class HttpConnectionManager(NetworkFilter):
             self._close()
 
     def _next_h1_exchange(self) -> None:
-        assert self._h1 is not None
-        if self._closing or not self._h1.keep_alive:
+        h1 = self._h1
+        assert h1 is not None
+        if self._closing or not h1.keep_alive:
             self._close()
             return
         try:
-            self._dispatch(self._h1.next_message())
+            events = h1.next_message()
+            if events:
+                self._dispatch(events)
         except HttpError as error:
             self._protocol_error(error)
             return
-        if self._h1.closed and not self.streams:
+        if not self.streams and h1.closed:
             self._close()
 
     # -- writing -------------------------------------------------------------------------------
