@@ -1,0 +1,170 @@
+"""InvokeService: a call to an app (this one or another) over HTTP, as Dapr makes it for an
+app that speaks HTTP.
+
+The app id picks the cluster through the HTTP API's Invoker (`runtime.invoke` config, a
+cluster named like the id, or DNS), so the call gets that cluster's balancing and pools.
+`message.method` is the path, `http_extension` the verb (POST when unset) and query string,
+`data.value` the body; the answer's body and content type come back in InvokeResponse and
+its headers as response metadata. A non-2xx answer is a gRPC error with Dapr's mapping of
+the HTTP status, and the status and body in an ErrorInfo. Attempts that never reached the
+app are retried (`runtime.invoke.retries`); the client's deadline caps the invoke timeout.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import invoke_pb2
+from google.protobuf import any_pb2
+
+from filters.http.route import Route
+from filters.http.runtime_grpc.context import Context
+from filters.http.runtime_grpc.errors import RpcError, invalid
+from protocols.grpc.status import StatusCode
+from protocols.http.headers import Headers
+from proxy.upstream.cluster import Cluster
+from runtime.app_channel import AppResponse, AppUnavailable, NoAnswer, NotSent, cluster_request
+
+NOT_FORWARDED = frozenset(
+    (
+        b"content-type",
+        b"content-length",
+        b"te",
+        b"dapr-api-token",
+        b"dapr-app-id",
+        b"host",
+        b"connection",
+    )
+)
+NOT_RETURNED = frozenset(
+    (
+        b"content-length",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-connection",
+    )
+)
+HTTP_TO_GRPC = {
+    408: StatusCode.CANCELLED,
+    500: StatusCode.UNKNOWN,
+    400: StatusCode.INTERNAL,
+    504: StatusCode.DEADLINE_EXCEEDED,
+    404: StatusCode.NOT_FOUND,
+    409: StatusCode.ALREADY_EXISTS,
+    403: StatusCode.PERMISSION_DENIED,
+    401: StatusCode.UNAUTHENTICATED,
+    429: StatusCode.RESOURCE_EXHAUSTED,
+    501: StatusCode.UNIMPLEMENTED,
+    503: StatusCode.UNAVAILABLE,
+}
+"""Dapr's CodeFromHTTPStatus (any other non-2xx status: UNKNOWN)."""
+DETAIL_LIMIT = 63
+
+
+def _failed(app_id: str, why: str) -> RpcError:
+    return RpcError(
+        StatusCode.INTERNAL, f"fail to invoke, id: {app_id}, err: {why}", "DAPR_DIRECT_INVOKE"
+    )
+
+
+async def _route(ctx: Context, app_id: str) -> Route:
+    route = ctx.invoker.route(app_id)
+    if route is not None:
+        return route
+    if not ctx.invoker.resolvable(app_id):
+        raise _failed(app_id, f"no cluster serves app id {app_id!r}")
+    route = await ctx.invoker.resolve(app_id)
+    if route is None:
+        raise _failed(app_id, "DNS finds no address")
+    return route
+
+
+def _request_headers(ctx: Context, app_id: str, content_type: str) -> Headers:
+    headers = Headers(
+        [
+            (name, value)
+            for name, value in ctx.headers
+            if name not in NOT_FORWARDED and not name.startswith(b"grpc-")
+        ]
+    )
+    if content_type:
+        headers.set(b"content-type", content_type.encode("latin-1"))
+    headers.set(b"dapr-caller-app-id", ctx.runtime.config.app_id.encode())
+    headers.set(b"dapr-callee-app-id", app_id.encode("latin-1"))
+    return headers
+
+
+async def invoke_service(
+    ctx: Context, request: invoke_pb2.InvokeServiceRequest
+) -> common_pb2.InvokeResponse:
+    app_id, message = request.id, request.message
+    if not app_id:
+        raise invalid("failed getting app id either from the URL path or the header dapr-app-id")
+    if not message.method:
+        raise invalid("invalid method name")
+    action = (await _route(ctx, app_id)).action
+    assert action is not None, "invocation routes always forward"
+    cluster = ctx.runtime.clusters.clusters.get(action.pick_cluster())
+    if cluster is None:
+        raise _failed(app_id, "its cluster is gone")
+    extension = message.http_extension
+    verb = extension.Verb.Name(extension.verb) if extension.verb else "POST"
+    path = "/" + message.method.lstrip("/")
+    if extension.querystring:
+        path += "?" + extension.querystring
+    timeout = ctx.time_left(action.timeout)
+    answer = await _call(ctx, app_id, cluster, verb, path, message, timeout)
+    ctx.call.initial_metadata = [
+        (name, value)
+        for name, value in answer.headers
+        if name not in NOT_RETURNED and name != b"content-type"
+    ]
+    if not 200 <= answer.status < 300:
+        raise _http_error(answer)
+    content_type = (answer.headers.get(b"content-type") or b"").decode("latin-1")
+    return common_pb2.InvokeResponse(data=any_pb2.Any(value=answer.body), content_type=content_type)
+
+
+async def _call(
+    ctx: Context,
+    app_id: str,
+    cluster: Cluster,
+    verb: str,
+    path: str,
+    message: common_pb2.InvokeRequest,
+    limit: float | None,
+) -> AppResponse:
+    attempts = 1 + ctx.runtime.config.invoke_retries
+    for attempt in range(attempts):
+        headers = _request_headers(ctx, app_id, message.content_type)
+        try:
+            return await cluster_request(cluster, verb, path, message.data.value, headers, limit)
+        except NotSent as error:
+            if attempt + 1 == attempts:
+                raise _failed(app_id, str(error)) from None
+        except AppUnavailable as error:
+            late = isinstance(error, NoAnswer)
+            code = StatusCode.DEADLINE_EXCEEDED if late else StatusCode.INTERNAL
+            raise RpcError(
+                code, f"fail to invoke, id: {app_id}, err: {error}", "DAPR_DIRECT_INVOKE"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _http_error(answer: AppResponse) -> RpcError:
+    try:
+        text = HTTPStatus(answer.status).phrase
+    except ValueError:
+        text = str(answer.status)
+    detail = answer.body.decode("utf-8", "replace")[:DETAIL_LIMIT]
+    return RpcError(
+        HTTP_TO_GRPC.get(answer.status, StatusCode.UNKNOWN),
+        text,
+        text,
+        {"http.code": str(answer.status), "http.error_message": detail},
+    )
