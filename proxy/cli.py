@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import uvloop
 
@@ -17,6 +19,7 @@ from proxy.listener import BindError
 from proxy.server import Server
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+T = TypeVar("T")
 
 
 def default_config_path() -> Path:
@@ -40,13 +43,63 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-l", "--log-level", choices=LOG_LEVELS, default="info")
     validate = commands.add_parser("validate", help="check a config file and exit")
     validate.add_argument("-c", "--config", type=Path, required=True)
+    _iptables_parser(commands)
     return parser
+
+
+def _iptables_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from proxy.iptables import parse_cidrs, parse_ports
+
+    def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+        def convert(text: str) -> T:
+            try:
+                return parse(text)
+            except ValueError as exc:  # argparse would only name the function
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        return convert
+
+    def all_or(parse: Callable[[str], T]) -> Callable[[str], T | None]:
+        return checked(lambda text: None if text.strip() == "*" else parse(text))
+
+    ports, cidrs = all_or(parse_ports), all_or(parse_cidrs)
+    port_list, cidr_list = checked(parse_ports), checked(parse_cidrs)
+
+    parser = commands.add_parser(
+        "iptables",
+        help="print (or --apply) the nat rules that redirect TCP to mecha",
+        description="Print the iptables nat rules that send outbound TCP to the outbound "
+        "listener and inbound TCP to the inbound listener (read the original destination "
+        "with the original_dst listener filter); --apply runs them, --remove undoes them.",
+    )
+    parser.add_argument("--outbound-port", type=int, default=15001, metavar="PORT")
+    parser.add_argument("--inbound-port", type=int, default=15006, metavar="PORT")
+    parser.add_argument("--uid", action="append", default=[], metavar="UID",
+                        help="mecha's user id or name; its connections are not redirected "
+                        "(repeatable; required unless outbound is off)")  # fmt: skip
+    parser.add_argument("--gid", action="append", default=[], metavar="GID",
+                        help="a group id or name whose connections are not redirected")  # fmt: skip
+    parser.add_argument("--inbound-ports", type=ports, default=None, metavar="PORTS",
+                        help="comma-separated ports to redirect inbound; * (default) for all, "
+                        "'' for no inbound redirection")  # fmt: skip
+    parser.add_argument("--exclude-inbound-ports", type=port_list, default=(), metavar="PORTS")
+    parser.add_argument("--exclude-outbound-ports", type=port_list, default=(), metavar="PORTS")
+    parser.add_argument("--outbound-cidrs", type=cidrs, default=None, metavar="CIDRS",
+                        help="destinations to redirect outbound; * (default) for all, "
+                        "'' for no outbound redirection")  # fmt: skip
+    parser.add_argument("--exclude-outbound-cidrs", type=cidr_list, default=(), metavar="CIDRS")
+    parser.add_argument("--ipv6", action="store_true", help="also ip6tables rules")
+    parser.add_argument("--remove", action="store_true", help="the commands that undo the rules")
+    parser.add_argument("--apply", action="store_true", help="run the commands instead of "
+                        "printing them (needs root, iptables and ip6tables)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate":
         return validate(args.config)
+    if args.command == "iptables":
+        return iptables(args)
     return run(args.config or default_config_path(), args.log_level)
 
 
@@ -58,6 +111,37 @@ def validate(path: Path) -> int:
         return 1
     print(f"{path}: ok ({len(config.listeners)} listeners, {len(config.clusters)} clusters)")
     return 0
+
+
+def iptables(args: argparse.Namespace) -> int:
+    from proxy import iptables as rules
+
+    if args.remove:
+        if not args.apply:
+            print(rules.script(rules.remove_commands(args.ipv6)), end="")
+            return 0
+        return _failed(rules.remove(args.ipv6))
+    spec = rules.Interception(
+        outbound_port=args.outbound_port, inbound_port=args.inbound_port,
+        uids=tuple(args.uid), gids=tuple(args.gid), inbound_ports=args.inbound_ports,
+        exclude_inbound_ports=args.exclude_inbound_ports,
+        exclude_outbound_ports=args.exclude_outbound_ports, outbound_cidrs=args.outbound_cidrs,
+        exclude_outbound_cidrs=args.exclude_outbound_cidrs, ipv6=args.ipv6,
+    )  # fmt: skip
+    if spec.outbound and not spec.uids and not spec.gids:
+        print("mecha: iptables: --uid (or --gid) is required: mecha's own connections must "
+              "not be redirected back to it", file=sys.stderr)  # fmt: skip
+        return 2
+    if not args.apply:
+        print(rules.script(rules.install_commands(spec)), end="")
+        return 0
+    return _failed(rules.apply(spec))
+
+
+def _failed(errors: list[str]) -> int:
+    for error in errors:
+        print(f"mecha: iptables: {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def run(path: Path, log_level: str) -> int:

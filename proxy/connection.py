@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, cast
 from filters.listener.api import ConnectionMetadata
 from filters.network.api import STOP, FilterFactory, NetworkFilter
 from proxy.config.units import Address
-from proxy.filter_chain import select
+from proxy.filter_chain import FilterChain, select
 from proxy.inspection import Inspection
 from proxy.stream_info import ResponseFlag, StreamInfo
+from proxy.tls import describe, start_server_tls
+from proxy.upstream.original_dst import DESTINATION
 
 if TYPE_CHECKING:
     from proxy.listener import Listener
@@ -74,6 +76,7 @@ class FilterCallbacks:
 
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_destination",
         "_filters",
         "_idle_handle",
         "_idle_quiet",
@@ -85,6 +88,7 @@ class DownstreamConnection(asyncio.Protocol):
         "_read_eof",
         "_read_filters",
         "_single_reader",
+        "_tls_chain",
         "_write_eof",
         "_write_filters",
         "closed",
@@ -111,10 +115,17 @@ class DownstreamConnection(asyncio.Protocol):
         self._idle_quiet = 0
         self._inspection: Inspection | None = None
         self._inspect_timer: asyncio.TimerHandle | None = None
+        self._destination: Address | None = None
+        """The original destination (original_dst), set while filters run (DESTINATION)."""
+        self._tls_chain: FilterChain | None = None
+        """The chain waiting for its TLS handshake to finish."""
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._tls_chain is not None:  # called again by the TLS layer: handshake done
+            self._tls_established(cast(asyncio.Transport, transport))
+            return
         self.transport = transport = cast(asyncio.Transport, transport)
         self.info.downstream_remote = _peer(transport.get_extra_info("peername"))
         self.info.downstream_local = _peer(transport.get_extra_info("sockname"))
@@ -130,6 +141,8 @@ class DownstreamConnection(asyncio.Protocol):
         metadata = ConnectionMetadata(
             local=_address(transport.get_extra_info("sockname")),
             remote=_address(transport.get_extra_info("peername")),
+            sock=transport.get_extra_info("socket"),
+            events=self.listener.stats.filter_events,
         )
         self._inspection = Inspection([make() for make in self.listener.listener_filters], metadata)
         try:
@@ -153,6 +166,14 @@ class DownstreamConnection(asyncio.Protocol):
                      self.listener.name, remote, protocol)  # fmt: skip
             self.close(abort=True)
             return
+        self._destination = metadata.original_destination
+        if chain.tls is not None and chain.tls.context is not None:
+            self._start_tls(chain, prefix)
+            return
+        self._start_chain(chain, prefix)
+
+    def _start_chain(self, chain: FilterChain, prefix: bytes) -> None:
+        token = DESTINATION.set(self._destination) if self._destination is not None else None
         try:
             self._build_chain(chain.factories)
             self.start_read_chain(0)
@@ -160,6 +181,9 @@ class DownstreamConnection(asyncio.Protocol):
                 self._deliver(prefix)
         except Exception:
             self._filter_failed("on_new_connection")
+        finally:
+            if token is not None:
+                DESTINATION.reset(token)
         if self._read_disabled:
             # uvloop starts reading right after connection_made returns, whatever a
             # filter asked for in it; pause again before the first read.
@@ -182,6 +206,9 @@ class DownstreamConnection(asyncio.Protocol):
         if self._inspect_timer is not None:
             self._inspect_timer.cancel()
             self._inspect_timer = None
+        if inspection.refused:  # the filter logged and counted why
+            self.close(abort=True)
+            return
         self._begin(inspection.metadata, inspection.prefix)
 
     def _inspect_late(self) -> None:
@@ -192,6 +219,45 @@ class DownstreamConnection(asyncio.Protocol):
             self._inspection.end_of_input()
             self._inspected()
 
+    # -- TLS termination ----------------------------------------------------------------------
+
+    def _start_tls(self, chain: FilterChain, prefix: bytes) -> None:
+        tls = chain.tls
+        assert tls is not None and tls.context is not None and self.transport is not None
+        self._tls_chain = chain
+        try:
+            waiter = start_server_tls(
+                self.transport, self, tls.context, tls.handshake_timeout, prefix
+            )
+        except Exception:
+            self._tls_chain = None
+            self._filter_failed("starting TLS")
+            return
+        waiter.add_done_callback(self._tls_handshake_done)
+
+    def _tls_established(self, transport: asyncio.Transport) -> None:
+        chain = self._tls_chain
+        assert chain is not None
+        self._tls_chain = None
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.listener.config.buffer_limit)
+        self._start_chain(chain, b"")
+
+    def _tls_handshake_done(self, waiter: asyncio.Future[None]) -> None:
+        """A failed handshake never reaches connection_lost: account for the close here."""
+        error = None if waiter.cancelled() else waiter.exception()
+        if self._tls_chain is None:
+            return  # established (connection_made ran) or already accounted for
+        self._tls_chain = None
+        self.listener.stats.ssl_handshake_errors += 1
+        log.info("listener %r: TLS handshake with %s failed: %s",
+                 self.listener.name, self.info.downstream_remote, describe(error))  # fmt: skip
+        self.closed = True
+        self._cancel_idle_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+        self.listener.connection_closed(self)
+
     def _reapply_read_disable(self) -> None:
         if self._read_disabled and self.transport is not None and not self.closed:
             self.transport.pause_reading()
@@ -201,7 +267,14 @@ class DownstreamConnection(asyncio.Protocol):
         if self._inspection is not None:
             self._inspect(data)
             return
-        self._deliver(data)
+        if self._destination is None:
+            self._deliver(data)
+            return
+        token = DESTINATION.set(self._destination)
+        try:
+            self._deliver(data)
+        finally:
+            DESTINATION.reset(token)
 
     def _deliver(self, data: bytes) -> None:
         try:

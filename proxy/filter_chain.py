@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from filters.listener.api import ConnectionMetadata
 from filters.network.api import FilterFactory
 from proxy.config.model import FilterChainMatch
+from proxy.config.tls import DownstreamTls
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,8 @@ class FilterChain:
     name: str
     match: FilterChainMatch
     factories: tuple[FilterFactory, ...]
+    tls: DownstreamTls | None = None
+    """Terminate TLS (the handshake runs after the chain is chosen, before its filters)."""
 
 
 def matches(match: FilterChainMatch, metadata: ConnectionMetadata) -> bool:

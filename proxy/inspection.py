@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from filters.listener.api import CONTINUE, ConnectionMetadata, ListenerFilter
+from filters.listener.api import CLOSE, CONTINUE, ConnectionMetadata, ListenerFilter
 
 
 class Inspection:
-    __slots__ = ("_filters", "_index", "_limit", "metadata", "prefix")
+    __slots__ = ("_filters", "_index", "_limit", "metadata", "prefix", "refused")
 
     def __init__(self, filters: Sequence[ListenerFilter], metadata: ConnectionMetadata) -> None:
         self._filters = list(filters)
@@ -21,11 +21,17 @@ class Inspection:
         self._limit = max((f.max_bytes() for f in self._filters), default=0)
         self.metadata = metadata
         self.prefix = b""
+        self.refused = False
+        """A filter answered CLOSE: the connection must be closed."""
 
     def start(self) -> bool:
-        """True when every filter decided without needing data."""
+        """True when every filter decided without needing data (or one refused)."""
         while self._index < len(self._filters):
-            if self._filters[self._index].on_accept(self.metadata) is not CONTINUE:
+            status = self._filters[self._index].on_accept(self.metadata)
+            if status is CLOSE:
+                self.refused = True
+                return True
+            if status is not CONTINUE:
                 return False
             self._index += 1
         return True
@@ -35,6 +41,9 @@ class Inspection:
         self.prefix += data
         while self._index < len(self._filters):
             status = self._filters[self._index].on_data(self.prefix, self.metadata)
+            if status is CLOSE:
+                self.refused = True
+                return True
             if status is not CONTINUE and len(self.prefix) < self._limit:
                 return False
             self._index += 1

@@ -7,7 +7,7 @@ import errno
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from filters.listener.api import ListenerFilterFactory
 from proxy.config.model import ListenerConfig
@@ -53,6 +53,9 @@ class ListenerStats:
     filter_errors: int = 0
     no_filter_chain: int = 0
     listener_filter_timeouts: int = 0
+    ssl_handshake_errors: int = 0
+    filter_events: dict[str, int] = field(default_factory=dict)
+    """Counted by listener filters (e.g. original_dst_missing), by event name."""
     bytes_received_closed: int = 0
     bytes_sent_closed: int = 0
 

@@ -53,6 +53,8 @@ _LISTENER_ROWS: list[Row[Listener]] = [
      lambda li: li.stats.no_filter_chain),
     ("listener_filter_timeouts", "Listener filters that did not decide in time", "counter",
      lambda li: li.stats.listener_filter_timeouts),
+    ("ssl_handshake_error", "Downstream TLS handshakes that failed (connection closed)",
+     "counter", lambda li: li.stats.ssl_handshake_errors),
     ("downstream_bytes_received", "Bytes read from downstream", "counter",
      lambda li: li.bytes_received),
     ("downstream_bytes_sent", "Bytes written to downstream", "counter",
@@ -70,6 +72,8 @@ _CLUSTER_ROWS: list[Row[Cluster]] = [
      lambda c: c.stats.cx_connect_timeout),
     ("upstream_cx_overflow", "Connections refused by the max_connections breaker", "counter",
      lambda c: c.stats.cx_overflow),
+    ("upstream_cx_ssl_handshake_error", "Upstream TLS handshakes that failed", "counter",
+     lambda c: c.stats.cx_ssl_handshake_error),
     ("upstream_bytes_sent", "Bytes written to upstreams", "counter",
      lambda c: c.bytes_sent),
     ("upstream_bytes_received", "Bytes read from upstreams", "counter",
@@ -111,8 +115,21 @@ class ServerCollector(Collector):
         listeners = [(li.name, li) for li in self._listeners()]
         clusters = [(c.name, c) for c in self._clusters()]
         yield from _families("mecha_listener", "listener", _LISTENER_ROWS, listeners)
+        yield self._filter_events(listeners)
         yield from _families("mecha_cluster", "cluster", _CLUSTER_ROWS, clusters)
         yield from self._health_checks(c for _, c in clusters)
+
+    @staticmethod
+    def _filter_events(listeners: list[tuple[str, Listener]]) -> Metric:
+        events = CounterMetricFamily(
+            "mecha_listener_filter_events",
+            "Events counted by listener filters (e.g. original_dst_missing)",
+            labels=["listener", "event"],
+        )
+        for name, listener in listeners:
+            for event, count in sorted(listener.stats.filter_events.items()):
+                events.add_metric([name, event], count)
+        return events
 
     def _health_checks(self, clusters: Iterable[Cluster]) -> Iterator[Metric]:
         checks = CounterMetricFamily(

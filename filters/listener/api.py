@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from proxy.config.units import Address
 
@@ -21,10 +22,20 @@ class ListenerFilterStatus(enum.Enum):
     """Done with this connection: run the next listener filter."""
     NEED_DATA = 1
     """Call on_data again when more bytes have arrived."""
+    CLOSE = 2
+    """Refuse the connection: it is closed before any filter chain sees it (the filter
+    has logged and counted why)."""
 
 
 CONTINUE = ListenerFilterStatus.CONTINUE
 NEED_DATA = ListenerFilterStatus.NEED_DATA
+CLOSE = ListenerFilterStatus.CLOSE
+
+
+class SocketOptions(Protocol):
+    """The part of the accepted socket listener filters may read (socket options)."""
+
+    def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -37,6 +48,13 @@ class ConnectionMetadata:
     server_name: str | None = None
     alpn: tuple[str, ...] = ()
     original_destination: Address | None = None
+    sock: SocketOptions | None = None
+    """The accepted socket, for filters that read socket options (original_dst)."""
+    events: dict[str, int] = field(default_factory=dict)
+    """The listener's per-event counters (exported as mecha_listener_filter_events_total)."""
+
+    def count(self, event: str) -> None:
+        self.events[event] = self.events.get(event, 0) + 1
 
 
 class ListenerFilter:

@@ -20,6 +20,8 @@ class ListenerFilterSpec:
 
 _BUILTIN = {
     "protocol_sniffer": "filters.listener.sniffer:SPEC",
+    "original_dst": "filters.listener.original_dst:SPEC",
+    "tls_inspector": "filters.listener.tls_inspector:SPEC",
 }
 _registry: dict[str, ListenerFilterSpec] = {}
 

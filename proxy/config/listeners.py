@@ -2,7 +2,8 @@
 
 `filters:` is the short form of one default filter chain; `filter_chains:` lists chains
 with `match:` conditions (protocol, TLS server names, ALPN, destination port), tried in
-order, the one without conditions being the default.
+order, the one without conditions being the default. `tls:` on a chain (or on a listener
+with `filters:`) terminates TLS before that chain's filters.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from proxy.config.model import (
     ListenerConfig,
 )
 from proxy.config.reader import Node
+from proxy.config.tls import HTTP_ALPN, DownstreamTls, parse_downstream_tls
 from proxy.config.units import Address
 
 PLACEHOLDER = Address("127.0.0.1", 0)
+HTTP_FILTERS = ("http", "runtime_api")
+"""Filters behind which a TLS chain offers ALPN h2 and http/1.1 by default."""
 
 
 def parse_listener(node: Node, context: ParseContext) -> ListenerConfig:
@@ -28,7 +32,7 @@ def parse_listener(node: Node, context: ParseContext) -> ListenerConfig:
     node.only(
         "name", "address", "filters", "filter_chains", "listener_filters",
         "listener_filters_timeout", "reuse_port", "backlog", "max_connections",
-        "buffer_limit", "idle_timeout",
+        "buffer_limit", "idle_timeout", "tls",
     )  # fmt: skip
     max_connections = node.integer("max_connections", 0, minimum=0)
     idle_timeout = node.duration("idle_timeout", 0.0)
@@ -50,16 +54,22 @@ def _filter_chains(listener: Node, context: ParseContext) -> tuple[FilterChainCo
     if listener.has("filters") == listener.has("filter_chains"):
         listener.problem("a listener needs exactly one of: filters, filter_chains")
     if listener.has("filters"):
-        return (FilterChainConfig("default", FilterChainMatch(), _filters(listener, context)),)
+        filters = _filters(listener, context)
+        tls = _tls(listener, filters, context)
+        return (FilterChainConfig("default", FilterChainMatch(), filters, tls),)
+    if listener.has("tls"):
+        listener.problem("with filter_chains, put tls: on each chain that terminates TLS", "tls")
     chains = []
     for index, node in enumerate(listener.items("filter_chains")):
         if not node.expect_mapping():
             continue
-        node.only("name", "match", "filters")
+        node.only("name", "match", "filters", "tls")
+        filters = _filters(node, context)
         chains.append(FilterChainConfig(
             name=node.text("name", f"chain{index}"),
             match=_match(node.section("match")),
-            filters=_filters(node, context),
+            filters=filters,
+            tls=_tls(node, filters, context),
         ))  # fmt: skip
     if listener.has("filter_chains") and not chains:
         listener.problem("at least one filter chain is needed", "filter_chains")
@@ -68,6 +78,17 @@ def _filter_chains(listener: Node, context: ParseContext) -> tuple[FilterChainCo
         listener.problem(f"more than one chain without match: {', '.join(defaults)}",
                          "filter_chains")  # fmt: skip
     return tuple(chains)
+
+
+def _tls(
+    holder: Node, filters: tuple[FilterConfig, ...], context: ParseContext
+) -> DownstreamTls | None:
+    """ALPN defaults to what the chain's terminal filter speaks: h2 and http/1.1 for HTTP."""
+    alpn: tuple[str, ...] = ()
+    if filters and filters[-1].name in HTTP_FILTERS:
+        codec = getattr(filters[-1].config, "codec", "auto")
+        alpn = {"http1": ("http/1.1",), "http2": ("h2",)}.get(codec, HTTP_ALPN)
+    return parse_downstream_tls(holder.child("tls"), context.base_dir, alpn)
 
 
 def _match(node: Node) -> FilterChainMatch:

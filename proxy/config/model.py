@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from proxy.config.tls import DownstreamTls, UpstreamTls
 from proxy.config.units import Address
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class FilterChainConfig:
     name: str
     match: FilterChainMatch
     filters: tuple[FilterConfig, ...]
+    tls: DownstreamTls | None = None
+    """Terminate TLS before the filters (the chain's `tls:`, or the listener's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,14 @@ class RedisClusterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginalDstSettings:
+    """`type: original_dst`: endpoints are made per connection from its original destination."""
+
+    cleanup_interval: float = 5.0
+    """Endpoints unused for this long (and idle) are removed, with their pooled connections."""
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     name: str
     endpoints: tuple[EndpointConfig, ...]
@@ -136,6 +147,8 @@ class ClusterConfig:
     outlier_detection: OutlierDetection | None = None
     http_pool: HttpPoolSettings = field(default_factory=HttpPoolSettings)
     redis_cluster: RedisClusterSettings | None = None
+    original_dst: OriginalDstSettings | None = None
+    tls: UpstreamTls | None = None
 
 
 @dataclass(frozen=True, slots=True)

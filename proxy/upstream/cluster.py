@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from proxy.config.model import ClusterConfig
 from proxy.config.units import Address
@@ -16,7 +17,14 @@ from proxy.upstream.dns import DnsResolver
 from proxy.upstream.endpoint import Endpoint, Health
 from proxy.upstream.health import HealthChecker
 from proxy.upstream.http_api import PendingStream, UpstreamCallbacks
-from proxy.upstream.lb import HASH_BALANCERS, LOAD_BALANCERS, NO_EXCLUSIONS, HashBalancer
+from proxy.upstream.lb import (
+    HASH_BALANCERS,
+    LOAD_BALANCERS,
+    NO_EXCLUSIONS,
+    HashBalancer,
+    LoadBalancer,
+)
+from proxy.upstream.original_dst import OriginalDstHosts
 from proxy.upstream.outlier import OutlierDetector
 from proxy.upstream.redis_cluster import SlotMap
 
@@ -49,6 +57,7 @@ class ClusterStats:
     cx_connect_fail: int = 0
     cx_connect_timeout: int = 0
     cx_overflow: int = 0
+    cx_ssl_handshake_error: int = 0
     bytes_sent_closed: int = 0
     bytes_received_closed: int = 0
     rq_total: int = 0
@@ -73,7 +82,10 @@ class Cluster:
         self.rq_active = 0
         self.retries_active = 0
         self.endpoints: list[Endpoint] = []
-        self.lb = LOAD_BALANCERS[config.lb_policy]()
+        self.original_dst = (
+            OriginalDstHosts(self, config.original_dst) if config.original_dst else None
+        )
+        self.lb: LoadBalancer = self.original_dst or LOAD_BALANCERS[config.lb_policy]()
         ring = HASH_BALANCERS.get(config.lb_policy)
         self.shard_ring: HashBalancer | None = ring() if ring is not None else None
         """Key -> endpoint over every member, healthy or not: a shard that is down must not
@@ -138,7 +150,8 @@ class Cluster:
     def choose(self, exclude: Collection[Endpoint] = NO_EXCLUSIONS) -> Endpoint:
         endpoint = self.lb.choose(exclude)
         if endpoint is None:
-            raise UpstreamError(ResponseFlag.NO_HEALTHY_UPSTREAM, "no healthy upstream")
+            reason = "no original destination" if self.original_dst else "no healthy upstream"
+            raise UpstreamError(ResponseFlag.NO_HEALTHY_UPSTREAM, reason)
         return endpoint
 
     def new_http_stream(
@@ -206,8 +219,9 @@ class Cluster:
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 _, connection = await loop.create_connection(
-                    factory, endpoint.address.host, endpoint.address.port
-                )
+                    factory, endpoint.address.host, endpoint.address.port,
+                    **self.tls_options(endpoint.address.host, endpoint.hostname),
+                )  # fmt: skip
         except TimeoutError:
             self._connect_failed(endpoint, timed_out=True)
             raise UpstreamError(
@@ -216,6 +230,11 @@ class Cluster:
         except OSError as exc:
             self._connect_failed(endpoint)
             reason = (exc.strerror or str(exc)).lower()
+            if isinstance(exc, ssl.SSLError):
+                self.stats.cx_ssl_handshake_error += 1
+                reason = f"tls handshake: {exc.reason or exc}".lower()
+                log.info("cluster %r: TLS handshake with %s failed: %s",
+                         self.name, endpoint.name, exc)  # fmt: skip
             raise UpstreamError(
                 ResponseFlag.UPSTREAM_CONNECTION_FAILURE, reason, endpoint
             ) from None
@@ -225,6 +244,14 @@ class Cluster:
         self.connecting -= 1
         self.connections.add(connection)
         return connection
+
+    def tls_options(self, host: str, hostname: str | None = None) -> dict[str, Any]:
+        """create_connection / open_connection arguments for the cluster's `tls:`, if any."""
+        tls = self.config.tls
+        if tls is None:
+            return {}
+        return {"ssl": tls.context, "server_hostname": tls.server_hostname(host, hostname),
+                "ssl_handshake_timeout": tls.handshake_timeout}  # fmt: skip
 
     def _connect_failed(
         self, endpoint: Endpoint, timed_out: bool = False, counted: bool = True
@@ -263,6 +290,8 @@ class Cluster:
             await self.health_checker.stop()
         if self.outlier:
             self.outlier.stop()
+        if self.original_dst:
+            self.original_dst.stop()
         for pool in self._pools.values():
             pool.close()
 

@@ -72,8 +72,9 @@ class HealthChecker:
         try:
             async with asyncio.timeout(self.config.timeout):
                 reader, writer = await asyncio.open_connection(
-                    endpoint.address.host, endpoint.address.port
-                )
+                    endpoint.address.host, endpoint.address.port,
+                    **self.cluster.tls_options(endpoint.address.host, endpoint.hostname),
+                )  # fmt: skip
                 if self.config.send:
                     writer.write(self.config.send)
                 if self.config.expect:

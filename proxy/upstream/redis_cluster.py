@@ -95,7 +95,10 @@ class SlotMap:
     async def _ask(self, address: Address) -> list[Any]:
         assert self.settings is not None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address.host, address.port), self.cluster.config.connect_timeout
+            asyncio.open_connection(
+                address.host, address.port, **self.cluster.tls_options(address.host)
+            ),
+            self.cluster.config.connect_timeout,
         )
         try:
             parser = hiredis.Reader()
