@@ -9,7 +9,10 @@ import sys
 SCENARIOS = {
     "http": "benchmarks.scenarios.http",
     "l4": "benchmarks.scenarios.l4",
+    "mqtt": "benchmarks.scenarios.mqtt",
     "redis": "benchmarks.scenarios.redis",
+    "rpc": "benchmarks.scenarios.rpc",
+    "runtime": "benchmarks.scenarios.runtime",
 }
 
 

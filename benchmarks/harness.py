@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -15,9 +16,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -116,6 +119,37 @@ def mecha_command() -> list[str]:
     return [sys.executable, "-m", "proxy", "run", "-l", "warning", "-c"]
 
 
+def module_env() -> dict[str, str]:
+    """Environment for `python -m benchmarks.load...` from any working directory."""
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+
+
+def run_json(module: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run `python -m module args` (a load generator) and parse the JSON it prints last."""
+    argv = [sys.executable, "-m", module, *args]
+    env = {**os.environ, **module_env()}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def metric_total(admin_port: int, name: str, **labels: str) -> float:
+    """Sum of the samples `name` (e.g. "mecha_rpc_calls_total") on mecha's /metrics whose
+    labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return float(sum(sample.value for family in text_string_to_metric_families(text)
+                     for sample in family.samples if sample.name == name
+                     and all(sample.labels.get(k) == v for k, v in labels.items())))  # fmt: skip
+
+
 @dataclass
 class Table:
     """One scenario's figures: rows are workloads, columns are systems.
@@ -156,6 +190,48 @@ class Table:
             cells = [workload, *[format(v, spec) for v in figures], *[f"{r:.2f}x" for r in ratios]]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join([f"### {self.title}", "", *lines, "", "\n\n".join(self.notes)])
+
+
+class Tally:
+    """What benchmarks/load programs report besides their figures, over rounds: error kinds
+    (summed), the first error text, CPU use of each process (median)."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, Counter[str]] = defaultdict(Counter)
+        self.samples: dict[str, str] = {}
+        self.cpu: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    def add(self, system: str, result: dict[str, Any]) -> None:
+        """`result`: the load program's JSON, with error_kinds, error_sample and cpu."""
+        self.errors[system].update(result["error_kinds"])
+        if result["error_sample"] and system not in self.samples:
+            self.samples[system] = result["error_sample"]
+        for name, percent in result["cpu"].items():
+            self.cpu[system][name].append(percent)
+
+    def error_note(self, clean: str, counted: str) -> str:
+        """`clean` says what no error means; `counted` how errors were (not) counted."""
+        seen = [f"{system}: " + ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
+                + (f" (first: `{self.samples[system]}`)" if system in self.samples else "")
+                for system, counts in self.errors.items() if counts]  # fmt: skip
+        if not seen:
+            return f"Errors: none ({clean})."
+        return f"ERRORS (summed over rounds; {counted}): " + "; ".join(seen) + "."
+
+    def has_errors(self) -> bool:
+        return any(self.errors.values())
+
+    def cpu_note(self, runs: str = "") -> str:
+        """`runs` names the runs, e.g. " of QoS 1"."""
+        parts = [f"{system}: " + ", ".join(f"{name} {statistics.median(values):.0f}%"
+                                           for name, values in names.items())
+                 for system, names in self.cpu.items()]  # fmt: skip
+        heading = (
+            f"CPU busy over the measured windows{runs} (median, % of one core; load: the load "
+            "generator, others: the rest of the host, other processes and kernel work not "
+            "charged to one): "
+        )
+        return heading + "; ".join(parts)
 
 
 def machine_line() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 LOAD_COMMANDS = {"wrk": "wrk", "h2load": "nghttp2-client"}
 
@@ -41,10 +42,15 @@ def _run(argv: list[str], timeout: float) -> str:
     return done.stdout
 
 
-def wrk(port: int, connections: int, seconds: int, path: str = "/") -> LoadResult:
-    """`wrk -t1 --latency` keep-alive GETs; latency keys p50, p90, p99."""
+def wrk(
+    port: int, connections: int, seconds: int, path: str = "/", script: Path | None = None
+) -> LoadResult:
+    """`wrk -t1 --latency` keep-alive GETs (or what `script` asks for, e.g. a `post_script`);
+    latency keys p50, p90, p99."""
     url = f"http://127.0.0.1:{port}{path}"
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script is not None:
+        argv[1:1] = ["-s", str(script)]
     output = _run(argv, timeout=seconds + 60)
     requests = int(_search(r"^\s*(\d+) requests in ", output, "wrk")[1])
     rps = float(_search(r"^Requests/sec:\s*([\d.]+)", output, "wrk")[1])
@@ -59,6 +65,20 @@ def wrk(port: int, connections: int, seconds: int, path: str = "/") -> LoadResul
             errors[f"socket {kind}"] = int(count)
     good = requests - errors.get("non-2xx/3xx", 0)
     return LoadResult(rps * good / requests if requests else 0.0, latency, _nonzero(errors))
+
+
+def post_script(path: Path, body: str, content_type: str = "application/json") -> Path:
+    """Write a wrk Lua script that makes every request a POST of `body`; returns `path`."""
+    level = "="
+    while f"]{level}]" in body or body.endswith(f"]{level}"):
+        level += "="
+    # A long bracket keeps the body verbatim (no escapes), but drops a leading newline.
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = [{level}[\n{body}]{level}]\n"
+        f'wrk.headers["Content-Type"] = "{content_type}"\n'
+    )
+    return path
 
 
 def h2load(port: int, clients: int, streams: int, requests: int, path: str = "/") -> LoadResult:
