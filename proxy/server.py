@@ -23,6 +23,7 @@ from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
 from proxy.metrics import Metrics, ServerCollector
 from proxy.upstream.cluster import ClusterManager
+from runtime.runtime import Runtime
 
 log = logging.getLogger("mecha.server")
 
@@ -39,6 +40,9 @@ class Server:
         self.version = config_version(config.document)
         self.metrics = Metrics()
         self.cluster_manager = ClusterManager(config.clusters)
+        self.runtime = Runtime(config.runtime, self.cluster_manager) if config.runtime else None
+        if self.runtime is not None:
+            self.runtime.on_shutdown = lambda: self.request_stop("shutdown API")
         self.access_logs = AccessLogs()
         self.singletons: dict[str, object] = {}
         self.listeners = [self._listener(lc) for lc in config.listeners]
@@ -49,7 +53,7 @@ class Server:
     def _listener(self, config: ListenerConfig) -> Listener:
         context = ListenerContext(self, config.name)
         chains = [
-            FilterChain(chain.name, chain.match, self._factories(chain.filters, context))
+            FilterChain(chain.name, chain.match, self._factories(chain.filters, context), chain.tls)
             for chain in config.filter_chains
         ]
         listener_filters = []
@@ -73,11 +77,14 @@ class Server:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Admin first (so /ready answers while warming), then clusters, then listeners."""
+        """Admin first (so /ready answers while warming), then clusters, the runtime's
+        components, then listeners."""
         if self.admin:
             await self.admin.start()
         try:
             await self.cluster_manager.start(CLUSTER_WARMING_TIMEOUT)
+            if self.runtime is not None:
+                await self.runtime.start()
             for listener in self.listeners:
                 await listener.start()
         except BaseException:
@@ -119,6 +126,8 @@ class Server:
     async def stop(self) -> None:
         for listener in self.listeners:
             listener.stop_accepting()
+        if self.runtime is not None:
+            await self.runtime.stop()
         await self.cluster_manager.stop()
         if self.admin:
             await self.admin.stop()
@@ -147,6 +156,10 @@ class ListenerContext:
     @property
     def cluster_manager(self) -> ClusterManager:
         return self._server.cluster_manager
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self._server.runtime
 
     def access_log(self, path: str | None) -> Callable[[str], None]:
         return self._server.access_logs.sink(path or "stdout").write

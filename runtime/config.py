@@ -69,6 +69,11 @@ class RuntimeConfig:
     subscriptions: tuple[SubscriptionSpec, ...] = ()
     invoke_clusters: dict[str, str] = field(default_factory=dict)
     """app id -> mesh cluster for service invocation."""
+    invoke_dns: str | None = None
+    """`host:port` template with `{app_id}`: app ids no cluster serves are resolved by DNS."""
+    invoke_timeout: float | None = 60.0
+    invoke_retries: int = 2
+    """Retries of invocations that never reached the app (connect failures, refused streams)."""
     max_request_body: int = 4 << 20
     delivery_retries: int = 10
     delivery_backoff: float = 0.2
@@ -79,7 +84,7 @@ def parse_runtime(node: Node, base_dir: Path | None = None) -> RuntimeConfig:
               "components", "components_path", "subscriptions", "invoke", "max_request_body",
               "delivery")  # fmt: skip
     invoke = node.section("invoke")
-    invoke.only("clusters")
+    invoke.only("clusters", "dns", "timeout", "retries")
     clusters = invoke.child("clusters").value or {}
     if not isinstance(clusters, dict):
         invoke.problem("expected a mapping of app id to cluster", "clusters")
@@ -109,10 +114,25 @@ def parse_runtime(node: Node, base_dir: Path | None = None) -> RuntimeConfig:
         components=tuple(c for c in components if c is not None),
         subscriptions=tuple(s for s in subscriptions if s is not None),
         invoke_clusters={str(k): str(v) for k, v in clusters.items()},
+        invoke_dns=_dns_template(invoke),
+        invoke_timeout=invoke.duration("timeout", 60.0) or None,
+        invoke_retries=invoke.integer("retries", 2, minimum=0),
         max_request_body=node.size("max_request_body", 4 << 20, minimum=1024),
         delivery_retries=delivery.integer("retries", 10, minimum=0),
         delivery_backoff=delivery.duration("backoff", 0.2, positive=True),
     )
+
+
+def _dns_template(node: Node) -> str | None:
+    template = node.text("dns", "")
+    if not template:
+        return None
+    host, _, port = template.replace("{app_id}", "app").rpartition(":")
+    if "{app_id}" not in template or not host or not port.isdigit():
+        node.problem("expected host:port with {app_id} in the host, e.g. "
+                     "'{app_id}.default.svc.cluster.local:80'", "dns")  # fmt: skip
+        return None
+    return template
 
 
 def _unique_names(node: Node, components: list[ComponentSpec | None]) -> None:

@@ -7,6 +7,10 @@ acknowledges, {"status": "RETRY"} or any other failure leaves the message to the
 component's redelivery (at-least-once where the backend keeps that promise), "DROP" or a
 404 acknowledges and drops. After `delivery.retries` attempts a message goes to the
 subscription's dead-letter topic, if it has one.
+
+An app that speaks gRPC (`app_protocol: grpc`) gets the same deliveries through Dapr's
+AppCallback service (runtime/app_callback.py). A streaming subscriber (the gRPC API's
+SubscribeTopicEventsAlpha1) is a subscription whose messages go to its stream instead.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from protocols.http.headers import Headers
 from runtime import cloudevents
-from runtime.app_channel import AppUnavailable
+from runtime.app_channel import AppCallError, AppUnavailable
 from runtime.components.api import (
     BindingEvent,
     ConfigurationItem,
@@ -33,8 +38,10 @@ from runtime.components.api import (
 from runtime.components.errors import ComponentError
 from runtime.config import SubscriptionSpec
 from runtime.routing_rules import Rule, RuleError, compile_rule
+from runtime.runtime import UnknownComponent
 
 if TYPE_CHECKING:
+    from runtime.app_callback import AppCallback
     from runtime.runtime import Runtime
 
 log = logging.getLogger("mecha.delivery")
@@ -49,6 +56,8 @@ class ActiveSubscription:
     """DECLARATIVE or PROGRAMMATIC (as /v1.0/metadata reports it)."""
     rules: list[tuple[Rule, str]]
     handle: Subscription | None = None
+    stream: Callable[[Message], Awaitable[Outcome]] | None = None
+    """A streaming subscriber's delivery, instead of the app's."""
 
 
 class Delivery:
@@ -58,6 +67,11 @@ class Delivery:
         self.configuration: dict[str, Subscription] = {}
         self._bindings: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self.callback: AppCallback | None = None
+        if runtime.app is not None and runtime.config.app_protocol == "grpc":
+            from runtime.app_callback import AppCallback  # Dapr's protos, only when needed
+
+            self.callback = AppCallback(runtime.app)
 
     async def start(self) -> None:
         for spec in self.runtime.config.subscriptions:
@@ -88,37 +102,43 @@ class Delivery:
 
     async def _programmatic(self) -> None:
         """Ask the app for its subscriptions, waiting a while for it to come up."""
-        app = self.runtime.app
-        assert app is not None
         deadline = asyncio.get_running_loop().time() + APP_SUBSCRIBE_WAIT
         while True:
             try:
-                answer = await app.request("GET", "/dapr/subscribe", timeout=5.0)
+                specs = await self._app_subscriptions()
                 break
             except AppUnavailable:
                 if asyncio.get_running_loop().time() > deadline:
-                    log.info(
-                        "app did not answer GET /dapr/subscribe: no programmatic subscriptions"
-                    )
+                    log.info("app did not tell its subscriptions: no programmatic subscriptions")
                     return
                 await asyncio.sleep(0.5)
+            except AppCallError as error:
+                log.warning("app's ListTopicSubscriptions failed (%s): none taken", error)
+                return
+        for spec in specs:
+            await self._subscribe(spec, "PROGRAMMATIC")
+
+    async def _app_subscriptions(self) -> list[SubscriptionSpec]:
+        if self.callback is not None:
+            return await self.callback.subscriptions()
+        app = self.runtime.app
+        assert app is not None
+        answer = await app.request("GET", "/dapr/subscribe", timeout=5.0)
         if answer.status == 404:
-            return
+            return []
         try:
             entries = json.loads(answer.body or b"[]")
         except ValueError:
             log.warning("app's /dapr/subscribe is not JSON; ignored")
-            return
-        for entry in entries if isinstance(entries, list) else []:
-            spec = _from_app(entry)
-            if spec is not None:
-                await self._subscribe(spec, "PROGRAMMATIC")
+            return []
+        specs = (_from_app(entry) for entry in (entries if isinstance(entries, list) else []))
+        return [spec for spec in specs if spec is not None]
 
     async def _subscribe(self, spec: SubscriptionSpec, kind: str) -> None:
         try:
             rules = [(compile_rule(match), path) for match, path in spec.rules]
             pubsub = self.runtime.pubsub(spec.pubsub)
-        except (RuleError, LookupError, Exception) as error:
+        except (RuleError, UnknownComponent) as error:
             log.error("subscription to %s/%s (%s) refused: %s", spec.pubsub, spec.topic,
                       spec.source, error)  # fmt: skip
             return
@@ -128,9 +148,30 @@ class Delivery:
         self.subscriptions.append(active)
         log.info("subscribed to %s/%s (%s)", spec.pubsub, spec.topic, kind.lower())
 
+    async def subscribe_stream(self, spec: SubscriptionSpec,
+                               deliver: Callable[[Message], Awaitable[Outcome]],
+                               ) -> ActiveSubscription:  # fmt: skip
+        """A streaming subscriber's subscription: its messages go to `deliver`; retries, dead
+        letters and /v1.0/metadata as for the others. Raises UnknownComponent."""
+        pubsub = self.runtime.pubsub(spec.pubsub)
+        active = ActiveSubscription(spec, "STREAMING", [], stream=deliver)
+        metadata = {"consumerGroup": self.runtime.config.app_id, **spec.metadata}
+        active.handle = await pubsub.subscribe(spec.topic, self._handler(active), metadata)
+        self.subscriptions.append(active)
+        return active
+
+    async def unsubscribe(self, active: ActiveSubscription) -> None:
+        """Stop a subscription; what it had not acknowledged stays with the backend."""
+        self.subscriptions = [other for other in self.subscriptions if other is not active]
+        if active.handle is not None:
+            await active.handle.cancel()
+
     def _handler(self, active: ActiveSubscription) -> Any:
         async def handle(message: Message) -> Outcome:
-            outcome = await self._deliver(active, message)
+            if active.stream is not None:
+                outcome = await active.stream(message)
+            else:
+                outcome = await self._deliver(active, message)
             exhausted = message.attempt >= self.runtime.config.delivery_retries
             if outcome is Outcome.RETRY and exhausted and active.spec.dead_letter_topic:
                 return await self._dead_letter(active.spec, message)
@@ -150,6 +191,8 @@ class Delivery:
                 message.data, spec.topic, spec.pubsub, self.runtime.config.app_id
             )
         path = _route(active, event) if event is not None else spec.route
+        if self.callback is not None:  # gRPC: the path is the app's to interpret, even empty
+            return await self.callback.deliver(spec, message, event, path)
         if not path:
             return Outcome.DROP  # no rule matched and no default route: Dapr drops it
         if raw and event is None:
@@ -182,6 +225,9 @@ class Delivery:
 
     def _binding_handler(self, name: str) -> Any:
         async def handle(event: BindingEvent) -> None:
+            if self.callback is not None:
+                await self.callback.binding(name, event)
+                return
             app = self.runtime.app
             assert app is not None
             headers = Headers([(b"content-type", b"application/json")])
@@ -277,4 +323,3 @@ def _from_app(entry: Any) -> SubscriptionSpec | None:
         metadata={str(k): str(v) for k, v in metadata.items()},
         source="app /dapr/subscribe",
     )
-

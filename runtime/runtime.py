@@ -70,8 +70,10 @@ class Runtime:
         self.on_shutdown: Callable[[], None] = lambda: None
         if config.app_port:
             address = Address(config.app_host, config.app_port)
+            protocol = "http2" if config.app_protocol == "grpc" else "http1"  # gRPC: h2c
             cluster = clusters.add(ClusterConfig(APP_CLUSTER, (EndpointConfig(address),),
-                                                 connect_timeout=2.0))  # fmt: skip
+                                                 connect_timeout=2.0,
+                                                 protocol=protocol))  # fmt: skip
             self.app = AppChannel(cluster, config.app_token)
         from runtime.delivery import Delivery  # the delivery needs the finished runtime
 
@@ -111,6 +113,10 @@ class Runtime:
         resolved: dict[str, str] = {}
         for key, value in spec.metadata.items():
             resolved[key] = value if isinstance(value, str) else await self._secret(value)
+        if spec.block == "pubsub":
+            # As Dapr: a pub/sub's consumer identity defaults to the app id, so replicas of
+            # one app share durable groups and sessions across restarts.
+            resolved.setdefault("consumerID", self.config.app_id)
         return resolved
 
     async def _secret(self, ref: SecretRef) -> str:
@@ -191,9 +197,16 @@ class Runtime:
             if loaded.ready and loaded.spec.block == "bindings" and hasattr(loaded.instance, "read")
         ]
 
-    def state_key(self, key: str) -> str:
-        """Dapr's key scheme: `<app id>||<key>`."""
-        return f"{self.config.app_id}||{key}"
+    def key_prefix(self, store: str) -> str:
+        """Dapr's state key scheme, `<prefix>||<key>`, where the store's `keyPrefix` metadata
+        picks the prefix: `appid` (the default), `name` (the store's), `none`, or a literal."""
+        loaded = self.components.get(store)
+        choice = loaded.spec.metadata.get("keyPrefix", "appid") if loaded else "appid"
+        if choice == "appid" or not isinstance(choice, str):
+            return f"{self.config.app_id}||"
+        if choice == "name":
+            return f"{store}||"
+        return "" if choice == "none" else f"{choice}||"
 
 
 def _capabilities(instance: Any) -> list[str]:

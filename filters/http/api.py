@@ -25,6 +25,7 @@ from proxy.stream_info import HttpStreamInfo, ResponseFlag
 if TYPE_CHECKING:
     from filters.http.route import Route, VirtualHost
     from proxy.upstream.cluster import ClusterManager
+    from runtime.runtime import Runtime
 
 
 class FilterStatus(enum.Enum):
@@ -63,6 +64,10 @@ class StreamCallbacks(Protocol):
 
     def continue_decoding(self) -> None:
         """Resume the decoder chain after this filter returned STOP."""
+
+    def set_route(self, route: Route) -> None:
+        """Send the request where `route` says instead of where it matched (Envoy's
+        setRoute); for filters that pick the upstream themselves, e.g. service invocation."""
 
     def send_local_reply(
         self,
@@ -137,3 +142,7 @@ class HttpFactoryContext(Protocol):
 
     @property
     def listener_name(self) -> str: ...
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """The application runtime, when the config has a `runtime:` section."""

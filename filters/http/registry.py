@@ -35,6 +35,8 @@ _BUILTIN = {
     "header_mutation": "filters.http.header_mutation:SPEC",
     "cors": "filters.http.cors:SPEC",
     "auth": "filters.http.auth:SPEC",
+    "runtime_api": "filters.http.runtime_api.filter:SPEC",
+    "runtime_grpc": "filters.http.runtime_grpc.filter:SPEC",
 }
 _registry: dict[str, HttpFilterSpec] = {}
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from proxy.upstream.cluster import ClusterManager
+    from runtime.runtime import Runtime
 
 
 T = TypeVar("T")
@@ -100,6 +101,10 @@ class FactoryContext(Protocol):
 
     @property
     def listener_name(self) -> str: ...
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """The application runtime, when the config has a `runtime:` section."""
 
     def access_log(self, path: str | None) -> Callable[[str], None]:
         """A function that writes one line to the access log at `path` (batched)."""

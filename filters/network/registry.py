@@ -28,6 +28,8 @@ _BUILTIN = {
     "redis_proxy": "filters.network.redis_proxy.filter:SPEC",
     "rpc_proxy": "filters.network.rpc_proxy.filter:SPEC",
     "mqtt_proxy": "filters.network.mqtt_proxy.filter:SPEC",
+    "runtime_api": "filters.network.runtime_api:SPEC",
+    "runtime_grpc": "filters.network.runtime_grpc:SPEC",
 }
 _registry: dict[str, NetworkFilterSpec] = {}
 

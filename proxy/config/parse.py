@@ -18,15 +18,17 @@ from proxy.config.model import (
     HealthCheckConfig,
     HttpPoolSettings,
     ListenerConfig,
+    OriginalDstSettings,
     OutlierDetection,
     RedisClusterSettings,
 )
 from proxy.config.reader import Node
+from proxy.config.tls import parse_upstream_tls
 from proxy.config.units import Address, parse_address
 from proxy.upstream.lb import LOAD_BALANCERS
 from runtime.config import parse_runtime
 
-CLUSTER_TYPES = ("static", "strict_dns", "redis_cluster")
+CLUSTER_TYPES = ("static", "strict_dns", "redis_cluster", "original_dst")
 DNS_FAMILIES = ("auto", "v4_only", "v6_only")
 DEFAULT_ADMIN = Address("127.0.0.1", 15000)
 
@@ -43,9 +45,11 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
         root.problem("the config must be a mapping with listeners, clusters and admin")
         root.raise_if_problems()
     root.only("admin", "listeners", "clusters", "drain_timeout", "runtime")
-    clusters = tuple(_cluster(node) for node in root.items("clusters"))
+    clusters = tuple(_cluster(node, base_dir) for node in root.items("clusters"))
     _unique(root, "clusters", [c.name for c in clusters])
-    context = ParseContext(frozenset(c.name for c in clusters), {c.name: c for c in clusters})
+    runtime = parse_runtime(root.section("runtime"), base_dir) if root.has("runtime") else None
+    context = ParseContext(frozenset(c.name for c in clusters), {c.name: c for c in clusters},
+                           runtime, base_dir)  # fmt: skip
     listeners = tuple(parse_listener(node, context) for node in root.items("listeners"))
     _unique(root, "listeners", [listener.name for listener in listeners])
     _unique_addresses(root, listeners)
@@ -55,7 +59,7 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
         admin=_admin(root),
         drain_timeout=root.duration("drain_timeout", 15.0),
         document=root.value,
-        runtime=parse_runtime(root.section("runtime"), base_dir) if root.has("runtime") else None,
+        runtime=runtime,
     )
     root.raise_if_problems()
     return config
@@ -89,15 +93,17 @@ def _admin(root: Node) -> AdminConfig | None:
     return AdminConfig(address=node.address("address", DEFAULT_ADMIN))
 
 
-def _cluster(node: Node) -> ClusterConfig:
+def _cluster(node: Node, base_dir: Path | None = None) -> ClusterConfig:
     if not node.expect_mapping():
         return ClusterConfig("", ())
     node.only(
         "name", "type", "lb_policy", "endpoints", "connect_timeout",
         "dns_refresh_rate", "dns_lookup_family", "health_check", "circuit_breakers",
-        "protocol", "outlier_detection", "http_pool", "redis_cluster",
+        "protocol", "outlier_detection", "http_pool", "redis_cluster", "original_dst", "tls",
     )  # fmt: skip
     kind = node.choice("type", CLUSTER_TYPES, "static")
+    protocol = node.choice("protocol", ("http1", "http2"), "http1")
+    alpn = ("h2",) if protocol == "http2" else ()
     return ClusterConfig(
         name=node.text("name"),
         type=kind,
@@ -108,14 +114,18 @@ def _cluster(node: Node) -> ClusterConfig:
         dns_lookup_family=node.choice("dns_lookup_family", DNS_FAMILIES, "auto"),
         health_check=_health_check(node),
         circuit_breakers=_circuit_breakers(node),
-        protocol=node.choice("protocol", ("http1", "http2"), "http1"),
+        protocol=protocol,
         outlier_detection=_outlier_detection(node),
         http_pool=_http_pool(node),
         redis_cluster=_redis_cluster(node, kind),
+        original_dst=_original_dst(node, kind),
+        tls=parse_upstream_tls(node.child("tls"), base_dir, alpn),
     )
 
 
 def _endpoints(cluster: Node, kind: str) -> tuple[EndpointConfig, ...]:
+    if kind == "original_dst":
+        return ()  # made per connection; _original_dst reports a listed one
     listed = cluster.child("endpoints")
     if isinstance(listed.value, str):  # "host:port,host:port", handy with ${VAR}
         nodes = [
@@ -220,6 +230,21 @@ def _redis_cluster(cluster: Node, kind: str) -> RedisClusterSettings | None:
         username=node.text("username") if node.has("username") else None,
         password=node.text("password") if node.has("password") else None,
     )
+
+
+def _original_dst(cluster: Node, kind: str) -> OriginalDstSettings | None:
+    if kind != "original_dst":
+        if cluster.has("original_dst"):
+            cluster.problem("only for type: original_dst", "original_dst")
+        return None
+    for key in ("endpoints", "health_check", "outlier_detection", "lb_policy"):
+        if cluster.has(key):
+            cluster.problem("not with type: original_dst (the endpoint is each connection's "
+                            "original destination)", key)  # fmt: skip
+    node = cluster.section("original_dst")
+    node.only("cleanup_interval")
+    return OriginalDstSettings(cleanup_interval=node.duration("cleanup_interval", 5.0,
+                                                              positive=True))  # fmt: skip
 
 
 def _http_pool(cluster: Node) -> HttpPoolSettings:

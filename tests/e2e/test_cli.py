@@ -7,11 +7,13 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.support.dapr_http import DaprHttp
 from tests.support.mecha import ROOT, mecha_argv, run_mecha, tcp_proxy_config, write_config
 from tests.support.net import free_port, is_closed_by_peer, wait_for_port
 from tests.support.peers import echo, tcp_server
@@ -101,16 +103,20 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_default_config_runs_with_admin(tmp_path: Path) -> None:
-    admin = free_port()
-    process = subprocess.Popen(mecha_argv("run"), cwd=tmp_path, stderr=subprocess.PIPE,
-                               env={**os.environ, "MECHA_ADMIN": f"127.0.0.1:{admin}"})  # fmt: skip
+def test_default_config_serves_the_runtime_api(tmp_path: Path) -> None:
+    admin, api_port = free_port(), free_port()
+    env = {**os.environ, "MECHA_ADMIN": f"127.0.0.1:{admin}",
+           "MECHA_HTTP_API": f"127.0.0.1:{api_port}"}  # fmt: skip
+    process = subprocess.Popen(mecha_argv("run"), cwd=tmp_path, stderr=subprocess.PIPE, env=env)
     try:
-        wait_for_port(admin)
-        import urllib.request
-
+        wait_for_port(api_port)
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready") as response:
             assert response.read() == b"LIVE\n"
+        api = DaprHttp(api_port)
+        assert api.post("/v1.0/state/statestore", [{"key": "k", "value": [1, 2]}]).status == 204
+        assert api.get("/v1.0/state/statestore/k").json() == [1, 2]
+        names = {c["name"] for c in api.get("/v1.0/metadata").json()["components"]}
+        assert {"statestore", "pubsub", "lockstore", "sequencer", "configstore"} <= names
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=20)

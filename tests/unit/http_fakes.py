@@ -44,6 +44,7 @@ class FakeFactoryContext:
     """HttpFactoryContext for filters that need no upstreams."""
 
     listener_name = "test"
+    runtime = None
 
     @property
     def cluster_manager(self) -> ClusterManager:
@@ -190,6 +191,9 @@ class FakeStream:
     def per_route_config(self, filter_name: str) -> Any:
         value = self.per_route.get(filter_name)
         return None if value is False else value
+
+    def set_route(self, route: Route) -> None:
+        self.route = route
 
     def continue_decoding(self) -> None:
         self.continued += 1

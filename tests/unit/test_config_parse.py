@@ -199,8 +199,8 @@ CLUSTER = "clusters[0]"
         (
             "listeners.0.filters.0.name",
             "tcp_proxi",
-            f"{FILTER}.name: unknown filter 'tcp_proxi' (known: http, redis_proxy, rpc_proxy, "
-            "tcp_proxy)",
+            f"{FILTER}.name: unknown filter 'tcp_proxi' (known: http, mqtt_proxy, redis_proxy, "
+            "rpc_proxy, runtime_api, runtime_grpc, tcp_proxy)",
         ),
         (
             "listeners.0.filters.0.config",
@@ -330,7 +330,7 @@ def test_unknown_key_lists_the_expected_keys() -> None:
     assert problem == (
         "listeners[0].adress: unknown key (expected one of: address, backlog, buffer_limit, "
         "filter_chains, filters, idle_timeout, listener_filters, listener_filters_timeout, "
-        "max_connections, name, reuse_port)"
+        "max_connections, name, reuse_port, tls)"
     )
 
 

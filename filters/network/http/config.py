@@ -46,10 +46,8 @@ def parse_config(node: Node, context: ParseContext) -> HcmConfig:
     log_path = "off" if access_log is False else node.text("access_log", "stdout")
     max_body = node.size("max_request_body", 0)
     idle = node.duration("idle_timeout", 3600.0)
-    if not node.has("route_config"):
-        node.problem("required value is missing", "route_config")
     return HcmConfig(
-        route_table=parse_route_table(node.section("route_config"), context),
+        route_table=_route_table(node, context),
         http_filters=_http_filters(node, context),
         codec=node.choice("codec", CODECS, "auto"),
         access_log=None if log_path == "off" else log_path,
@@ -62,6 +60,24 @@ def parse_config(node: Node, context: ParseContext) -> HcmConfig:
         idle_timeout=idle or None,
         max_concurrent_streams=node.integer("max_concurrent_streams", 100, minimum=1),
     )
+
+
+def _route_table(node: Node, context: ParseContext) -> RouteTable:
+    """Optional when a filter answers requests itself (runtime_api, runtime_grpc): no routes,
+    so anything else is 404."""
+    if node.has("route_config"):
+        return parse_route_table(node.section("route_config"), context)
+    names = [item.child("name").value for item in node.items("http_filters")]
+    if not {"runtime_api", "runtime_grpc"}.intersection(names):
+        node.problem("required value is missing", "route_config")
+    return RouteTable(())
+
+
+def http_filter(name: str, node: Node, context: ParseContext) -> HttpFilterConfig:
+    """A filter's entry made in code (e.g. the router added when not listed)."""
+    spec = http_registry.lookup(name)
+    assert spec is not None, name
+    return HttpFilterConfig(name, spec.parse_config(node, context))
 
 
 def _http_filters(node: Node, context: ParseContext) -> tuple[HttpFilterConfig, ...]:
@@ -82,7 +98,5 @@ def _http_filters(node: Node, context: ParseContext) -> tuple[HttpFilterConfig, 
             item.problem(f"{name} is a terminal filter and must be last", "name")
         result.append(HttpFilterConfig(name, spec.parse_config(item.section("config"), context)))
     if not result or result[-1].name != "router":
-        router = http_registry.lookup("router")
-        assert router is not None
-        result.append(HttpFilterConfig("router", router.parse_config(Node({}), context)))
+        result.append(http_filter("router", Node({}), context))
     return tuple(result)

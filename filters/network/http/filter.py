@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from protocols.http.h1 import H1Limits
-
 from filters.http import registry as http_registry
 from filters.http.api import StreamFilterFactory
 from filters.network.api import ConnectionCallbacks, FactoryContext, FilterFactory, NetworkFilter
@@ -11,8 +9,10 @@ from filters.network.http.config import HcmConfig, parse_config
 from filters.network.http.manager import HcmShared, HttpConnectionManager
 from filters.network.http.observe import HttpStats, HttpStatsCollector
 from filters.network.registry import NetworkFilterSpec
+from protocols.http.h1 import H1Limits
 from protocols.http.h2 import H2Settings
 from proxy.upstream.cluster import ClusterManager
+from runtime.runtime import Runtime
 
 
 class _HttpContext:
@@ -28,6 +28,10 @@ class _HttpContext:
     @property
     def listener_name(self) -> str:
         return self._context.listener_name
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self._context.runtime
 
 
 def create_factory(config: HcmConfig, context: FactoryContext) -> FilterFactory:

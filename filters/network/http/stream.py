@@ -11,37 +11,52 @@ from filters.http.api import STOP, StreamFilter
 from filters.http.route import Route, VirtualHost
 from filters.network.http.timers import Deadline
 from protocols.http.events import RequestHeaders, ResponseHeaders
-from protocols.http.headers import FieldSet, Headers
+from protocols.http.headers import Headers
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
 
 if TYPE_CHECKING:
     from filters.network.http.manager import HttpConnectionManager
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-HOP_BY_HOP = FieldSet(b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                      b"upgrade", b"te", b"trailer")  # fmt: skip
-UPGRADE_HEADERS = (b"connection", b"upgrade")
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection",
+                        b"transfer-encoding", b"upgrade", b"te", b"trailer"})  # fmt: skip
+UPGRADE_HEADERS = frozenset((b"connection", b"upgrade"))
 
 
-def strip_hop_by_hop(headers: Headers, keep_upgrade: bool) -> None:
-    """Drop connection-specific fields, and those Connection names, in one pass."""
-    present = headers.select(HOP_BY_HOP)
+def strip_hop_by_hop(headers: Headers, keep_upgrade: bool) -> bool:
+    """Drop connection-specific fields, and the fields Connection names; whether any."""
+    index = headers.indexed()
+    present = HOP_BY_HOP.intersection(index)
     if not present:
-        return
-    doomed: set[bytes] = set()
-    for name, value in present:
-        if keep_upgrade and name in UPGRADE_HEADERS:
-            continue
-        if name == b"te" and value.lower() == b"trailers":
-            continue  # gRPC needs `te: trailers` end to end
-        doomed.add(name)
-        if name == b"connection" and not keep_upgrade:
-            doomed.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    hop_names = HOP_BY_HOP.names
-    found = {name for name, _ in present}
+        return False
+    doomed = set(present - UPGRADE_HEADERS if keep_upgrade else present)
+    if b"te" in present and all(v.strip().lower() == b"trailers" for v in index[b"te"]):
+        doomed.discard(b"te")  # gRPC needs `te: trailers` end to end
+    if b"connection" in present and not keep_upgrade:
+        for value in index[b"connection"]:
+            for token in value.split(b","):
+                token = token.strip().lower()
+                # (a hop-by-hop field that is not present has nothing to cut)
+                if token and (token in present or token not in HOP_BY_HOP):
+                    doomed.add(token)
+    removed = False
     for name in doomed:
-        if name in found or name not in hop_names:  # (a hop-by-hop name not found is absent)
-            headers.remove(name)
+        removed = headers.remove(name) or removed
+    return removed
+
+
+# What _prepare_request reads from every request.
+PROXY_FIELDS = frozenset((b"content-type", b"user-agent", b"x-request-id", b"x-forwarded-for",
+                          b"x-forwarded-proto", b"traceparent"))  # fmt: skip
+
+
+def _proxy_fields(headers: Headers) -> dict[bytes, bytes]:
+    """The first value of each PROXY_FIELDS name present, in one pass."""
+    seen: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in PROXY_FIELDS and name not in seen:
+            seen[name] = value
+    return seen
 
 
 # HTTP status -> gRPC status for replies the proxy makes itself (gRPC's HTTP mapping).
@@ -112,7 +127,7 @@ class ActiveStream:
         self.request = request
         self.info = HttpStreamInfo(
             manager.shared.listener, manager.callbacks.info.downstream_remote, request.version,
-            method=request.method, path=request.path, authority=request.authority,
+            request.method, request.path, request.authority,
         )  # fmt: skip
         self.vhost: VirtualHost | None = None
         self.route: Route | None = None
@@ -138,55 +153,63 @@ class ActiveStream:
         request = self.request
         shared = self.manager.shared
         self._prepare_request(request)
-        self.vhost, self.route = shared.config.route_table.find(request)
-        if self.route is not None:
-            self.info.route_name = self.route.name
-        per_filter = self.route.per_filter if self.route is not None else {}
+        self.vhost, route = shared.config.route_table.find(request)
+        self.route = route
+        per_filter = None
+        if route is not None:
+            self.info.route_name = route.name
+            per_filter = route.per_filter
+        filters, decoders, encoders = self.filters, self.decoders, self.encoders
         for name, factory in shared.filter_factories:
-            if per_filter.get(name) is False:
+            if per_filter and per_filter.get(name) is False:
                 continue
             filter_ = factory(self)
-            self.filters.append(filter_)
+            filters.append(filter_)
             if filter_.decodes:
-                self.decoders.append(filter_)
+                decoders.append(filter_)
             if filter_.encodes:
-                self.encoders.append(filter_)
-        self.encoders.reverse()
-        self.decode_headers(request.end_stream)
+                encoders.append(filter_)
+        encoders.reverse()
+        self._run_header_decoders(0, request.end_stream)
 
     def _prepare_request(self, request: RequestHeaders) -> None:
         headers = request.headers
         config = self.manager.shared.config
         info = self.info
-        grpc = (headers.get(b"content-type") or b"").startswith(b"application/grpc")
-        info.grpc = grpc
-        info.user_agent = headers.get(b"user-agent")
-        strip_hop_by_hop(headers, keep_upgrade=request.upgrade is not None)
+        seen = _proxy_fields(headers)
+        info.grpc = seen.get(b"content-type", b"").startswith(b"application/grpc")
+        info.user_agent = seen.get(b"user-agent")
+        if strip_hop_by_hop(headers, keep_upgrade=request.upgrade is not None):
+            seen = _proxy_fields(headers)  # (Connection may have named some of them)
         if request.expect_continue:
             headers.remove(b"expect")
-        request_id, traceparent = new_ids()
+        request_id = seen.get(b"x-request-id")
+        parent = seen.get(b"traceparent")
+        new_parent = config.generate_traceparent and not (parent and valid_traceparent(parent))
+        if new_parent or (config.generate_request_id and not request_id):
+            generated_id, traceparent = new_ids()
+        added: list[tuple[bytes, bytes]] = []
         if config.generate_request_id:
-            found = headers.get(b"x-request-id")
-            if found is None:
-                headers.add(b"x-request-id", request_id)
-            info.request_id = found or request_id
+            if request_id is None:
+                added.append((b"x-request-id", generated_id))
+            info.request_id = request_id or generated_id
         if config.append_forwarded_for:
             client = self.manager.client_ip
-            previous = headers.get(b"x-forwarded-for")
-            forwarded = previous + b", " + client if previous else client
+            previous = seen.get(b"x-forwarded-for")
             if previous:
-                headers.set(b"x-forwarded-for", forwarded)
+                headers.remove(b"x-forwarded-for")
+                forwarded = previous + b", " + client
             else:
-                headers.add(b"x-forwarded-for", forwarded)
+                forwarded = client
+            added.append((b"x-forwarded-for", forwarded))
             info.forwarded_for = forwarded
-            if b"x-forwarded-proto" not in headers:
-                headers.add(b"x-forwarded-proto", request.scheme)
-        if config.generate_traceparent:
-            parent = headers.get(b"traceparent")
-            if parent is None:
-                headers.add(b"traceparent", traceparent)
-            elif not valid_traceparent(parent):
-                headers.set(b"traceparent", traceparent)
+            if b"x-forwarded-proto" not in seen:
+                added.append((b"x-forwarded-proto", request.scheme))
+        if new_parent:
+            if parent is not None:
+                headers.remove(b"traceparent")
+            added.append((b"traceparent", traceparent))
+        headers.extend(added)
 
     # -- StreamCallbacks ------------------------------------------------------------------------
 
@@ -200,6 +223,10 @@ class ActiveStream:
         value = self.route.per_filter.get(filter_name)
         return None if value is False else value
 
+    def set_route(self, route: Route) -> None:
+        self.route = route
+        self.info.route_name = route.name
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
         timer = self.manager.shared.timers.call_later(delay, callback)
         self._timers.append(timer)
@@ -210,11 +237,11 @@ class ActiveStream:
 
     # -- decoding (towards the upstream) -------------------------------------------------------
     #
-    # While a decoder filter holds the headers (returned STOP), body and trailers are held
-    # too and released through every decoder once the headers have passed them all.
-
-    def decode_headers(self, end_stream: bool) -> None:
-        self._run_header_decoders(0, end_stream)
+    # While a decoder filter holds the headers (returned STOP), body and trailers still go
+    # through the filters that have seen the headers, the holding one included (Envoy's
+    # StopIteration): a filter that answers from the body consumes it (returns STOP). What
+    # no filter consumed is held, and released after the headers, to the filters after the
+    # one that held them.
 
     def _run_header_decoders(self, start: int, end_stream: bool) -> bool:
         """True when the headers went through every decoder."""
@@ -231,9 +258,14 @@ class ActiveStream:
     def _holding(self) -> bool:
         return self._decoder_index < len(self.decoders)
 
-    def decode_data(self, data: bytes, end_stream: bool) -> None:
+    def decode_data(self, data: bytes, end_stream: bool, start: int = 0) -> None:
         self.info.body_bytes_received += len(data)
-        if self._holding:
+        decoders = self.decoders
+        seen = self._decoder_index
+        for index in range(start, seen):
+            if self.done or decoders[index].decode_data(data, end_stream) is STOP:
+                return
+        if seen < len(decoders):
             self._held_data.append((data, end_stream))
             self._held_bytes += len(data)
             if (
@@ -242,33 +274,38 @@ class ActiveStream:
             ):
                 self._held_paused = True
                 self.read_disable(True)
-            return
-        for filter_ in self.decoders:
-            if self.done or filter_.decode_data(data, end_stream) is STOP:
-                return
 
-    def decode_trailers(self, trailers: Headers) -> None:
-        if self._holding:
-            self._held_trailers = trailers
-            return
-        for filter_ in self.decoders:
-            if self.done or filter_.decode_trailers(trailers) is STOP:
+    def decode_trailers(self, trailers: Headers, start: int = 0) -> None:
+        decoders = self.decoders
+        seen = self._decoder_index
+        for index in range(start, seen):
+            if self.done or decoders[index].decode_trailers(trailers) is STOP:
                 return
+        if seen < len(decoders):
+            self._held_trailers = trailers
 
     def continue_decoding(self) -> None:
-        """A filter that held the headers lets them go on; held body and trailers follow."""
-        if self.done or not self._run_header_decoders(self._decoder_index, self.request.end_stream):
+        """A filter that held the headers lets them go on; held body and trailers follow
+        (and are held again if another filter holds the headers)."""
+        resume = self._decoder_index
+        if self.done:
+            return
+        self._run_header_decoders(resume, self.request.end_stream)
+        self._release_held(resume)
+
+    def _release_held(self, resume: int) -> None:
+        if self.done:
             return
         held, self._held_data = self._held_data, []
         self._held_bytes = 0
+        trailers, self._held_trailers = self._held_trailers, None
+        paused, self._held_paused = self._held_paused, False
         for data, end_stream in held:
             self.info.body_bytes_received -= len(data)  # counted again on the way through
-            self.decode_data(data, end_stream)
-        if self._held_trailers is not None:
-            trailers, self._held_trailers = self._held_trailers, None
-            self.decode_trailers(trailers)
-        if self._held_paused:
-            self._held_paused = False
+            self.decode_data(data, end_stream, resume)
+        if trailers is not None:
+            self.decode_trailers(trailers, resume)
+        if paused:
             self.read_disable(False)
 
     # -- encoding (towards the client) ---------------------------------------------------------
@@ -276,10 +313,11 @@ class ActiveStream:
     def encode_headers(self, head: ResponseHeaders, end_stream: bool) -> None:
         if self.done:
             return
-        if not head.informational:
+        status = head.status
+        if status >= 200:
             self.response_started = True
-            self.info.status = head.status
-        strip_hop_by_hop(head.headers, keep_upgrade=head.status == 101)
+            self.info.status = status
+        strip_hop_by_hop(head.headers, keep_upgrade=status == 101)
         for filter_ in self.encoders:
             if filter_.encode_headers(head, end_stream) is STOP:
                 return
@@ -323,7 +361,8 @@ class ActiveStream:
         if self.info.grpc:
             self._grpc_local_reply(status, body or details.encode(), headers)
             return
-        headers.setdefault(b"content-type", b"text/plain")
+        if body:
+            headers.setdefault(b"content-type", b"text/plain")
         headers.set(b"content-length", b"%d" % len(body))
         head = ResponseHeaders(status, headers, stream_id=self.stream_id, end_stream=not body,
                                content_length=len(body))  # fmt: skip

@@ -1,0 +1,1 @@
+"""runtime_api: the Dapr-compatible HTTP API, as the terminal HTTP filter of a listener."""

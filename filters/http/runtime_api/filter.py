@@ -1,0 +1,271 @@
+"""`runtime_api`: Dapr's HTTP API as an HTTP stream filter.
+
+In an `http` connection manager, the filter answers `/v1.0*` paths itself (one task per
+request, the body buffered up to `runtime.max_request_body`), hands invocations
+(`/v1.0/invoke/...` or a `dapr-app-id` header) to the router with a route of their own,
+and lets every other request through to the listener's routes. The network filter of
+the same name (filters/network/runtime_api.py) wraps it for a listener of its own.
+
+With an API token (`runtime.api_token` or `DAPR_API_TOKEN`), requests must carry it in
+`dapr-api-token` (401 otherwise); the health probes are exempt, as in Dapr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+
+from filters.http.api import (
+    CONTINUE,
+    STOP,
+    FilterStatus,
+    HttpFactoryContext,
+    StreamCallbacks,
+    StreamFilter,
+    StreamFilterFactory,
+)
+from filters.http.registry import HttpFilterSpec
+from filters.http.runtime_api import paths
+from filters.http.runtime_api.base import Answer, ApiError, ApiRequest, split_target
+from filters.http.runtime_api.invoke import INVOKE_PREFIX, Invoker, split_invoke_path
+from protocols.http.events import RequestHeaders
+from protocols.http.headers import Headers
+from proxy.config.context import ParseContext
+from proxy.config.reader import Node
+from runtime.runtime import Runtime
+
+log = logging.getLogger("mecha.runtime_api")
+
+NAME = "runtime_api"
+API_PREFIX = b"/v1.0"
+TOKEN_HEADER = b"dapr-api-token"
+JSON = b"application/json"
+RESOLVED_CACHE_LIMIT = 4096
+HOP_HEADERS = (b"dapr-app-id", TOKEN_HEADER)
+"""Not forwarded on an invocation: the target is chosen, and the token is this API's."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeApiConfig:
+    pass
+
+
+def parse_config(node: Node, context: ParseContext) -> RuntimeApiConfig:
+    node.only()
+    if context.runtime is None:
+        node.problem("runtime_api needs a `runtime:` section at the top level")
+    return RuntimeApiConfig()
+
+
+class ApiShared:
+    """What every stream of one filter factory shares."""
+
+    def __init__(self, runtime: Runtime, context: HttpFactoryContext) -> None:
+        self.runtime = runtime
+        config = runtime.config
+        token = config.api_token or os.environ.get("DAPR_API_TOKEN") or ""
+        self.token = token.encode() or None
+        self.max_body = config.max_request_body
+        self.invoker = Invoker(runtime, context.cluster_manager)
+        self.app_id = config.app_id.encode()
+        self._resolved: dict[tuple[bytes, bytes], Resolved] = {}
+
+    def resolve(self, method: bytes, target: bytes) -> Resolved:
+        """The request target parsed and matched to a handler, cached: clients repeat
+        targets (the same state keys, topics and stores) far more often than not."""
+        key = (method, target)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            text = method.decode("latin-1")
+            parts, query = split_target(target)
+            resolved = Resolved(text, parts, query, paths.find(text, parts))
+            if len(self._resolved) >= RESOLVED_CACHE_LIMIT:
+                self._resolved.clear()
+            self._resolved[key] = resolved
+        return resolved
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    method: str
+    parts: list[str]
+    query: list[tuple[str, str]]
+    found: paths.Found | None
+    """None: no API path fits; `found.handler` None: not for this method."""
+
+
+class RuntimeApiFilter(StreamFilter):
+    __slots__ = ("_args", "_body", "_handler", "_request", "_size", "_task", "callbacks", "shared")
+
+    def __init__(self, shared: ApiShared, callbacks: StreamCallbacks) -> None:
+        self.shared = shared
+        self.callbacks = callbacks
+        self._request: ApiRequest | None = None
+        self._handler: paths.Handler | None = None
+        self._args: list[str] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    def decode_headers(self, request: RequestHeaders, end_stream: bool) -> FilterStatus:
+        path = request.path
+        target = request.headers.get(b"dapr-app-id")
+        if not path.startswith(API_PREFIX) and target is None:
+            return CONTINUE  # not for the API: the listener's own routes
+        shared = self.shared
+        if shared.token is not None and not self._authorized(request):
+            self._reply(ApiError(401, "ERR_UNAUTHORIZED", "invalid api token").answer())
+            return STOP
+        if path.startswith(INVOKE_PREFIX):
+            return self._invoke_by_path(request)
+        if target is not None:
+            return self._invoke(request, target.decode("latin-1"), request.path)
+        resolved = shared.resolve(request.method, path)
+        found = resolved.found
+        if found is None or found.handler is None:
+            status, code = (
+                (404, "ERR_NOT_FOUND") if found is None else (405, "ERR_METHOD_NOT_ALLOWED")
+            )
+            what = "no API" if found is None else "method not allowed"
+            message = f"{what}: {resolved.method} {path.decode('latin-1')}"
+            self._reply(ApiError(status, code, message).answer())
+            return STOP
+        self._request = ApiRequest(resolved.method, resolved.parts, resolved.query, request.headers)
+        self._handler, self._args = found.handler, found.args
+        if end_stream:
+            self._start()
+        return STOP
+
+    def _authorized(self, request: RequestHeaders) -> bool:
+        given = request.headers.get(TOKEN_HEADER)
+        if given is not None and hmac.compare_digest(given, self.shared.token or b""):
+            return True
+        found = self.shared.resolve(request.method, request.path).found
+        return found is not None and found.handler in paths.UNAUTHENTICATED
+
+    def decode_data(self, data: bytes, end_stream: bool) -> FilterStatus:
+        if self._handler is None:
+            return CONTINUE  # an invocation (or not for the API): the body goes on
+        if self._request is None or self._task is not None:
+            return STOP  # answered already (413): the rest of the body is dropped
+        self._size += len(data)
+        if self._size > self.shared.max_body:
+            self._request = None
+            limit = self.shared.max_body
+            error = ApiError(413, "ERR_REQUEST_TOO_LARGE", f"request body is over {limit} bytes")
+            self._reply(error.answer())
+            return STOP
+        if data:
+            self._body.append(data)
+        if end_stream:
+            self._start()
+        return STOP
+
+    def decode_trailers(self, trailers: Headers) -> FilterStatus:
+        if self._handler is None:
+            return CONTINUE
+        if self._request is not None and self._task is None:
+            self._start()
+        return STOP
+
+    def on_destroy(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        request = self._request
+        assert request is not None and self._handler is not None
+        request.body = b"".join(self._body)
+        self._body = []
+        self._task = asyncio.get_running_loop().create_task(self._serve(request))
+
+    async def _serve(self, request: ApiRequest) -> None:
+        assert self._handler is not None
+        try:
+            answer = await self._handler(self.shared.runtime, request, *self._args)
+        except ApiError as error:
+            answer = error.answer()
+        except Exception:
+            log.exception("runtime API %s /%s failed", request.method, "/".join(request.path))
+            answer = ApiError(500, "ERR_INTERNAL", "internal error; see mecha's log").answer()
+        self._reply(answer)
+
+    def _reply(self, answer: Answer) -> None:
+        headers = answer.headers
+        if answer.body:
+            headers.setdefault(b"content-type", answer.content_type)
+        self.callbacks.send_local_reply(answer.status, answer.body, headers=headers)
+
+    # -- invocation --------------------------------------------------------------------------
+
+    def _invoke_by_path(self, request: RequestHeaders) -> FilterStatus:
+        split = split_invoke_path(request.path)
+        if split is None:
+            self._reply(
+                ApiError(
+                    404,
+                    "ERR_DIRECT_INVOKE",
+                    "failed getting app id either from the URL path or the header dapr-app-id",
+                ).answer()
+            )
+            return STOP
+        return self._invoke(request, *split)
+
+    def _invoke(self, request: RequestHeaders, app_id: str, path: bytes) -> FilterStatus:
+        headers = request.headers
+        for name in HOP_HEADERS:
+            headers.remove(name)
+        headers.set(b"dapr-caller-app-id", self.shared.app_id)
+        headers.set(b"dapr-callee-app-id", app_id.encode("latin-1"))
+        request.path = path
+        invoker = self.shared.invoker
+        route = invoker.route(app_id)
+        if route is not None:
+            self.callbacks.set_route(route)
+            return CONTINUE
+        if not invoker.resolvable(app_id):
+            self._reply(
+                ApiError(
+                    500,
+                    "ERR_DIRECT_INVOKE",
+                    f"fail to invoke, id: {app_id}, err: no cluster serves app id {app_id!r}",
+                ).answer()
+            )
+            return STOP
+        self._task = asyncio.get_running_loop().create_task(self._resolve_then_continue(app_id))
+        return STOP
+
+    async def _resolve_then_continue(self, app_id: str) -> None:
+        route = await self.shared.invoker.resolve(app_id)
+        if route is None:
+            self._reply(
+                ApiError(
+                    500,
+                    "ERR_DIRECT_INVOKE",
+                    f"fail to invoke, id: {app_id}, err: DNS finds no address",
+                ).answer()
+            )
+            return
+        self.callbacks.set_route(route)
+        self.callbacks.continue_decoding()
+
+
+def create_factory(config: RuntimeApiConfig, context: HttpFactoryContext) -> StreamFilterFactory:
+    runtime = context.runtime
+    assert runtime is not None, "parse_config refuses runtime_api without a runtime"
+    shared = ApiShared(runtime, context)
+
+    def factory(callbacks: StreamCallbacks) -> StreamFilter:
+        return RuntimeApiFilter(shared, callbacks)
+
+    return factory
+
+
+SPEC = HttpFilterSpec(parse_config, create_factory)

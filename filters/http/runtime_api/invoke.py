@@ -1,0 +1,115 @@
+"""Service invocation: `/v1.0/invoke/{app id}/method/{method}` and the `dapr-app-id` header.
+
+The request is not answered here: it gets a route to the cluster that serves the app id and
+goes on to the router, so invocations have the mesh's load balancing, health checks,
+outlier detection, timeouts and retries, and stream their bodies. An app id is served by:
+this app's own id -> the app channel cluster; `runtime.invoke.clusters[id]`; a cluster
+named like the id; else, with `runtime.invoke.dns`, a DNS cluster made on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from filters.http.route import RetryPolicy, Route, RouteAction, RouteMatch
+from proxy.config.model import ClusterConfig, EndpointConfig
+from proxy.config.units import Address
+from proxy.upstream.cluster import ClusterManager
+from runtime.runtime import APP_CLUSTER, Runtime
+
+log = logging.getLogger("mecha.invoke")
+
+INVOKE_PREFIX = b"/v1.0/invoke/"
+NEVER_SENT = frozenset({"connect-failure", "refused-stream"})
+DNS_CLUSTER = "invoke-dns:{}"
+
+
+def split_invoke_path(path: bytes) -> tuple[str, bytes] | None:
+    """(app id, the app's own path) of `/v1.0/invoke/{id}/method/{method}`, None if malformed."""
+    app_id, _, rest = path[len(INVOKE_PREFIX) :].partition(b"/")
+    if not app_id or not rest.startswith(b"method/"):
+        return None
+    method = rest[7:]
+    if not method or method.startswith((b"?", b"#")):
+        return None
+    return app_id.decode("latin-1"), b"/" + method
+
+
+class Invoker:
+    """App id -> the route that reaches it; one per runtime API filter factory."""
+
+    def __init__(self, runtime: Runtime, clusters: ClusterManager) -> None:
+        self.runtime = runtime
+        self.clusters = clusters
+        config = runtime.config
+        self._retry = (
+            RetryPolicy(NEVER_SENT, num_retries=config.invoke_retries)
+            if config.invoke_retries
+            else None
+        )
+        self._routes: dict[str, Route] = {}
+        self._resolving: dict[str, asyncio.Task[str | None]] = {}
+
+    def route(self, app_id: str) -> Route | None:
+        """The route for `app_id` when its cluster exists now."""
+        route = self._routes.get(app_id)
+        if route is None:
+            cluster = self._cluster_name(app_id)
+            if cluster is None or cluster not in self.clusters.clusters:
+                return None
+            route = self._routes[app_id] = self._make_route(app_id, cluster)
+        return route
+
+    def resolvable(self, app_id: str) -> bool:
+        return self.runtime.config.invoke_dns is not None and _valid_host_label(app_id)
+
+    async def resolve(self, app_id: str) -> Route | None:
+        """Make (once) and warm the DNS cluster of `app_id`; None when DNS finds nothing."""
+        task = self._resolving.get(app_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._dns_cluster(app_id))
+            self._resolving[app_id] = task
+        name = await asyncio.shield(task)
+        if name is None:
+            self._resolving.pop(app_id, None)  # try again next time
+            return None
+        route = self._routes[app_id] = self._make_route(app_id, name)
+        return route
+
+    async def _dns_cluster(self, app_id: str) -> str | None:
+        template = self.runtime.config.invoke_dns
+        assert template is not None
+        host, _, port = template.replace("{app_id}", app_id).rpartition(":")
+        name = DNS_CLUSTER.format(app_id)
+        endpoint = EndpointConfig(Address(host, int(port)))
+        cluster = self.clusters.add(ClusterConfig(name, (endpoint,), type="strict_dns"))
+        await cluster.start()
+        if not cluster.endpoints:
+            log.warning("invoke: %s:%s (app id %r) resolves to nothing", host, port, app_id)
+            await cluster.stop()
+            del self.clusters.clusters[name]
+            return None
+        return name
+
+    def _cluster_name(self, app_id: str) -> str | None:
+        config = self.runtime.config
+        if app_id == config.app_id:
+            return APP_CLUSTER if self.runtime.app is not None else None
+        if app_id in config.invoke_clusters:
+            return config.invoke_clusters[app_id]
+        if app_id in self.clusters.clusters:
+            return app_id
+        dns = DNS_CLUSTER.format(app_id)  # made by another API's Invoker (HTTP or gRPC)
+        return dns if dns in self.clusters.clusters else None
+
+    def _make_route(self, app_id: str, cluster: str) -> Route:
+        action = RouteAction(
+            (cluster,), timeout=self.runtime.config.invoke_timeout, retry_policy=self._retry
+        )
+        return Route(f"invoke:{app_id}", RouteMatch(prefix=b"/"), action)
+
+
+def _valid_host_label(app_id: str) -> bool:
+    labels = app_id.split(".")
+    return all(0 < len(label) <= 63 and label.replace("-", "").isalnum() for label in labels)
