@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+# Hypothesis imports its optimiser lazily, deep inside a running test; compiling a module
+# that deep trips a CPython 3.11 AST recursion-depth check, so import it up front.
+import hypothesis.internal.conjecture.optimiser  # noqa: F401
 import pytest
 
 from tests.support.redis import redis_server
