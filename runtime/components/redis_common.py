@@ -34,15 +34,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 
-from proxy.config.units import parse_duration
 from runtime.components.api import Metadata
 from runtime.components.errors import BadMetadata, ComponentError
+from runtime.components.metadata import duration, flag, integer
 
 Client = Redis | RedisCluster
 """Both kinds speak the same commands; cluster mode routes each by its key's slot."""
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +91,9 @@ def parse_settings(metadata: Metadata) -> RedisSettings:
         cluster=kind == "cluster",
         password=metadata.get("redisPassword") or None,
         username=metadata.get("redisUsername") or None,
-        db=integer(metadata, "redisDB", 0),
+        db=integer(metadata, "redisDB", 0, minimum=0),
         timeout=timeout,
-        max_retries=integer(metadata, "redisMaxRetries", 3),
+        max_retries=integer(metadata, "redisMaxRetries", 3, minimum=0),
     )
 
 
@@ -117,41 +114,6 @@ def _hosts(value: str) -> tuple[tuple[str, int], ...]:
 
 
 # -- metadata values ---------------------------------------------------------------------------
-
-
-def flag(metadata: Metadata, key: str, default: bool) -> bool:
-    value = metadata.get(key)
-    if value is None:
-        return default
-    if value.strip().lower() in _TRUE:
-        return True
-    if value.strip().lower() in _FALSE:
-        return False
-    raise BadMetadata(key, f"expected true or false, got {value!r}")
-
-
-def integer(metadata: Metadata, key: str, default: int, minimum: int = 0) -> int:
-    value = metadata.get(key, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadMetadata(key, f"expected an integer, got {value!r}") from None
-    if number < minimum:
-        raise BadMetadata(key, f"must be at least {minimum}")
-    return number
-
-
-def duration(metadata: Metadata, key: str, default: float) -> float:
-    """Seconds from `250ms`, `5s`, `1m` or a plain number of seconds."""
-    value = metadata.get(key, "").strip()
-    if not value:
-        return default
-    try:
-        return parse_duration(value)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
 
 
 # -- errors and deadlines --------------------------------------------------------------------

@@ -32,9 +32,9 @@ from urllib.parse import urlsplit
 
 import h11
 
-from proxy.config.units import parse_duration, parse_size
 from runtime.components.api import BindingResponse, Metadata
 from runtime.components.errors import BadMetadata, ComponentError, NotSupported
+from runtime.components.metadata import duration, flag, size
 
 OPERATIONS: tuple[str, ...] = (
     "create",
@@ -52,8 +52,6 @@ DEFAULT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 15.0
 DEFAULT_MAX_BODY = 100 << 20
 JSON_UTF8 = "application/json; charset=utf-8"
-_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
-_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 UNSUPPORTED = frozenset({"mtlsrootca", "mtlsclientcert", "mtlsclientkey", "mtlsrenegotiation"})
 """Dapr's mTLS keys (lowercased): refused rather than silently ignored."""
@@ -110,9 +108,9 @@ class HttpOutputBinding:
             tls = _target(self._url).tls
         except ValueError as error:
             raise BadMetadata("url", str(error)) from None
-        self._timeout = _duration(metadata, "responseTimeout", DEFAULT_TIMEOUT)
-        self._max_body = _size(metadata, "maxResponseBodySize", DEFAULT_MAX_BODY)
-        self._error_if_not_2xx = _flag(metadata, "errorIfNot2XX", True)
+        self._timeout = duration(metadata, "responseTimeout", DEFAULT_TIMEOUT, positive=True)
+        self._max_body = size(metadata, "maxResponseBodySize", DEFAULT_MAX_BODY)
+        self._error_if_not_2xx = flag(metadata, "errorIfNot2XX", True)
         token, header = metadata.get("securityToken"), metadata.get("securityTokenHeader")
         self._token = (header, token) if token and header else None
         if tls:
@@ -138,7 +136,7 @@ class HttpOutputBinding:
         body = data if method in WITH_BODY else None
         answer = await self._send(target, method, self._headers(target, body, metadata), body)
         response = BindingResponse(data=answer.body, metadata=_response_metadata(answer))
-        if _flag(metadata, "errorIfNot2XX", self._error_if_not_2xx) and answer.status // 100 != 2:
+        if flag(metadata, "errorIfNot2XX", self._error_if_not_2xx) and answer.status // 100 != 2:
             raise HttpStatusError(answer.status, response)
         return response
 
@@ -261,38 +259,3 @@ def _response_metadata(answer: _Answer) -> dict[str, str]:
 def _canonical(name: str) -> str:
     """`content-type` -> `Content-Type`, as Go's net/http (and so Dapr) names headers."""
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
-
-
-def _duration(metadata: Metadata, key: str, default: float) -> float:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    try:
-        seconds = parse_duration(text)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
-    if seconds <= 0:
-        raise BadMetadata(key, "must be positive")
-    return seconds
-
-
-def _size(metadata: Metadata, key: str, default: int) -> int:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    try:
-        size = parse_size(text)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
-    if size <= 0:
-        raise BadMetadata(key, "must be positive (an unlimited answer is not allowed)")
-    return size
-
-
-def _flag(metadata: Metadata, key: str, default: bool) -> bool:
-    text = metadata.get(key, "").strip().lower()
-    if not text:
-        return default
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise BadMetadata(key, f"expected true or false, got {metadata[key]!r}")

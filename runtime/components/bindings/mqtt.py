@@ -25,7 +25,6 @@ import logging
 from dataclasses import replace
 
 from protocols.mqtt import NO_PROPERTIES
-from proxy.config.units import parse_duration
 from runtime.components.api import (
     BindingEvent,
     BindingHandler,
@@ -35,6 +34,7 @@ from runtime.components.api import (
     Metadata,
 )
 from runtime.components.errors import BadMetadata, ComponentError, NotSupported
+from runtime.components.metadata import duration, integer
 from runtime.components.pubsub.mqtt import Consumer, Member, MqttSettings, parse_settings
 
 log = logging.getLogger("mecha.bindings.mqtt")
@@ -59,12 +59,12 @@ class MqttBinding:
             raise BadMetadata("direction", "input, output or both")
         self._input = not directions or "input" in directions
         self._output = not directions or "output" in directions
-        retries = _integer(metadata, "backOffMaxRetries", 0)
+        retries = integer(metadata, "backOffMaxRetries", 0)
         settings = parse_settings(metadata)
         self.settings = replace(
             settings,
-            initial=_duration(metadata, "backOffInitialInterval", 0.1),
-            maximum=_duration(metadata, "backOffMaxInterval", 5.0),
+            initial=duration(metadata, "backOffInitialInterval", 0.1),
+            maximum=duration(metadata, "backOffMaxInterval", 5.0),
         )
         consumer = Consumer(self.settings, self.topic, settings.client_id,
                             settings.clean_session, None if retries < 0 else retries)  # fmt: skip
@@ -139,22 +139,3 @@ class _Reading:
     async def cancel(self) -> None:
         if self._member is not None:
             await self._member.cancel()
-
-
-def _integer(metadata: Metadata, key: str, default: int) -> int:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    if not text.lstrip("-").isdigit():
-        raise BadMetadata(key, f"expected an integer, got {text!r}")
-    return int(text)
-
-
-def _duration(metadata: Metadata, key: str, default: float) -> float:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None

@@ -36,11 +36,11 @@ from runtime.components.api import (
     Metadata,
 )
 from runtime.components.errors import ComponentError
+from runtime.components.metadata import flag
 from runtime.components.redis_common import (
     Client,
     RedisSettings,
     close,
-    flag,
     guarded,
     parse_settings,
     ping,

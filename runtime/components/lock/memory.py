@@ -22,9 +22,9 @@ import math
 import time
 from dataclasses import dataclass
 
-from proxy.config.units import parse_duration
 from runtime.components.api import LockResult, Metadata, UnlockStatus
-from runtime.components.errors import BadMetadata, ComponentError
+from runtime.components.errors import ComponentError
+from runtime.components.metadata import duration
 
 DEFAULT_CLEANUP_INTERVAL = 1.0
 
@@ -45,8 +45,8 @@ class InMemoryLockStore:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def init(self, metadata: Metadata) -> None:
-        self._cleanup_interval = _positive_duration(
-            metadata, "cleanupInterval", DEFAULT_CLEANUP_INTERVAL
+        self._cleanup_interval = duration(
+            metadata, "cleanupInterval", DEFAULT_CLEANUP_INTERVAL, positive=True
         )
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="lock.in-memory sweep")
@@ -113,16 +113,3 @@ def _check_expiry(expiry: float) -> None:
     if not 0 < expiry < math.inf:
         raise ComponentError(f"lock expiry must be a positive number of seconds, got {expiry!r}",
                              retryable=False)  # fmt: skip
-
-
-def _positive_duration(metadata: Metadata, key: str, default: float) -> float:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    try:
-        seconds = parse_duration(text)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
-    if seconds <= 0:
-        raise BadMetadata(key, "must be positive")
-    return seconds

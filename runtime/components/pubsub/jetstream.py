@@ -74,7 +74,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from proxy.config.units import parse_duration
 from runtime.components.api import (
     Delivery,
     Message,
@@ -83,6 +82,7 @@ from runtime.components.api import (
     PubSubFeature,
 )
 from runtime.components.errors import BadMetadata, ComponentError
+from runtime.components.metadata import duration, flag, integer, text
 
 log = logging.getLogger("mecha.pubsub.jetstream")
 
@@ -140,24 +140,24 @@ def _parse(metadata: Metadata) -> _Settings:
     policy = metadata.get("deliverPolicy", "").strip().lower()
     if policy and policy not in _POLICIES:
         raise BadMetadata("deliverPolicy", f"one of {', '.join(_POLICIES)}, not {policy!r}")
-    initial = _duration(metadata, "redeliverInitialInterval", 0.1)
+    initial = duration(metadata, "redeliverInitialInterval", 0.1)
     settings = _Settings(
         servers=servers or (DEFAULT_URL,),
         name=metadata.get("name", "").strip() or "mecha",
         token=metadata.get("token") or None,
         stream=stream,
-        memory=_flag(metadata, "memoryStorage"),
-        replicas=_integer(metadata, "replicas", 1) or 1,
-        group=metadata.get("queueGroupName", "").strip() or _text(metadata, "durableName"),
+        memory=flag(metadata, "memoryStorage"),
+        replicas=integer(metadata, "replicas", 1, minimum=1),
+        group=metadata.get("queueGroupName", "").strip() or text(metadata, "durableName"),
         deliver=_POLICIES[policy] if policy else None,
-        ack_wait=_duration(metadata, "ackWait", 30.0),
-        max_deliver=_integer(metadata, "maxDeliver", None),
-        max_ack_pending=_integer(metadata, "maxAckPending", None),
-        concurrency=_integer(metadata, "concurrency", 1) or 0,
+        ack_wait=duration(metadata, "ackWait", 30.0),
+        max_deliver=integer(metadata, "maxDeliver", 0) or None,
+        max_ack_pending=integer(metadata, "maxAckPending", 0) or None,
+        concurrency=integer(metadata, "concurrency", 1, minimum=0),
         initial=initial,
-        maximum=_duration(metadata, "redeliverMaxInterval", max(10.0, initial)),
-        timeout=_duration(metadata, "timeout", 5.0),
-        connect_timeout=_duration(metadata, "connectTimeout", 5.0),
+        maximum=duration(metadata, "redeliverMaxInterval", max(10.0, initial)),
+        timeout=duration(metadata, "timeout", 5.0),
+        connect_timeout=duration(metadata, "connectTimeout", 5.0),
     )
     if settings.maximum < settings.initial:
         raise BadMetadata("redeliverMaxInterval", "must not be less than redeliverInitialInterval")
@@ -573,35 +573,3 @@ def _why(error: BaseException) -> str:
 
 
 # -- metadata values --------------------------------------------------------------------------
-
-
-def _duration(metadata: Metadata, key: str, default: float) -> float:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
-
-
-def _integer(metadata: Metadata, key: str, default: int | None) -> int | None:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    if not text.lstrip("-").isdigit():
-        raise BadMetadata(key, f"expected an integer, got {text!r}")
-    return int(text)
-
-
-def _text(metadata: Metadata, key: str) -> str | None:
-    return metadata.get(key, "").strip() or None
-
-
-def _flag(metadata: Metadata, key: str) -> bool:
-    text = metadata.get(key, "").strip().lower()
-    if text in ("", "false", "0", "no", "off"):
-        return False
-    if text in ("true", "1", "yes", "on"):
-        return True
-    raise BadMetadata(key, f"expected true or false, got {text!r}")

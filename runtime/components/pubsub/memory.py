@@ -35,7 +35,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from proxy.config.units import parse_duration
 from runtime.components.api import (
     Delivery,
     Message,
@@ -45,6 +44,7 @@ from runtime.components.api import (
     Subscription,
 )
 from runtime.components.errors import BadMetadata, ComponentError
+from runtime.components.metadata import duration, integer
 
 log = logging.getLogger("mecha.pubsub.in-memory")
 
@@ -227,11 +227,11 @@ class InMemoryPubSub:
         self._closed = False
 
     async def init(self, metadata: Metadata) -> None:
-        initial = _duration(metadata, "redeliverInitialInterval", DEFAULT_REDELIVER_INITIAL)
-        maximum = _duration(metadata, "redeliverMaxInterval", max(DEFAULT_REDELIVER_MAX, initial))
+        initial = duration(metadata, "redeliverInitialInterval", DEFAULT_REDELIVER_INITIAL)
+        maximum = duration(metadata, "redeliverMaxInterval", max(DEFAULT_REDELIVER_MAX, initial))
         if maximum < initial:
             raise BadMetadata("redeliverMaxInterval", "less than redeliverInitialInterval")
-        size = _positive_int(metadata, "maxQueueSize", DEFAULT_MAX_QUEUE_SIZE)
+        size = integer(metadata, "maxQueueSize", DEFAULT_MAX_QUEUE_SIZE, minimum=1)
         self._settings = _Settings(size, initial, maximum)
 
     async def ping(self) -> None:
@@ -301,22 +301,3 @@ def _group_name(metadata: Mapping[str, str]) -> str | None:
         if metadata.get(key):
             return metadata[key]
     return None
-
-
-def _duration(metadata: Metadata, key: str, default: float) -> float:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
-
-
-def _positive_int(metadata: Metadata, key: str, default: int) -> int:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise BadMetadata(key, f"expected a positive integer, got {text!r}")
-    return int(text)

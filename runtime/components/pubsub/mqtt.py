@@ -58,7 +58,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
@@ -86,9 +86,9 @@ from protocols.mqtt import (
     is_topic_filter,
     is_topic_name,
 )
-from proxy.config.units import parse_duration
 from runtime.components.api import Delivery, Message, MessageHandler, Metadata, PubSubFeature
 from runtime.components.errors import BadMetadata, ComponentError
+from runtime.components.metadata import choice, duration, flag
 
 log = logging.getLogger("mecha.pubsub.mqtt")
 
@@ -140,8 +140,8 @@ def parse_settings(metadata: Metadata) -> MqttSettings:
     except ValueError:
         raise BadMetadata("url", "the port is not a number") from None
     client_id = metadata.get("consumerID", "").strip()
-    initial = _duration(metadata, "redeliverInitialInterval", 0.1)
-    maximum = _duration(metadata, "redeliverMaxInterval", max(10.0, initial))
+    initial = duration(metadata, "redeliverInitialInterval", 0.1)
+    maximum = duration(metadata, "redeliverMaxInterval", max(10.0, initial))
     if maximum < initial:
         raise BadMetadata("redeliverMaxInterval", "must not be less than redeliverInitialInterval")
     return MqttSettings(
@@ -151,12 +151,12 @@ def parse_settings(metadata: Metadata) -> MqttSettings:
         password=unquote(url.password) if url.password is not None else None,
         client_id=client_id or f"mecha-{uuid.uuid4().hex[:12]}",
         stable_id=bool(client_id),
-        qos=_choice(metadata, "qos", {"0": 0, "1": 1, "2": 2}, 1),
-        retain=_flag(metadata, "retain", False),
-        clean_session=_flag(metadata, "cleanSession", False),
-        version=_choice(metadata, "protocolVersion", {"4": 4, "3.1.1": 4, "5": 5}, 4),
-        keep_alive=max(1, round(_duration(metadata, "keepAlive", 30.0))),
-        timeout=max(0.1, _duration(metadata, "timeout", 5.0)),
+        qos=choice(metadata, "qos", {"0": 0, "1": 1, "2": 2}, 1),
+        retain=flag(metadata, "retain", False),
+        clean_session=flag(metadata, "cleanSession", False),
+        version=choice(metadata, "protocolVersion", {"4": 4, "3.1.1": 4, "5": 5}, 4),
+        keep_alive=max(1, round(duration(metadata, "keepAlive", 30.0))),
+        timeout=max(0.1, duration(metadata, "timeout", 5.0)),
         initial=initial,
         maximum=maximum,
     )
@@ -660,7 +660,7 @@ class MqttPubSub:
     async def publish(self, topic: str, data: bytes, metadata: Metadata) -> None:
         if self._publisher is None:
             raise ComponentError("mqtt pubsub is not initialised (or closed)")
-        retain = _flag(metadata, "retain", self.settings.retain)
+        retain = flag(metadata, "retain", self.settings.retain)
         props = NO_PROPERTIES
         if self.settings.version == 5:
             pairs = tuple((k, v) for k, v in metadata.items() if k != "contentType")
@@ -701,33 +701,3 @@ class MqttPubSub:
 
 
 # -- metadata values --------------------------------------------------------------------------
-
-
-def _duration(metadata: Metadata, key: str, default: float) -> float:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
-
-
-def _flag(metadata: Mapping[str, str], key: str, default: bool) -> bool:
-    text = metadata.get(key, "").strip().lower()
-    if not text:
-        return default
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise BadMetadata(key, f"expected true or false, got {text!r}")
-
-
-def _choice(metadata: Metadata, key: str, choices: dict[str, int], default: int) -> int:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    if text not in choices:
-        raise BadMetadata(key, f"one of {', '.join(choices)}, not {text!r}")
-    return choices[text]

@@ -57,13 +57,12 @@ from runtime.components.api import (
     PubSubFeature,
 )
 from runtime.components.errors import ComponentError
+from runtime.components.metadata import duration, integer
 from runtime.components.redis_common import (
     Client,
     RedisSettings,
     close,
-    duration,
     guarded,
-    integer,
     parse_settings,
     ping,
     stop_tasks,
@@ -102,7 +101,7 @@ class RedisStreamsPubSub:
         self.consumer_id = metadata.get("consumerID", "").strip() or "mecha"
         self.processing_timeout = duration(metadata, "processingTimeout", 15.0)
         self.redeliver_interval = duration(metadata, "redeliverInterval", 60.0)
-        self.max_len = integer(metadata, "maxLenApprox", 0)
+        self.max_len = integer(metadata, "maxLenApprox", 0, minimum=0)
         self.queue_depth = integer(metadata, "queueDepth", 100, minimum=1)
         self.concurrency = integer(metadata, "concurrency", 10, minimum=1)
         self._client = self.settings.connect()

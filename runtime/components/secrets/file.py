@@ -26,10 +26,9 @@ from typing import Any
 
 from runtime.components.api import Metadata
 from runtime.components.errors import BadMetadata, NotFound
+from runtime.components.metadata import flag
 
 DEFAULT_SEPARATOR = ":"
-_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
-_FALSE = frozenset({"", "0", "false", "f", "no", "n", "off"})
 
 
 class FileSecretStore:
@@ -41,7 +40,7 @@ class FileSecretStore:
         if not path:
             raise BadMetadata("secretsFile", "required (the path of a JSON file)")
         separator = metadata.get("nestedSeparator") or DEFAULT_SEPARATOR
-        multi_valued = _flag(metadata, "multiValued")
+        multi_valued = flag(metadata, "multiValued")
         document = await asyncio.to_thread(_load, Path(path))
         try:
             self._secrets = _secrets(document, separator, multi_valued)
@@ -116,12 +115,3 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return json.dumps(value)
-
-
-def _flag(metadata: Metadata, key: str) -> bool:
-    text = metadata.get(key, "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise BadMetadata(key, f"expected true or false, got {metadata[key]!r}")

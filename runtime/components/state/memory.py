@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from proxy.config.units import parse_duration
 from runtime.components.api import (
     Concurrency,
     DeleteRequest,
@@ -44,7 +43,8 @@ from runtime.components.api import (
     StateItem,
     StateOperation,
 )
-from runtime.components.errors import BadMetadata, ComponentError, EtagInvalid, EtagMismatch
+from runtime.components.errors import ComponentError, EtagInvalid, EtagMismatch
+from runtime.components.metadata import duration
 
 DEFAULT_CLEANUP_INTERVAL = 1.0
 
@@ -76,8 +76,8 @@ class InMemoryStateStore:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def init(self, metadata: Metadata) -> None:
-        self._cleanup_interval = _positive_duration(
-            metadata, "cleanupInterval", DEFAULT_CLEANUP_INTERVAL
+        self._cleanup_interval = duration(
+            metadata, "cleanupInterval", DEFAULT_CLEANUP_INTERVAL, positive=True
         )
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="state.in-memory sweep")
@@ -235,16 +235,3 @@ def rfc3339(timestamp: float) -> str:
     except (OverflowError, ValueError, OSError):  # beyond year 9999: as good as never
         moment = datetime.max.replace(tzinfo=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _positive_duration(metadata: Metadata, key: str, default: float) -> float:
-    text = metadata.get(key, "").strip()
-    if not text:
-        return default
-    try:
-        seconds = parse_duration(text)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
-    if seconds <= 0:
-        raise BadMetadata(key, "must be positive")
-    return seconds

@@ -47,7 +47,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from proxy.config.units import parse_duration
 from runtime.components.api import (
     Concurrency,
     DeleteRequest,
@@ -58,6 +57,7 @@ from runtime.components.api import (
     StateOperation,
 )
 from runtime.components.errors import BadMetadata, ComponentError, EtagInvalid, EtagMismatch
+from runtime.components.metadata import duration, flag
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def connection_settings(metadata: Metadata) -> SqliteDatabase:
     if timeout <= 0:
         raise BadMetadata("timeout", "must be more than 0")
     busy = duration(metadata, "busyTimeout", 2.0)
-    wal = not boolean(metadata, "disableWAL", False)
+    wal = not flag(metadata, "disableWAL", False)
     return SqliteDatabase(path, timeout=timeout, busy_timeout=busy, wal=wal)
 
 
@@ -171,27 +171,6 @@ def identifier(metadata: Metadata, key: str, default: str) -> str:
     if not _IDENTIFIER.match(name):
         raise BadMetadata(key, f"{name!r} is not a table name (letters, digits, _)")
     return name
-
-
-def duration(metadata: Metadata, key: str, default: float) -> float:
-    value = metadata.get(key, "").strip()
-    if not value:
-        return default
-    try:
-        return parse_duration(value)
-    except ValueError as error:
-        raise BadMetadata(key, str(error)) from None
-
-
-def boolean(metadata: Metadata, key: str, default: bool) -> bool:
-    value = metadata.get(key, "").strip().lower()
-    if not value:
-        return default
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise BadMetadata(key, f"expected true or false, got {value!r}")
 
 
 def _ttl(key: str, value: str | None) -> float | None:
