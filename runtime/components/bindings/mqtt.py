@@ -35,7 +35,8 @@ from runtime.components.api import (
 )
 from runtime.components.errors import BadMetadata, ComponentError, NotSupported
 from runtime.components.metadata import duration, integer
-from runtime.components.pubsub.mqtt import Consumer, Member, MqttSettings, parse_settings
+from runtime.components.mqtt_client import MqttSettings, parse_settings
+from runtime.components.pubsub.mqtt import Consumer, Member
 
 log = logging.getLogger("mecha.bindings.mqtt")
 
