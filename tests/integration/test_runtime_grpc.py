@@ -148,6 +148,18 @@ def channel(mecha: Mecha) -> Iterator[grpc.Channel]:
         yield opened
 
 
+def wait_subscribed(stub: dapr_pb2_grpc.DaprStub, topics: set[str]) -> set[str]:
+    """The subscribed topics once `topics` are among them (the app is asked after start-up),
+    or as they are after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        metadata = stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5)
+        subscribed = {s.topic for s in metadata.subscriptions}
+        if topics <= subscribed or time.monotonic() > deadline:
+            return subscribed
+        time.sleep(0.05)
+
+
 def code_of(error: pytest.ExceptionInfo[Any]) -> grpc.StatusCode:
     code: grpc.StatusCode = error.value.code()
     return code
@@ -489,6 +501,7 @@ def test_bad_calls_end_only_their_stream(client: DaprClient, channel: grpc.Chann
             with pytest.raises(grpc.RpcError) as unknown:
                 channel.unary_unary(path)(b"", timeout=5)
             assert code_of(unknown) == grpc.StatusCode.UNIMPLEMENTED, path
+            assert path.rpartition("/")[2] in unknown.value.details(), path
         ok = raw(
             state_pb2.GetStateRequest(store_name="statestore", key="k").SerializeToString(),
             timeout=5,
@@ -563,8 +576,11 @@ def test_default_config_serves_the_sdk(tmp_path: Path, monkeypatch: pytest.Monke
             assert client.get_metadata().application_id == "mecha"
 
 
-def test_grpc_app_receives_events_and_bindings(tmp_path: Path) -> None:
-    """`app_protocol: grpc`: mecha calls the app's AppCallback (dapr.ext.grpc's App)."""
+def test_grpc_app_receives_events_and_bindings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`app_protocol: grpc`: mecha calls the app's AppCallback (dapr.ext.grpc's App) with
+    what DaprClient publishes and what the input binding fires."""
     components = [
         {
             "name": "pubsub",
@@ -577,26 +593,27 @@ def test_grpc_app_receives_events_and_bindings(tmp_path: Path) -> None:
         document = config(grpc_app.port, components, app_protocol="grpc")
         with run_mecha(tmp_path, document) as running:
             with grpc.insecure_channel(f"127.0.0.1:{running.port('grpc')}") as channel:
-                stub = dapr_pb2_grpc.DaprStub(channel)
-                metadata = stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5)
-                subscribed = {s.topic for s in metadata.subscriptions}
-                assert {"grpc-orders", "grpc-retry", "grpc-dead", "grpc-drop"} <= subscribed
-            api = DaprHttp(running.port("api"))
-            reply = api.post(
-                "/v1.0/publish/pubsub/grpc-orders",
-                {"n": 1},
-                headers={"content-type": "application/json"},
-            )
-            assert reply.status == 204
-            event = grpc_app.wait_received("topic", "grpc-orders")[-1]
-            assert json.loads(event["data"]) == {"n": 1} and event["source"] == APP_ID
-            assert event["content_type"] == "application/json"
-            assert api.post("/v1.0/publish/pubsub/grpc-retry", b"again").status == 204
-            dead = grpc_app.wait_received("topic", "grpc-dead")
-            assert dead[-1]["data"] == "again"
-            assert len(grpc_app.received("topic", "grpc-retry")) >= 2
-            assert api.post("/v1.0/publish/pubsub/grpc-drop", b"once").status == 204
-            grpc_app.wait_received("topic", "grpc-drop")
-            time.sleep(0.3)
-            assert len(grpc_app.received("topic", "grpc-drop")) == 1
+                wanted = {"grpc-orders", "grpc-retry", "grpc-dead", "grpc-drop"}
+                assert wanted <= wait_subscribed(dapr_pb2_grpc.DaprStub(channel), wanted)
+            monkeypatch.setenv("DAPR_HTTP_PORT", str(running.port("api")))
+            monkeypatch.setenv("DAPR_GRPC_PORT", str(running.port("grpc")))
+            with DaprClient() as client:
+                client.publish_event(
+                    "pubsub",
+                    "grpc-orders",
+                    json.dumps({"n": 1}),
+                    data_content_type="application/json",
+                )
+                event = grpc_app.wait_received("topic", "grpc-orders")[-1]
+                assert json.loads(event["data"]) == {"n": 1} and event["source"] == APP_ID
+                assert event["content_type"] == "application/json"
+                assert event["type"] == "com.dapr.event.sent"
+                client.publish_event("pubsub", "grpc-retry", "again")
+                dead = grpc_app.wait_received("topic", "grpc-dead")
+                assert dead[-1]["data"] == "again"
+                assert len(grpc_app.received("topic", "grpc-retry")) >= 2
+                client.publish_event("pubsub", "grpc-drop", "once")
+                grpc_app.wait_received("topic", "grpc-drop")
+                time.sleep(0.3)
+                assert len(grpc_app.received("topic", "grpc-drop")) == 1
             grpc_app.wait_received("binding", "tick", 2)
