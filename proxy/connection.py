@@ -240,6 +240,7 @@ class DownstreamConnection(asyncio.Protocol):
         assert chain is not None
         self._tls_chain = None
         self.transport = transport
+        self.info.downstream_tls = True
         transport.set_write_buffer_limits(high=self.listener.config.buffer_limit)
         self._start_chain(chain, b"")
 

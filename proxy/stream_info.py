@@ -42,6 +42,8 @@ class StreamInfo:
     upstream_host: str | None = None
     flags: set[ResponseFlag] = field(default_factory=set)
     failure_reason: str | None = None
+    downstream_tls: bool = False
+    """TLS was terminated on this connection (x-forwarded-proto says https)."""
 
     def fail(self, flag: ResponseFlag, reason: str) -> None:
         self.flags.add(flag)

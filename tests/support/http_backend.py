@@ -13,6 +13,7 @@ requests answer `status` whatever their path.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -101,9 +102,14 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def http_backend(name: str = "backend", port: int = 0) -> Iterator[Backend]:
+def http_backend(
+    name: str = "backend", port: int = 0, tls: ssl.SSLContext | None = None
+) -> Iterator[Backend]:
+    """Serve on loopback; with `tls`, over TLS (the handshake runs on accept)."""
     backend = Backend(name)
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(backend))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     backend.port = int(server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, name=f"http-{name}", daemon=True)

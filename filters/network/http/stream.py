@@ -204,7 +204,8 @@ class ActiveStream:
             added.append((b"x-forwarded-for", forwarded))
             info.forwarded_for = forwarded
             if b"x-forwarded-proto" not in seen:
-                added.append((b"x-forwarded-proto", request.scheme))
+                tls = self.manager.callbacks.info.downstream_tls
+                added.append((b"x-forwarded-proto", b"https" if tls else request.scheme))
         if new_parent:
             if parent is not None:
                 headers.remove(b"traceparent")

@@ -1,0 +1,124 @@
+"""The deployment examples under deploy/ parse, and say what mecha accepts."""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import io
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxy.cli import main
+from proxy.config.parse import load_config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+ADMIN_PORT = 15000
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    """Every Kubernetes object in deploy/kubernetes, by kind."""
+    objects: dict[str, dict[str, Any]] = {}
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            objects[document["kind"]] = document
+    return objects
+
+
+def pod_spec() -> dict[str, Any]:
+    return dict(manifests()["Deployment"]["spec"]["template"]["spec"])
+
+
+def container(spec: dict[str, Any], name: str, section: str = "containers") -> dict[str, Any]:
+    return next(c for c in spec[section] if c["name"] == name)
+
+
+def test_kinds() -> None:
+    objects = manifests()
+    assert set(objects) == {"ConfigMap", "Deployment"}
+    assert objects["Deployment"]["apiVersion"] == "apps/v1"
+    assert objects["ConfigMap"]["apiVersion"] == "v1"
+
+
+def test_the_configmap_holds_a_valid_config(tmp_path: Path) -> None:
+    path = tmp_path / "mecha.yaml"
+    path.write_text(manifests()["ConfigMap"]["data"]["mecha.yaml"])
+    config = load_config(path, environ={})
+    assert config.admin is not None and config.admin.address.port == ADMIN_PORT
+    ports = {listener.name: listener.address.port for listener in config.listeners}
+    assert ports["outbound"] == 15001 and ports["inbound"] == 15006
+
+
+def test_the_sidecar_mounts_the_configmap_and_runs_it() -> None:
+    spec = pod_spec()
+    mecha = container(spec, "mecha")
+    mount = next(m for m in mecha["volumeMounts"] if m["name"] == "mecha-config")
+    volume = next(v for v in spec["volumes"] if v["name"] == "mecha-config")
+    assert volume["configMap"]["name"] == manifests()["ConfigMap"]["metadata"]["name"]
+    assert mecha["command"][:3] == ["mecha", "run", "-c"]
+    config_path = Path(mecha["command"][3])
+    assert config_path.parent == Path(mount["mountPath"])
+    assert config_path.name in manifests()["ConfigMap"]["data"]
+
+
+def test_readiness_is_ready_on_the_admin_port() -> None:
+    probe = container(pod_spec(), "mecha")["readinessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/ready", ADMIN_PORT)
+
+
+def test_the_init_container_applies_rules_mecha_iptables_accepts() -> None:
+    spec = pod_spec()
+    init = container(spec, "mecha-init", "initContainers")
+    argv = [*init["command"], *init["args"]]
+    assert argv[:2] == ["mecha", "iptables"] and "--apply" in argv
+    assert "NET_ADMIN" in init["securityContext"]["capabilities"]["add"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([a for a in argv[1:] if a != "--apply"]) == 0  # print instead of apply
+    rules = printed.getvalue()
+    proxy_uid = container(spec, "mecha")["securityContext"]["runAsUser"]
+    assert f"--uid-owner {proxy_uid} -j RETURN" in rules
+    assert "--dport 15000 -j RETURN" in rules  # the kubelet's probes are not redirected
+
+
+def test_the_grace_period_outlasts_the_drain(tmp_path: Path) -> None:
+    path = tmp_path / "mecha.yaml"
+    path.write_text(manifests()["ConfigMap"]["data"]["mecha.yaml"])
+    drain = load_config(path, environ={}).drain_timeout
+    assert pod_spec()["terminationGracePeriodSeconds"] > drain
+
+
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(DEPLOY / "systemd" / "mecha.service")
+    return parser
+
+
+def test_systemd_unit_runs_validates_and_reloads() -> None:
+    service = unit()["Service"]
+    start = shlex.split(service["ExecStart"])
+    assert Path(start[0]).name == "mecha" and start[1:3] == ["run", "-c"]
+    assert shlex.split(service["ExecStartPre"])[1:] == ["validate", "-c", start[3]]
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["Type"] in ("simple", "exec", "notify")
+    assert unit()["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_unit_stops_after_the_drain_and_is_hardened(tmp_path: Path) -> None:
+    service = unit()["Service"]
+    assert service["KillSignal"] == "SIGTERM"
+    default_drain = load_config(_minimal(tmp_path), environ={}).drain_timeout
+    assert float(service["TimeoutStopSec"]) > default_drain
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    assert service["User"] != "root"
+
+
+def _minimal(tmp_path: Path) -> Path:
+    path = tmp_path / "minimal.yaml"
+    path.write_text("listeners: []\nclusters: []\n")
+    return path
