@@ -91,6 +91,17 @@ class Listener:
         self.bound = Address(host, port)
         log.info("listener %r listening on %s", self.name, self.bound)
 
+    def reconfigure(
+        self,
+        config: ListenerConfig,
+        chains: Sequence[FilterChain],
+        listener_filters: Sequence[ListenerFilterFactory],
+    ) -> None:
+        """A reload: new connections get these chains; open ones keep the filters they have."""
+        self.config = config
+        self.chains = list(chains)
+        self.listener_filters = list(listener_filters)
+
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()

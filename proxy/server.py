@@ -22,6 +22,7 @@ from proxy.config.model import Config, FilterConfig, ListenerConfig
 from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
 from proxy.metrics import Metrics, ServerCollector
+from proxy.reload import ReloadCollector, Reloader, config_path
 from proxy.upstream.cluster import ClusterManager
 from runtime.runtime import Runtime
 
@@ -48,6 +49,8 @@ class Server:
         self.listeners = [self._listener(lc) for lc in config.listeners]
         self.admin = AdminServer(config.admin.address, AdminViews(self)) if config.admin else None
         self.metrics.add(ServerCollector(lambda: self.listeners, lambda: self.cluster_manager))
+        self.reloader = Reloader(self, config_path(source))
+        self.metrics.add(ReloadCollector(self.reloader))
         self._stopping: asyncio.Event | None = None
 
     def _listener(self, config: ListenerConfig) -> Listener:
@@ -98,9 +101,12 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
         await self.start()
+        self.reloader.watch()
         await self._stopping.wait()
-        await self.drain(self.config.drain_timeout)
+        grace = self.config.drain_timeout
+        await asyncio.gather(self.drain(grace), self.reloader.stop(grace))
         await self.stop()
 
     def request_stop(self, why: str = "request") -> None:
@@ -143,6 +149,7 @@ class Server:
             "loaded_at": loaded,
             "source": self.source,
             "config": self.config.document,
+            "reload": self.reloader.status(),
         }
 
 

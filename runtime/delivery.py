@@ -16,6 +16,7 @@ SubscribeTopicEventsAlpha1) is a subscription whose messages go to its stream in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -29,7 +30,9 @@ from runtime.app_channel import AppCallError, AppUnavailable
 from runtime.components.api import (
     BindingEvent,
     ConfigurationItem,
+    InputBinding,
     Message,
+    PubSub,
     Subscription,
 )
 from runtime.components.api import (
@@ -65,7 +68,8 @@ class Delivery:
         self.runtime = runtime
         self.subscriptions: list[ActiveSubscription] = []
         self.configuration: dict[str, Subscription] = {}
-        self._bindings: list[Subscription] = []
+        self._bindings: dict[str, Subscription] = {}
+        """Input bindings being read, by component name."""
         self._tasks: set[asyncio.Task[None]] = set()
         self.callback: AppCallback | None = None
         if runtime.app is not None and runtime.config.app_protocol == "grpc":
@@ -79,13 +83,14 @@ class Delivery:
         if self.runtime.app is not None:
             self._spawn(self._programmatic(), "dapr-subscribe")
             for name, binding in self.runtime.input_bindings():
-                self._bindings.append(await binding.read(self._binding_handler(name)))
+                self._bindings[name] = await binding.read(self._binding_handler(name))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        handles = [s.handle for s in self.subscriptions if s.handle] + self._bindings
+        handles = [s.handle for s in self.subscriptions if s.handle]
+        handles += self._bindings.values()
         handles += list(self.configuration.values())
         for handle in handles:
             try:
@@ -166,6 +171,32 @@ class Delivery:
         if active.handle is not None:
             await active.handle.cancel()
 
+    async def move_subscriptions(self, pubsub_name: str, pubsub: PubSub | None) -> None:
+        """A reload replaced (or, with None, removed) a pub/sub: subscribe again on the new
+        one, then cancel the old handles (what they had not acknowledged stays queued)."""
+        for active in [s for s in self.subscriptions if s.spec.pubsub == pubsub_name]:
+            old = active.handle
+            if pubsub is None:
+                self.subscriptions.remove(active)
+                log.warning("subscription to %s/%s dropped: the pub/sub was removed",
+                            pubsub_name, active.spec.topic)  # fmt: skip
+            else:
+                await self._resubscribe(active, pubsub)
+            if old is not None:
+                with contextlib.suppress(ComponentError):
+                    await old.cancel()
+
+    async def _resubscribe(self, active: ActiveSubscription, pubsub: PubSub) -> None:
+        metadata = {"consumerGroup": self.runtime.config.app_id, **active.spec.metadata}
+        try:
+            active.handle = await pubsub.subscribe(
+                active.spec.topic, self._handler(active), metadata
+            )
+        except ComponentError as error:
+            self.subscriptions.remove(active)
+            log.error("subscription to %s/%s dropped: the new pub/sub refused it: %s",
+                      active.spec.pubsub, active.spec.topic, error)  # fmt: skip
+
     def _handler(self, active: ActiveSubscription) -> Any:
         async def handle(message: Message) -> Outcome:
             if active.stream is not None:
@@ -222,6 +253,21 @@ class Delivery:
         return Outcome.SUCCESS
 
     # -- input bindings ---------------------------------------------------------------------------
+
+    async def read_binding(self, name: str, binding: InputBinding) -> None:
+        """A reload swapped an input binding: deliver what the new one reads to the app."""
+        if self.runtime.app is None:
+            return
+        try:
+            self._bindings[name] = await binding.read(self._binding_handler(name))
+        except ComponentError as error:
+            log.error("input binding %r cannot be read: %s", name, error)
+
+    async def stop_binding(self, name: str) -> None:
+        handle = self._bindings.pop(name, None)
+        if handle is not None:
+            with contextlib.suppress(ComponentError):
+                await handle.cancel()
 
     def _binding_handler(self, name: str) -> Any:
         async def handle(event: BindingEvent) -> None:

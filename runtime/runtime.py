@@ -91,8 +91,12 @@ class Runtime:
         await self.delivery.start()
 
     async def _start_component(self, spec: ComponentSpec) -> None:
+        self.components[spec.name] = await self.load_component(spec)
+
+    async def load_component(self, spec: ComponentSpec) -> LoadedComponent:
+        """Create and init a component without registering it (a reload swaps it in later);
+        RuntimeStartError when it failed and may not be ignored."""
         loaded = LoadedComponent(spec, registry.create(spec.type))
-        self.components[spec.name] = loaded
         try:
             metadata = await self._resolve(spec)
             async with asyncio.timeout(spec.init_timeout):
@@ -103,11 +107,12 @@ class Runtime:
             message = f"{where} failed to start: {loaded.error}"
             if spec.ignore_errors:
                 log.warning("%s; ignored", message)
-                return
+                return loaded
             raise RuntimeStartError(message) from None
         loaded.ready = True
         loaded.capabilities = _capabilities(loaded.instance)
         log.info("component %r (%s) ready", spec.name, spec.type)
+        return loaded
 
     async def _resolve(self, spec: ComponentSpec) -> dict[str, str]:
         resolved: dict[str, str] = {}
