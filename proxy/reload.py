@@ -49,6 +49,9 @@ log = logging.getLogger("mecha.reload")
 
 RESULTS = ("applied", "rejected", "unchanged", "failed")
 WATCH_INTERVAL = 1.0
+SETTLE = 0.1
+"""A changed file is read again this much later and must not have changed meanwhile, so a
+half-written file is rarely seen (an empty one is refused anyway)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +87,15 @@ def file_stamp(path: Path) -> FileStamp | None:
     return FileStamp(stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
-def file_digest(path: Path) -> str | None:
+def read_file(path: Path) -> bytes | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return path.read_bytes()
     except OSError:
         return None
+
+
+def digest(content: bytes | None) -> str | None:
+    return hashlib.sha256(content).hexdigest() if content is not None else None
 
 
 class Reloader:
@@ -107,34 +114,39 @@ class Reloader:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._stamp = file_stamp(path) if path else None
-        self._digest = file_digest(path) if path else None
+        self._digest = digest(read_file(path)) if path else None
 
     # -- triggers -----------------------------------------------------------------------------
 
     def request(self, trigger: str) -> None:
         """Reload soon (from a signal handler: nothing here may await)."""
+        if self.server.state != "live":
+            log.warning("config reload (%s) ignored: mecha is %s", trigger, self.server.state)
+            return
         self._spawn(self.reload(trigger), f"reload ({trigger})", self._tasks)
 
     def watch(self) -> None:
         if self.path is not None and self._watcher is None:
             loop = asyncio.get_running_loop()
-            self._watcher = loop.create_task(self._watch(), name="config file watch")
+            self._watcher = loop.create_task(self._watch(self.path), name="config file watch")
 
-    async def _watch(self) -> None:
+    async def _watch(self, path: Path) -> None:
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            if self._file_changed():
+            if not self._file_changed(path):
+                continue
+            await asyncio.sleep(SETTLE)
+            if file_stamp(path) == self._stamp:  # else still being written: next poll
                 await self.reload("file change")
 
-    def _file_changed(self) -> bool:
+    def _file_changed(self, path: Path) -> bool:
         """A stat per poll; the content is read and hashed only when the stat differs."""
-        assert self.path is not None
-        stamp = file_stamp(self.path)
+        stamp = file_stamp(path)
         if stamp is None or stamp == self._stamp:
             return False
         self._stamp = stamp
-        digest = file_digest(self.path)
-        return digest is not None and digest != self._digest
+        content = read_file(path)
+        return content is not None and digest(content) != self._digest
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -148,7 +160,10 @@ class Reloader:
     async def _reload(self, trigger: str) -> ReloadOutcome:
         if self.path is None:
             return self._rejected(trigger, ["no config file to reload (the embedded default)"])
-        self._digest = file_digest(self.path)
+        content = read_file(self.path)
+        self._digest = digest(content)
+        if content is not None and not content.strip():
+            return self._rejected(trigger, [f"{self.path} is empty (still being written?)"])
         try:
             config = await asyncio.to_thread(self.load, self.path)
         except ConfigError as error:
