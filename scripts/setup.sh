@@ -16,6 +16,7 @@ TEST_COMMANDS=(
   nats-server:nats-server
   curl:curl
   h2load:nghttp2-client
+  wrk:wrk
   iptables:iptables
   ip:iproute2
 )
