@@ -130,6 +130,7 @@ class Server:
                 listener.close_connections()
 
     async def stop(self) -> None:
+        await self.reloader.stop(0.0)  # what a reload still retires is cut short
         for listener in self.listeners:
             listener.stop_accepting()
         if self.runtime is not None:
