@@ -8,6 +8,7 @@ import sys
 
 SCENARIOS = {
     "http": "benchmarks.scenarios.http",
+    "https": "benchmarks.scenarios.http_tls",
     "l4": "benchmarks.scenarios.l4",
     "mqtt": "benchmarks.scenarios.mqtt",
     "redis": "benchmarks.scenarios.redis",
