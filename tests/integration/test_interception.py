@@ -2,10 +2,11 @@
 
 Two namespaces joined by a veth pair: `app` (10.213.0.1) runs mecha as user `nobody` (the uid
 the rules exclude) with the clients, `peer` (10.213.0.2 and .3) runs an HTTP server on each
-address, a TCP echo server and redis-server. Clients address the peers' real addresses; the
-nat rules send their connections to mecha's outbound listener, which reads the original
-destination, sniffs the protocol and forwards: HTTP through the `http` filter to an
-`original_dst` cluster, Redis through `redis_proxy`, anything else through `tcp_proxy`.
+address, a TCP echo server, redis-server, mosquitto and a msgpack-RPC server. Clients address
+the peers' real addresses; the nat rules send their connections to mecha's outbound listener,
+which reads the original destination, sniffs the protocol and forwards: HTTP through the
+`http` filter to an `original_dst` cluster, Redis through `redis_proxy`, MQTT through
+`mqtt_proxy`, msgpack-RPC through `rpc_proxy`, anything else through `tcp_proxy`.
 Inbound connections from the peer to the app's address go through the inbound listener.
 """
 
@@ -15,6 +16,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,11 @@ def sidecar_config() -> dict[str, Any]:
                  "filters": [{"name": "redis_proxy", "config": {"cluster": "redis"}}]},
                 {"name": "http", "match": {"protocol": ["http1", "http2"]},
                  "filters": [{"name": "http", "config": {"route_config": routes}}]},
+                {"name": "mqtt", "match": {"protocol": "mqtt"},
+                 "filters": [{"name": "mqtt_proxy", "config": {"cluster": cluster}}]},
+                {"name": "rpc", "match": {"protocol": "msgpack_rpc"},
+                 "filters": [{"name": "rpc_proxy", "config": {"codec": "msgpack_rpc", "routes": [
+                     {"match": {"prefix": ""}, "cluster": cluster, "timeout": "5s"}]}}]},
                 {"name": "tcp", "filters": [{"name": "tcp_proxy", "config": {"cluster": cluster}}]},
             ],
         }  # fmt: skip
@@ -143,10 +150,16 @@ def _start_peers(app: Netns, peer: Netns, workdir: Path) -> None:
     peer.start([*servers, "http", WEB, "8080", "web"], cwd=ROOT)
     peer.start([*servers, "http", API, "8081", "api"], cwd=ROOT)
     peer.start([*servers, "echo", WEB, "7000"], cwd=ROOT)
+    peer.start([*servers, "rpc", API, "7100"], cwd=ROOT)
+    mosquitto = workdir / "mosquitto.conf"
+    mosquitto.write_text(f"listener 1883 {API}\nallow_anonymous true\npersistence false\n")
+    mosquitto.chmod(0o644)
+    peer.start(["mosquitto", "-c", str(mosquitto)])
     peer.start(["redis-server", "--bind", API, "--port", "6379", "--save", "", "--appendonly",
                 "no", "--protected-mode", "no", "--dir", str(workdir)])  # fmt: skip
     app.start([*servers, "http", APP, "9090", "app"], cwd=ROOT)
-    for host, port in ((WEB, 8080), (API, 8081), (WEB, 7000), (API, 6379)):
+    for host, port in ((WEB, 8080), (API, 8081), (WEB, 7000), (API, 6379), (API, 7100),
+                       (API, 1883)):  # fmt: skip
         peer.wait_for_port(host, port)
     app.wait_for_port(APP, 9090)  # local traffic: not redirected
 
@@ -176,6 +189,29 @@ def test_redis_gets_the_redis_proxy(sidecar: Sidecar) -> None:
     assert sidecar.metric("mecha_redis_commands_total", listener="outbound", command="get") == 1
 
 
+def test_mqtt_gets_the_mqtt_proxy(sidecar: Sidecar) -> None:
+    publish = ["mosquitto_pub", "-h", API, "-p", "1883", "-q", "1", "-r", "-t", "intercepted",
+               "-m", "via mecha"]  # fmt: skip
+    sidecar.app.run(publish)
+    accepted = {"listener": "outbound", "outcome": "accepted"}
+    assert sidecar.metric("mecha_mqtt_connections_total", **accepted) >= 1
+    # The retained message is at the broker: read it there, from the peer's side.
+    receive = ["mosquitto_sub", "-h", API, "-p", "1883", "-t", "intercepted", "-C", "1", "-W", "5"]
+    assert sidecar.peer.run(receive).stdout.strip() == b"via mecha"
+
+
+def test_msgpack_rpc_gets_the_rpc_proxy(sidecar: Sidecar) -> None:
+    script = (
+        "import socket,msgpack\n"
+        f"s = socket.create_connection(({API!r}, 7100), 5)\n"
+        "s.sendall(msgpack.packb([0, 41, 'whoami', []]))\n"
+        "print(msgpack.unpackb(s.recv(65536)))\n"
+    )
+    answer = sidecar.app.run([PYTHON, "-c", script]).stdout.decode().strip()
+    assert answer == f"[1, 41, None, '{API}:7100 whoami']"
+    assert sidecar.metric("mecha_rpc_calls_total", listener="outbound", method="whoami") == 1
+
+
 def test_other_tcp_gets_the_tcp_proxy(sidecar: Sidecar) -> None:
     payload = b"\x00\x01 not a protocol mecha knows\n" * 100
     assert sidecar.tcp_exchange(WEB, 7000, payload) == payload
@@ -196,6 +232,70 @@ def test_a_connection_to_the_listener_itself_is_closed_not_looped(sidecar: Sidec
     assert "original_dst: no original destination" in sidecar.logs()
     # Still serving.
     assert sidecar.curl(f"http://{WEB}:8080/after") == f"web {WEB}:8080 /after\n"
+
+
+def test_ipv6_interception_reads_ip6t_so_original_dst() -> None:
+    reason = unsupported_reason() or _no_ip6tables_nat()
+    if reason is not None:
+        pytest.skip(f"interception test: {reason}")
+    app_address, peer_address = "fd00:213::1", "fd00:213::2"
+    workdir = Path(tempfile.mkdtemp(prefix="mecha-netns6-"))
+    workdir.chmod(0o755)
+    try:
+        with veth_pair("mecha6", [f"{app_address}/64"], [f"{peer_address}/64"]) as (app, peer):
+            _wait_for_dad(app, peer)
+            peer.start([PYTHON, "-m", "tests.support.tiny_servers", "echo", peer_address, "7000"],
+                       cwd=ROOT)  # fmt: skip
+            peer.wait_for_port(peer_address, 7000)
+            app.run([PYTHON, "-m", "proxy", "iptables", "--uid", NOBODY, "--ipv6",
+                     "--inbound-ports", "", "--apply"])  # fmt: skip
+            sidecar = Sidecar(app, peer, workdir)
+            _start_mecha(sidecar, _ipv6_config())
+            payload = b"over IPv6\n" * 10
+            assert sidecar.tcp_exchange(peer_address, 7000, payload) == payload
+            assert f"upstream=[{peer_address}]:7000 cluster=passthrough" in sidecar.access_log()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _ipv6_config() -> dict[str, Any]:
+    return {
+        "admin": {"address": "127.0.0.1:15000"},
+        "listeners": [{
+            "name": "outbound", "address": "[::]:15001",
+            "listener_filters": [{"name": "original_dst"}],
+            "filters": [{"name": "tcp_proxy", "config": {"cluster": "passthrough"}}],
+        }],
+        "clusters": [{"name": "passthrough", "type": "original_dst", "connect_timeout": "2s"}],
+    }  # fmt: skip
+
+
+def _start_mecha(sidecar: Sidecar, config: dict[str, Any]) -> None:
+    path = sidecar.workdir / "mecha.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o644)
+    with (sidecar.workdir / "mecha.stdout").open("wb") as out, \
+            (sidecar.workdir / "mecha.stderr").open("wb") as err:  # fmt: skip
+        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                PYTHON, "-m", "proxy", "run", "-c", str(path), "-l", "debug"]  # fmt: skip
+        sidecar.app.start(argv, stdout=out, stderr=err, cwd=ROOT)
+    sidecar.app.wait_for_port("127.0.0.1", 15000)
+
+
+def _no_ip6tables_nat() -> str | None:
+    if shutil.which("ip6tables") is None:
+        return "ip6tables is not installed"
+    return None
+
+
+def _wait_for_dad(*namespaces: Netns, timeout: float = 10.0) -> None:
+    """IPv6 addresses cannot be bound until duplicate address detection is over."""
+    deadline = time.monotonic() + timeout
+    for namespace in namespaces:
+        while namespace.run(["ip", "-6", "addr", "show", "tentative"]).stdout.strip():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"IPv6 addresses still tentative in {namespace.name}")
+            time.sleep(0.1)
 
 
 def test_iptables_apply_is_idempotent_and_remove_cleans_up() -> None:

@@ -2,6 +2,7 @@
 
   http   answers every GET with `<name> <host>:<port> <path>` (the name is the 4th argument)
   echo   sends back whatever it receives, per connection
+  rpc    msgpack-RPC: answers every request with `<host>:<port> <method>`
 
 Prints `ready` on stdout once listening.
 """
@@ -12,8 +13,11 @@ import socket
 import socketserver
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import msgpack
 
 
 def http_server(host: str, port: int, name: str) -> socketserver.BaseServer:
@@ -40,17 +44,44 @@ def echo_server(host: str, port: int) -> socketserver.BaseServer:
             while data := sock.recv(65536):
                 sock.sendall(data)
 
+    return _threading_tcp(host, port, Handler)
+
+
+def rpc_server(host: str, port: int) -> socketserver.BaseServer:
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            sock: socket.socket = self.request
+            unpacker = msgpack.Unpacker()
+            while data := sock.recv(65536):
+                unpacker.feed(data)
+                for kind, msgid, method, _params in unpacker:
+                    if kind == 0:  # a request; notifications get no answer
+                        sock.sendall(msgpack.packb([1, msgid, None, f"{host}:{port} {method}"]))
+
+    return _threading_tcp(host, port, Handler)
+
+
+def _threading_tcp(
+    host: str, port: int, handler: type[socketserver.BaseRequestHandler]
+) -> socketserver.BaseServer:
     class Server(socketserver.ThreadingTCPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         allow_reuse_address = True
         daemon_threads = True
 
-    return Server((host, port), Handler)
+    return Server((host, port), handler)
+
+
+SERVERS: dict[str, Callable[[str, int, list[str]], socketserver.BaseServer]] = {
+    "http": lambda host, port, rest: http_server(host, port, rest[0] if rest else "peer"),
+    "echo": lambda host, port, _: echo_server(host, port),
+    "rpc": lambda host, port, _: rpc_server(host, port),
+}
 
 
 def main(argv: list[str]) -> int:
     kind, host, port = argv[0], argv[1], int(argv[2])
-    server = http_server(host, port, argv[3] if len(argv) > 3 else "peer") if kind == "http" \
-        else echo_server(host, port)  # fmt: skip
+    server = SERVERS[kind](host, port, argv[3:])
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print("ready", flush=True)
     threading.Event().wait()
