@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mecha.admin")
 
 _MAX_REQUEST = 64 * 1024
+POST_ONLY = frozenset({"/reload"})
+"""Views that change something answer POST only."""
+_RELOAD_STATUS = {"applied": 200, "unchanged": 200, "rejected": 400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,8 @@ class Response:
         return cls(status, body, "application/json")
 
 
-View = Callable[[dict[str, list[str]]], Response]
+View = Callable[[dict[str, list[str]]], Response | Awaitable[Response]]
+"""A view answers at once, or awaits (the workers' supervisor asks its workers)."""
 
 
 class AdminViews:
@@ -54,6 +59,7 @@ class AdminViews:
             "/config_dump": ("the config in force, with its version", self.config_dump),
             "/clusters": ("endpoints with health (?format=json)", self.clusters),
             "/listeners": ("listeners and the addresses they are bound to", self.listeners),
+            "/reload": ("POST: reload the config file now, as SIGHUP does", self.reload),
         }
 
     def index(self, query: dict[str, list[str]]) -> Response:
@@ -77,6 +83,12 @@ class AdminViews:
              "connections": len(li.connections)}
             for li in self.server.listeners
         ])  # fmt: skip
+
+    async def reload(self, query: dict[str, list[str]]) -> Response:
+        if self.server.state != "live":
+            return Response(503, f"not reloading while {self.server.state}\n".encode())
+        outcome = await self.server.reloader.reload("admin")
+        return Response.json(outcome.as_dict(), _RELOAD_STATUS.get(outcome.result, 500))
 
     def clusters(self, query: dict[str, list[str]]) -> Response:
         described = [_describe_cluster(c) for c in self.server.cluster_manager]
@@ -115,12 +127,19 @@ def _describe_cluster(cluster: Cluster) -> dict[str, Any]:
     }
 
 
+class Routes(Protocol):
+    """Any set of admin views: path -> (what it shows, view)."""
+
+    routes: dict[str, tuple[str, View]]
+
+
 class _AdminProtocol(asyncio.Protocol):
-    def __init__(self, views: AdminViews) -> None:
+    def __init__(self, views: Routes) -> None:
         self.views = views
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
         self.transport: asyncio.Transport | None = None
         self.request: h11.Request | None = None
+        self.pending: asyncio.Task[Response] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
@@ -137,6 +156,8 @@ class _AdminProtocol(asyncio.Protocol):
     def _process(self) -> None:
         try:
             while self.transport is not None and not self.transport.is_closing():
+                if self.pending is not None:
+                    return
                 event = self.h11.next_event()
                 if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
                     return
@@ -157,11 +178,34 @@ class _AdminProtocol(asyncio.Protocol):
         route = self.views.routes.get(url.path)
         if route is None:
             response = Response(404, b"not found; GET / lists the admin endpoints\n")
-        elif method not in ("GET", "HEAD"):
+        elif method not in (("POST",) if url.path in POST_ONLY else ("GET", "HEAD")):
             response = Response(405, b"method not allowed\n")
         else:
-            response = route[1](parse_qs(url.query))
+            answer = route[1](parse_qs(url.query))
+            if not isinstance(answer, Response):
+                self._await(answer, head=method == "HEAD")
+                return
+            response = answer
         self._send(response, head=method == "HEAD")
+
+    def _await(self, answer: Awaitable[Response], head: bool) -> None:
+        async def wait() -> Response:
+            return await answer
+
+        def done(task: asyncio.Task[Response]) -> None:
+            self.pending = None
+            if self.transport is None or self.transport.is_closing():
+                return
+            error = task.exception() if not task.cancelled() else None
+            if task.cancelled() or error is not None:
+                log.warning("admin view failed: %r", error)
+                self._send(Response(500, b"admin view failed\n"), head)
+            else:
+                self._send(task.result(), head)
+            self._process()
+
+        self.pending = asyncio.get_running_loop().create_task(wait(), name="admin-view")
+        self.pending.add_done_callback(done)
 
     def _send(self, response: Response, head: bool) -> None:
         headers = [
@@ -187,19 +231,26 @@ class _AdminProtocol(asyncio.Protocol):
 
 
 class AdminServer:
-    def __init__(self, address: Address, views: AdminViews) -> None:
+    def __init__(self, address: Address, views: Routes) -> None:
         self.address = address
         self.views = views
         self.bound: Address | None = None
+        self.socket: socket.socket | None = None
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
+    async def start(self, inherited: socket.socket | None = None) -> None:
+        """Bind the address, or serve on `inherited` (a hot restart's socket)."""
         loop = asyncio.get_running_loop()
-        sock = bind_socket(self.address, "admin")
+        self.socket = sock = inherited or bind_socket(self.address, "admin")
         self._server = await loop.create_server(lambda: _AdminProtocol(self.views), sock=sock)
         host, port = sock.getsockname()[:2]
         self.bound = Address(host, port)
         log.info("admin listening on %s", self.bound)
+
+    async def start_unix(self, path: str) -> None:
+        """Serve on a unix socket (a worker's private admin, read by its supervisor)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _AdminProtocol(self.views), path)
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -41,10 +41,27 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: the embedded configs/default.yaml)",
     )
     run.add_argument("-l", "--log-level", choices=LOG_LEVELS, default="info")
+    _process_arguments(run)
     validate = commands.add_parser("validate", help="check a config file and exit")
     validate.add_argument("-c", "--config", type=Path, required=True)
     _iptables_parser(commands)
     return parser
+
+
+def _process_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="N worker processes sharing the listeners (SO_REUSEPORT) under "
+                     "a supervisor that serves the admin endpoint (default 1)")  # fmt: skip
+    run.add_argument("--hot-restart-from", type=Path, default=None, metavar="SOCKET",
+                     help="take the listening sockets over from the mecha serving SOCKET, "
+                     "then make it drain and exit")  # fmt: skip
+    run.add_argument("--hot-restart-socket", type=Path, default=None, metavar="SOCKET",
+                     help="where to hand the listening sockets over to a successor "
+                     "(default: mecha/hot-restart-<admin port>.sock in $XDG_RUNTIME_DIR "
+                     "or /tmp/mecha-<uid>; none when the admin port is 0)")  # fmt: skip
+    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--worker-admin", default=None, help=argparse.SUPPRESS)
+    run.add_argument("--worker-port", action="append", default=[], help=argparse.SUPPRESS)
 
 
 def _iptables_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return validate(args.config)
     if args.command == "iptables":
         return iptables(args)
-    return run(args.config or default_config_path(), args.log_level)
+    return run(args.config or default_config_path(), args)
 
 
 def validate(path: Path) -> int:
@@ -144,9 +161,11 @@ def _failed(errors: list[str]) -> int:
     return 1 if errors else 0
 
 
-def run(path: Path, log_level: str) -> int:
+def run(path: Path, args: argparse.Namespace) -> int:
+    from proxy import hot_restart, workers
+
     logging.basicConfig(
-        level=log_level.upper(),
+        level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -155,11 +174,24 @@ def run(path: Path, log_level: str) -> int:
     except ConfigError as error:
         _report(path, error)
         return 1
-    server = Server(config, source=str(path))
+    if args.worker is None and args.workers != 1:
+        return workers.supervise(path, config, args)
     try:
+        takeover = None
+        if args.worker is not None:
+            config = workers.worker_config(config, args.worker, args.worker_port)
+            handover_path = None
+        else:
+            handover_path = args.hot_restart_socket or hot_restart.default_socket_path(config)
+            if args.hot_restart_from is not None:
+                takeover = hot_restart.Takeover.connect(args.hot_restart_from)
+        server = Server(config, source=str(path))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(server.run())
-    except BindError as error:
+            if args.worker is not None:
+                runner.run(workers.serve_worker(server, args.worker_admin))
+            else:
+                runner.run(hot_restart.serve(server, handover_path, takeover))
+    except (BindError, hot_restart.HotRestartError) as error:
         print(f"mecha: {error}", file=sys.stderr)
         return 1
     return 0

@@ -74,15 +74,18 @@ class Listener:
         self.connections: set[DownstreamConnection] = set()
         self.stats = ListenerStats()
         self.bound: Address | None = None
+        self.socket: socket.socket | None = None
         self._server: asyncio.Server | None = None
         self._empty = asyncio.Event()
         self._empty.set()
 
-    async def start(self) -> None:
+    async def start(self, inherited: socket.socket | None = None) -> None:
+        """Bind the configured address, or serve on `inherited` (a hot restart's socket)."""
         config = self.config
-        sock = bind_socket(
+        sock = inherited or bind_socket(
             config.address, f"listener {self.name!r}", config.backlog, config.reuse_port
         )
+        self.socket = sock
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: DownstreamConnection(self), sock=sock, backlog=self.config.backlog

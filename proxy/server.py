@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -52,6 +53,9 @@ class Server:
         self.reloader = Reloader(self, config_path(source))
         self.metrics.add(ReloadCollector(self.reloader))
         self._stopping: asyncio.Event | None = None
+        self.inherited: dict[str, socket.socket] = {}
+        """Listening sockets a hot restart handed over, by listener name."""
+        self.live = asyncio.Event()
 
     def _listener(self, config: ListenerConfig) -> Listener:
         context = ListenerContext(self, config.name)
@@ -89,11 +93,12 @@ class Server:
             if self.runtime is not None:
                 await self.runtime.start()
             for listener in self.listeners:
-                await listener.start()
+                await listener.start(self.inherited.pop(listener.name, None))
         except BaseException:
             await self.stop()
             raise
         self.state = "live"
+        self.live.set()
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain and stop."""
