@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.admin import AdminServer, AdminViews, Response, View
 from proxy.config.model import Config, ListenerConfig
@@ -283,6 +284,17 @@ class Supervisor:
             return 0, b""
 
 
+def _accepted(exposition: bytes) -> int:
+    """Connections one worker accepted, over all its listeners."""
+    return sum(
+        int(sample.value)
+        for family in text_string_to_metric_families(exposition.decode())
+        if family.name == "mecha_listener_downstream_cx"
+        for sample in family.samples
+        if sample.name == "mecha_listener_downstream_cx_total"
+    )
+
+
 async def _get_unix(socket_path: str, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_unix_connection(socket_path)
     try:
@@ -306,7 +318,7 @@ class SupervisorViews:
             "/": ("this list", self.index),
             "/ready": ("200 when every worker is serving", self.ready),
             "/metrics": ("Prometheus metrics, summed across workers", self.metrics),
-            "/workers": ("worker processes: pid, restarts, ready", self.workers),
+            "/workers": ("worker processes: pid, restarts, connections", self.workers),
         }
         for path in ("/config_dump", "/clusters", "/listeners"):
             self.routes[path] = (f"{path[1:]} of worker 0", self._from_worker_zero(path))
@@ -332,11 +344,13 @@ class SupervisorViews:
         ]
         return Response(200, merge(texts), METRICS_CONTENT_TYPE)
 
-    def workers(self, query: dict[str, list[str]]) -> Response:
+    async def workers(self, query: dict[str, list[str]]) -> Response:
+        workers = self.supervisor.workers
+        answers = await asyncio.gather(*(self.supervisor.fetch(w, "/metrics") for w in workers))
         return Response.json([
             {"index": w.index, "pid": w.process.pid if w.process else None, "alive": w.alive,
-             "restarts": w.restarts}
-            for w in self.supervisor.workers
+             "restarts": w.restarts, "downstream_cx": _accepted(body) if status == 200 else None}
+            for w, (status, body) in zip(workers, answers, strict=True)
         ])  # fmt: skip
 
     def _from_worker_zero(self, path: str) -> View:

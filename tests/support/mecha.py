@@ -122,14 +122,17 @@ def write_config(workdir: Path, config: dict[str, Any] | str, admin_port: int | 
 
 @contextmanager
 def run_mecha(
-    workdir: Path, config: dict[str, Any] | str, env: dict[str, str] | None = None
+    workdir: Path,
+    config: dict[str, Any] | str,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[Mecha]:
     """Start mecha on `config` (a dict gets a free admin port) and wait until /ready."""
     admin_port = free_port()
     path = write_config(workdir, config, admin_port)
     with (workdir / "mecha.stdout").open("wb") as out, (workdir / "mecha.stderr").open("wb") as err:
         process = subprocess.Popen(
-            mecha_argv("run", "-c", str(path), "-l", "debug"),
+            mecha_argv("run", "-c", str(path), "-l", "debug", *args),
             stdout=out,
             stderr=err,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
