@@ -1,6 +1,7 @@
-"""runtime: Dapr's HTTP state API through mecha's `runtime_api` — wrk GET/POST on an in-memory
-and a Redis state store (Redis against redis-benchmark direct), paced per-call latency of a
-Python client against redis-py direct, and mecha's RSS with every component loaded."""
+"""runtime: Dapr's state API through mecha's `runtime_api` and `runtime_grpc` — wrk GET/POST on an
+in-memory and a Redis state store (Redis against redis-benchmark direct), paced per-call latency
+of a state GET over HTTP and over gRPC (a grpcio stub) against redis-py direct, one caller and 16
+concurrent callers, and mecha's RSS with every component loaded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -39,12 +40,18 @@ SECONDS = 8
 REDIS_REQUESTS = 100_000
 RATE = 1000
 CALLS = 2000
+CONCURRENCY = 16
+"""Concurrent callers, one connection each, sharing RATE (as Dapr's perf tests run fortio)."""
+CONCURRENT_CALLS = 4000
 APP_ID = "bench"
 KEY = "bench-key"
 POST_KEY = "bench-post"
 VALUE = {"user": "bench", "count": 42, "tags": ["a", "b", "c"], "active": True}
 STORES = {"in-memory": "memstore", "redis": "redisstore"}
 WORKLOADS = [(store, op) for store in STORES for op in ("GET", "POST")]
+PERCENTILES = ("p50", "p90", "p99")
+GRPC_TARGET = 0.12
+"""ms: the p50 overhead of a gRPC state GET against Redis (Dapr v1.17 reports about 0.12)."""
 
 T = TypeVar("T")
 
@@ -82,16 +89,19 @@ def start_mecha(procs: Processes, name: str, config: dict[str, Any]) -> int:
     return process.pid
 
 
-def start_runtime(procs: Processes, redis_port: int) -> tuple[int, int]:
-    """mecha serving the runtime API with every component loaded; returns (port, pid)."""
-    port = free_port()
+def start_runtime(procs: Processes, redis_port: int) -> tuple[int, int, int]:
+    """mecha serving the HTTP and gRPC runtime APIs with every component loaded; returns
+    (HTTP port, gRPC port, pid)."""
+    port, grpc_port = free_port(), free_port()
     config = {
         "listeners": [{"name": "api", "address": f"127.0.0.1:{port}",
-                       "filters": [{"name": "runtime_api"}]}],
+                       "filters": [{"name": "runtime_api"}]},
+                      {"name": "grpc", "address": f"127.0.0.1:{grpc_port}",
+                       "filters": [{"name": "runtime_grpc"}]}],
         "clusters": [],
         "runtime": {"app_id": APP_ID, "components": components(f"127.0.0.1:{redis_port}")},
     }  # fmt: skip
-    return port, start_mecha(procs, "mecha", config)
+    return port, grpc_port, start_mecha(procs, "mecha", config)
 
 
 def seed(port: int, redis_port: int) -> str:
@@ -129,11 +139,16 @@ def redis_benchmark(port: int) -> dict[str, dict[str, float]]:
     return results
 
 
-def state_latency(target: str, port: int, calls: int, *, path: str = "", key: str = "") -> Any:
-    """Run benchmarks/load/state_latency.py in its own process; its JSON result."""
+def state_latency(target: str, port: int, calls: int, *, path: str = "", key: str = "",
+                  concurrency: int = 1) -> Any:  # fmt: skip
+    """Run benchmarks/load/state_latency.py in its own process; its JSON result. For gRPC,
+    `path` is the store's name."""
     argv = [sys.executable, "-m", "benchmarks.load.state_latency", target, "--port", str(port),
-            "--rate", str(RATE), "--calls", str(calls)]  # fmt: skip
-    argv += ["--path", path] if path else ["--key", key]
+            "--rate", str(RATE), "--calls", str(calls), "-c", str(concurrency)]  # fmt: skip
+    if target == "grpc":
+        argv += ["--store", path, "--key", KEY]
+    else:
+        argv += ["--path", path] if path else ["--key", key]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"state_latency {target} exited {done.returncode}:\n{done.stderr}")
@@ -154,6 +169,50 @@ class Grid(Table):
         return "\n".join([f"### {self.title}", "", *lines, "", "\n\n".join(self.notes)])
 
 
+@dataclass
+class LatencyGrid:
+    """Rows of state_latency runs (target, where) and difference rows, filled round by round."""
+
+    grid: Grid
+    targets: dict[str, tuple[str, str]]
+    differences: dict[str, tuple[str, str]]
+    calls: int
+    concurrency: int = 1
+    late: Counter[str] = field(default_factory=Counter)
+    errors: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for row in [*self.targets, *self.differences]:
+            self.grid.formats[row] = ".3f"
+
+    def round(self, round_: int, where: dict[str, tuple[int, str]], item: str) -> None:
+        figures_by_row: dict[str, dict[str, Any]] = {}
+        for row in rotate(list(self.targets), round_):
+            target, at = self.targets[row]
+            port, path = where[at]
+            figures = state_latency(target, port, self.calls, path=path, key=item,
+                                    concurrency=self.concurrency)  # fmt: skip
+            figures_by_row[row] = figures
+            self.late[row] += figures["late"]
+            for pct in PERCENTILES:
+                self.grid.add(row, f"{pct} (ms)", figures[f"{pct}_ms"])
+            if figures["errors"]:
+                self.errors.setdefault(row, Counter()).update(figures["error_kinds"])
+        for row, (minuend, subtrahend) in self.differences.items():
+            for pct in PERCENTILES:
+                ms = f"{pct}_ms"
+                difference = figures_by_row[minuend][ms] - figures_by_row[subtrahend][ms]
+                self.grid.add(row, f"{pct} (ms)", difference)
+
+    def late_note(self, rounds: int) -> str:
+        return (
+            f"Calls started more than 1 ms after their slot (the client fell behind; of "
+            f"{self.calls * rounds:,} per row): "
+            + "; ".join(f"{row}: {self.late[row]:,}" for row in self.targets)
+            + "."
+        )
+
+
 def verdict(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
@@ -169,34 +228,68 @@ def run(args: argparse.Namespace) -> str:
         f"Redis state store: {wrk_title} through mecha vs redis-benchmark -c {CONNECTIONS} "
         "direct (RESP, not HTTP)", "", ["mecha", "redis direct"], label="metric",
     )  # fmt: skip
-    pcts = ("p50", "p90", "p99")
+    columns = [f"{p} (ms)" for p in PERCENTILES]
     latency = Grid(
         f"Per-call latency of state GET: one Python client process, one connection, "
-        f"{RATE:,} calls/s paced, {calls:,} calls", "", [f"{p} (ms)" for p in pcts], label="call",
+        f"{RATE:,} calls/s paced, {calls:,} calls", "", columns, label="call",
     )  # fmt: skip
     rss = Table("mecha RSS", "MiB", ["mecha"], label="process")
     errors: dict[str, Counter[str]] = {}
-    late: Counter[str] = Counter()
     mecha_row = "GET via mecha, state.redis (http.client)"
+    grpc_row = "GetState via mecha gRPC, state.redis (grpcio stub)"
     direct_row = "redis-py HGET, same item (direct)"
     memory_row = "GET via mecha, state.in-memory (http.client)"
     nginx_row = "GET nginx `return 200` (http.client baseline)"
-    targets = {
-        mecha_row: ("http", "mecha"),
-        direct_row: ("redis-hget", "redis"),
-        "redis-py EVAL of mecha's read script (direct)": ("redis-eval", "redis"),
-        memory_row: ("http", "mecha-memory"),
-        nginx_row: ("http", "nginx"),
-    }
     overhead_row = "difference: mecha state.redis - redis-py HGET"
-    overheads = {overhead_row: (mecha_row, direct_row),
-                 "difference: mecha state.in-memory - nginx": (memory_row, nginx_row)}  # fmt: skip
-    for row in [*targets, *overheads]:
-        latency.formats[row] = ".3f"
+    grpc_overhead_row = "difference: mecha gRPC state.redis - redis-py HGET"
+    paced = LatencyGrid(
+        latency,
+        {
+            mecha_row: ("http", "mecha"),
+            grpc_row: ("grpc", "mecha-grpc"),
+            direct_row: ("redis-hget", "redis"),
+            "redis-py EVAL of mecha's read script (direct)": ("redis-eval", "redis"),
+            memory_row: ("http", "mecha-memory"),
+            nginx_row: ("http", "nginx"),
+        },
+        {
+            overhead_row: (mecha_row, direct_row),
+            grpc_overhead_row: (grpc_row, direct_row),
+            "difference: mecha state.in-memory - nginx": (memory_row, nginx_row),
+        },
+        calls,
+    )
+    concurrent_calls = args.requests or CONCURRENT_CALLS
+    c_grpc_row = "GetState via mecha gRPC, state.redis (grpc.aio stubs)"
+    c_http_row = "GET via mecha HTTP, state.redis (asyncio HTTP/1.1)"
+    c_direct_row = "redis-py asyncio HGET, same item (direct)"
+    c_grpc_overhead = "difference: mecha gRPC - redis-py HGET"
+    concurrent = LatencyGrid(
+        Grid(
+            f"Per-call latency of state GET against Redis, {CONCURRENCY} concurrent callers "
+            f"(one connection each) in one Python client process, {RATE:,} calls/s in all, "
+            f"paced, {concurrent_calls:,} calls",
+            "",
+            columns,
+            label="call",
+        ),
+        {
+            c_grpc_row: ("grpc", "mecha-grpc"),
+            c_http_row: ("http", "mecha"),
+            c_direct_row: ("redis-hget", "redis"),
+            "redis-py asyncio EVAL of mecha's read script (direct)": ("redis-eval", "redis"),
+        },
+        {
+            c_grpc_overhead: (c_grpc_row, c_direct_row),
+            "difference: mecha HTTP - redis-py HGET": (c_http_row, c_direct_row),
+        },
+        concurrent_calls,
+        CONCURRENCY,
+    )
     with processes() as procs:
         redis_port = start_redis(procs)
         nginx_port, _ = start_backend(procs)
-        port, pid = start_runtime(procs, redis_port)
+        port, grpc_port, pid = start_runtime(procs, redis_port)
         bare_pid = start_mecha(procs, "mecha-bare", {"listeners": [], "clusters": []})
         time.sleep(1.0)
         rss.add("every component, idle after startup", "mecha", rss_bytes(pid) / 2**20)
@@ -209,6 +302,7 @@ def run(args: argparse.Namespace) -> str:
         item = f"{APP_ID}||{KEY}"
         where = {"mecha": (port, f"{paths['redis']}/{KEY}"), "redis": (redis_port, ""),
                  "mecha-memory": (port, f"{paths['in-memory']}/{KEY}"),
+                 "mecha-grpc": (grpc_port, STORES["redis"]),
                  "nginx": (nginx_port, "/")}  # fmt: skip
 
         def load(store: str, op: str, seconds: int) -> LoadResult:
@@ -234,22 +328,8 @@ def run(args: argparse.Namespace) -> str:
                 for pct in ("p50", "p99"):
                     table.add(f"{name} latency {pct} (ms)", "mecha", result.latency_ms[pct])
                 errors.setdefault(f"{store} {op}", Counter()).update(result.errors)
-            figures_by_row: dict[str, dict[str, Any]] = {}
-            for row in rotate(list(targets), round_):
-                target, at = targets[row]
-                target_port, path = where[at]
-                figures = state_latency(target, target_port, calls, path=path, key=item)
-                figures_by_row[row] = figures
-                late[row] += figures["late"]
-                for pct in pcts:
-                    latency.add(row, f"{pct} (ms)", figures[f"{pct}_ms"])
-                if figures["errors"]:
-                    errors.setdefault(row, Counter()).update(figures["error_kinds"])
-            for row, (minuend, subtrahend) in overheads.items():
-                for pct in pcts:
-                    ms = f"{pct}_ms"
-                    difference = figures_by_row[minuend][ms] - figures_by_row[subtrahend][ms]
-                    latency.add(row, f"{pct} (ms)", difference)
+            paced.round(round_, where, item)
+            concurrent.round(round_, where, item)
         rss.add("every component, after the load", "mecha", rss_bytes(pid) / 2**20)
         mecha_log = (procs.workdir / "mecha.log").read_text().splitlines()
     load_after = os.getloadavg()
@@ -277,6 +357,8 @@ def run(args: argparse.Namespace) -> str:
         error_note({k: v for k, v in errors.items() if k.startswith("redis")}),
     ]
     overhead = latency.median(overhead_row, "p50 (ms)")
+    grpc_overhead = latency.median(grpc_overhead_row, "p50 (ms)")
+    c_grpc_overhead_p50 = concurrent.grid.median(c_grpc_overhead, "p50 (ms)")
     latency.notes += [
         f"{rounds} Each row is a fresh `python -m benchmarks.load.state_latency` process (not the "
         "harness's): sequential calls on one keep-alive connection, started on a fixed schedule "
@@ -284,19 +366,35 @@ def run(args: argparse.Namespace) -> str:
         "request to having read and checked the whole answer, so every row includes the Python "
         "client's own cost (http.client's request formatting and header parsing is heavier than "
         "redis-py's RESP) and loopback. The nginx row is that HTTP client cost with a trivial C "
-        "server; the EVAL row is Redis running mecha's read script without mecha. Difference rows "
-        "are per round, per percentile (a difference of percentiles, not a percentile of "
-        "differences).",
+        "server; the EVAL row is Redis running mecha's read script without mecha. The gRPC row "
+        "calls Dapr's GetState with the generated DaprStub on a grpcio channel (C core; HTTP/2 "
+        "to mecha's `runtime_grpc` listener). Difference rows are per round, per percentile (a "
+        "difference of percentiles, not a percentile of differences).",
         f"Overhead of mecha for a state GET against Redis, p50 = GET via mecha - redis-py HGET = "
         f"{overhead:.3f} ms. Target < 0.15 ms: {verdict(overhead < 0.15)}. Reference: Dapr "
         "v1.17's published HTTP state get p50 overhead is about 0.28 ms (their setup, not "
         "measured here). It includes the HTTP client's extra cost over redis-py's (compare "
         "the nginx and HGET rows) and mecha's EVAL instead of a plain HGET.",
-        error_note({k: v for k, v in errors.items() if k in targets}),
-        f"Calls started more than 1 ms after their slot (the client fell behind; of "
-        f"{calls * args.rounds:,} per row): "
-        + "; ".join(f"{row}: {late[row]:,}" for row in targets)
-        + ".",
+        f"Over gRPC, p50 = GetState via mecha - redis-py HGET = {grpc_overhead:.3f} ms. Target "
+        f"< {GRPC_TARGET} ms: {verdict(grpc_overhead < GRPC_TARGET)}.",
+        error_note(paced.errors),
+        paced.late_note(args.rounds),
+    ]
+    concurrent.grid.notes += [
+        f"{rounds} Each row is a fresh `python -m benchmarks.load.state_latency -c "
+        f"{CONCURRENCY}` process: {CONCURRENCY} asyncio callers, one connection each (gRPC: a "
+        "grpc.aio channel each, with DaprStub; HTTP: a minimal keep-alive HTTP/1.1 client; "
+        "redis: redis.asyncio, one connection each), taking the slots of one schedule in turn "
+        f"({RATE:,} calls/s in all, after 200 unrecorded calls), as Dapr's perf tests drive "
+        "fortio (`-c 16 -qps 1000`). Latency is timed in the client and includes its event "
+        "loop's queueing: all callers share one Python process.",
+        f"Overhead of mecha for a gRPC state GET against Redis, p50 = GetState via mecha - "
+        f"redis-py HGET = {c_grpc_overhead_p50:.3f} ms. Target < {GRPC_TARGET} ms: "
+        f"{verdict(c_grpc_overhead_p50 < GRPC_TARGET)}. Reference: Dapr v1.17's published gRPC "
+        "state get p50 overhead is about 0.12 ms (their setup: Go sidecar, fortio, a Redis "
+        "store; not measured here).",
+        error_note(concurrent.errors),
+        concurrent.late_note(args.rounds),
     ]
     idle = rss.median("every component, idle after startup", "mecha")
     log_errors = sum("error" in line.lower() or "traceback" in line.lower() for line in mecha_log)
@@ -320,4 +418,4 @@ def run(args: argparse.Namespace) -> str:
         f"after: {' / '.join(f'{x:.2f}' for x in load_after)} — other work on this machine "
         "skews every figure."
     )
-    return publish("runtime", [memory, on_redis, latency, rss], extra)
+    return publish("runtime", [memory, on_redis, latency, concurrent.grid, rss], extra)
