@@ -8,6 +8,7 @@ plain HTTP/1.1 to the same nginx backend as the http scenario.
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import time
 from collections import Counter
@@ -27,7 +28,8 @@ from benchmarks.harness import (
 )
 from benchmarks.http_load import LOAD_COMMANDS, LoadResult, wrk
 from benchmarks.load.cpu import cpu_seconds
-from benchmarks.nginx_tools import NGINX_COMMANDS, start_backend, start_nginx
+from benchmarks.nginx_tools import NGINX_COMMANDS, start_backend, start_nginx, start_reverse_proxy
+from benchmarks.scenarios import http
 from benchmarks.scenarios.http import CONNECTIONS, SECONDS, WRK_ROWS, error_note, record, rotated
 
 MECHA = """\
@@ -113,10 +115,10 @@ def tree_cpu(pid: int) -> float:
     return cpu_seconds(pid) + sum(cpu_seconds(int(child)) for child in children)
 
 
-def measured(port: int, pid: int) -> tuple[LoadResult, float]:
-    """One wrk run over TLS, and the proxy's CPU microseconds per good response."""
+def measured(port: int, pid: int, scheme: str = "https") -> tuple[LoadResult, float]:
+    """One wrk run, and the proxy's CPU microseconds per good response."""
     before = tree_cpu(pid)
-    result = wrk(port, CONNECTIONS, SECONDS, scheme="https")
+    result = wrk(port, CONNECTIONS, SECONDS, scheme=scheme)
     served = result.rps * SECONDS
     return result, (tree_cpu(pid) - before) / served * 1e6 if served else float("nan")
 
@@ -147,6 +149,18 @@ def start_haproxy_tls(procs: Processes, upstream: int, cert: Path, key: Path) ->
     return port, process.pid
 
 
+def tls_cost_note(table: Table, plain_cpu: dict[str, list[float]]) -> str:
+    """What TLS adds to each proxy's CPU per request, against the same proxy without it."""
+    parts = []
+    for name, values in plain_cpu.items():
+        without, with_tls = statistics.median(values), table.median(CPU_ROW, name)
+        parts.append(f"{name} {without:,.0f} us without TLS, {with_tls:,.0f} us with it "
+                     f"(+{with_tls / without - 1:.0%})")  # fmt: skip
+    return ("TLS cost, CPU per request in the same rounds against the same proxy on plain "
+            "HTTP (mecha: configs/http-proxy.yaml; nginx: the same proxy_pass without ssl): "
+            + "; ".join(parts) + ".")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> str:
     ensure_commands({**NGINX_COMMANDS, **LOAD_COMMANDS, "haproxy": "haproxy"})
     table = Table(
@@ -162,6 +176,9 @@ def run(args: argparse.Namespace) -> str:
                    "haproxy": start_haproxy_tls(procs, backend, cert, key),
                    "mecha": start_mecha(procs, backend, cert, key)}  # fmt: skip
         mecha_pid = proxies["mecha"][1]
+        plain = {"mecha": http.start_mecha(procs, backend),
+                 "nginx": (start_reverse_proxy(procs, backend), procs.running[-1].pid)}  # fmt: skip
+        plain_cpu: dict[str, list[float]] = {name: [] for name in plain}
         time.sleep(1.0)
         idle_rss = rss_bytes(mecha_pid)
         for port, _ in proxies.values():  # warm up connections, pools and caches; not recorded
@@ -171,6 +188,8 @@ def run(args: argparse.Namespace) -> str:
                 result, cpu = measured(*proxies[system])
                 record(table, system, result, errors)
                 table.add(CPU_ROW, system, cpu)
+            for name, (port, pid) in plain.items():
+                plain_cpu[name].append(measured(port, pid, "http")[1])
         loaded_rss = rss_bytes(mecha_pid)
         mecha_log = (procs.workdir / "mecha.log").read_text().splitlines()
     table.notes += [
@@ -184,6 +203,7 @@ def run(args: argparse.Namespace) -> str:
         "proxy's user + system CPU time over the run (nginx: master and worker) divided by "
         "its good responses; unlike requests/s it does not depend on how much of the shared "
         "cores the proxy got.",
+        tls_cost_note(table, plain_cpu),
         error_note(errors),
         "Target: mecha >= 0.8x nginx, one worker each.",
     ]
