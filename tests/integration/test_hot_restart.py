@@ -1,0 +1,181 @@
+"""Hot restart: a new mecha process takes the listening sockets of the running one over a
+unix socket (SCM_RIGHTS); the old one drains and exits; no connection is refused."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.http_backend import http_backend
+from tests.support.mecha import ROOT, Mecha, http_config, mecha_argv, run_mecha, tcp_proxy_config
+from tests.support.peers import echo, tcp_server
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class ClientLoop:
+    """New connections, one after another, each echoing a line, until stopped."""
+
+    port: int
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 30
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            payload = b"hello %d\n" % self.ok
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+                    conn.sendall(payload)
+                    received = b""
+                    while len(received) < len(payload):
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        received += chunk
+                if received != payload:
+                    self.failures.append(f"echo {received!r}")
+                else:
+                    self.ok += 1
+            except OSError as exc:
+                self.failures.append(repr(exc))
+
+
+@contextmanager
+def successor(old: Mecha, handover: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A second mecha on the same config file that takes over from `old`."""
+    config = old.workdir / "mecha.yaml"
+    with (
+        (old.workdir / "new.stdout").open("wb") as out,
+        (old.workdir / "new.stderr").open("wb") as err,
+    ):
+        process = subprocess.Popen(
+            mecha_argv("run", "-c", str(config), "-l", "debug", "--hot-restart-from",
+                       str(handover), "--hot-restart-socket", str(handover)),
+            stdout=out, stderr=err, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def web_config(backend: int) -> dict[str, Any]:
+    """HTTP in front of a Python backend, whose small accept queue can drop a SYN under
+    load (retransmitted after 1s): a connect timeout above that keeps it out of the count.
+    The old process's kept-alive connections may last as long as the load does."""
+    options = {"app": {"connect_timeout": "5s"}}
+    return {**http_config({"app": [backend]}, cluster_options=options), "drain_timeout": "20s"}
+
+
+def test_no_connection_refused_across_a_hot_restart(tmp_path: Path) -> None:
+    handover = tmp_path / "hot-restart.sock"
+    with (
+        tcp_server(echo) as upstream,
+        run_mecha(tmp_path, tcp_proxy_config([upstream]),
+                  args=("--hot-restart-socket", str(handover))) as old,
+    ):  # fmt: skip
+        port = old.port("tcp")
+        loop = ClientLoop(port)
+        clients = threading.Thread(target=loop.run, name="clients")
+        clients.start()
+        try:
+            time.sleep(0.5)
+            with successor(old, handover) as new:
+                assert old.wait(timeout=25) == 0, old.logs()
+                before = loop.ok
+                time.sleep(1.0)  # the new process alone serves now
+                loop.stop.set()
+                clients.join(10)
+                assert new.poll() is None
+                assert loop.failures == [], loop.failures[:5]
+                assert loop.ok > before > 0
+                # Same admin address, same listener port: now the new process answers.
+                assert old.get("/ready")[0] == 200
+                assert old.port("tcp") == port
+                new_logs = (tmp_path / "new.stderr").read_text()
+                assert "serving on 2 of 2 handed-over sockets" in new_logs
+                assert "old process answered" in new_logs
+                assert "hot restart: draining" in old.logs()
+                assert handover.exists()  # the new process hands over in turn
+                new.send_signal(signal.SIGTERM)
+                assert new.wait(timeout=20) == 0
+        finally:
+            loop.stop.set()
+            clients.join(10)
+
+
+def test_a_failed_successor_leaves_the_old_process_serving(tmp_path: Path) -> None:
+    handover = tmp_path / "hot-restart.sock"
+    with (
+        tcp_server(echo) as upstream,
+        run_mecha(tmp_path, tcp_proxy_config([upstream]),
+                  args=("--hot-restart-socket", str(handover))) as old,
+    ):  # fmt: skip
+        (tmp_path / "broken.yaml").write_text("listeners: [{name: x}]\n")
+        done = subprocess.run(
+            mecha_argv("run", "-c", str(tmp_path / "broken.yaml"), "--hot-restart-from",
+                       str(handover)),
+            capture_output=True, cwd=ROOT, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 1 and b"invalid config" in done.stderr
+        missing = subprocess.run(
+            mecha_argv("run", "-c", str(tmp_path / "mecha.yaml"), "--hot-restart-from",
+                       str(tmp_path / "nobody.sock")),
+            capture_output=True, cwd=ROOT, timeout=30,
+        )  # fmt: skip
+        assert missing.returncode == 1 and b"cannot take over from" in missing.stderr
+        assert old.process.poll() is None and old.get("/ready")[0] == 200
+        with socket.create_connection(("127.0.0.1", old.port("tcp")), timeout=5) as conn:
+            conn.sendall(b"still here")
+            assert conn.recv(100) == b"still here"
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_hot_restart_under_wrk_load_fails_no_request(tmp_path: Path) -> None:
+    handover = tmp_path / "hot-restart.sock"
+    with (
+        http_backend("app") as backend,
+        run_mecha(tmp_path, web_config(backend.port),
+                  args=("--hot-restart-socket", str(handover))) as old,
+    ):  # fmt: skip
+        url = f"http://127.0.0.1:{old.port('http')}/"
+        # Kept-alive connections stay with the old process until it has drained; those
+        # closed after each request reconnect to whichever process accepts.
+        loads = [
+            subprocess.Popen(["wrk", "-t1", "-c4", "-d4s", *extra, url],
+                             stdout=subprocess.PIPE, text=True)
+            for extra in ([], ["-H", "Connection: close"])
+        ]  # fmt: skip
+        time.sleep(0.5)
+        with successor(old, handover) as new:
+            outputs = [load.communicate(timeout=20)[0] for load in loads]
+            assert old.wait(timeout=25) == 0
+            assert new.poll() is None
+        new_log = (tmp_path / "new.stdout").read_text()
+    for output in outputs:
+        assert re.search(r"\d+ requests in", output), output
+        assert "Socket errors" not in output, output
+        assert "Non-2xx" not in output, output
+    assert '"GET / HTTP/1.1" 200' in new_log  # the new process served part of the load
