@@ -617,3 +617,26 @@ def test_grpc_app_receives_events_and_bindings(
                 time.sleep(0.3)
                 assert len(grpc_app.received("topic", "grpc-drop")) == 1
             grpc_app.wait_received("binding", "tick", 2)
+
+
+def test_invoking_a_grpc_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """InvokeService to an app that speaks gRPC calls its OnInvoke (dapr.ext.grpc's App)."""
+    with dapr_grpc_app(tmp_path) as grpc_app:
+        document = config(grpc_app.port, [], app_protocol="grpc")
+        with run_mecha(tmp_path, document) as running:
+            monkeypatch.setenv("DAPR_HTTP_PORT", str(running.port("api")))
+            monkeypatch.setenv("DAPR_GRPC_PORT", str(running.port("grpc")))
+            monkeypatch.setenv("DAPR_API_METHOD_INVOCATION_PROTOCOL", "grpc")
+            with DaprClient() as client:
+                reply = client.invoke_method(APP_ID, "echo", b"ping", content_type="text/plain")
+                seen = json.loads(reply.data)
+                assert seen == {"data": "ping", "content_type": "text/plain", "caller": APP_ID}
+                assert reply.content_type == "application/json"
+                assert reply.headers["x-app"] == ["grpc"]
+                with pytest.raises(grpc.RpcError) as failed:
+                    client.invoke_method(APP_ID, "fail", b"")
+                assert code_of(failed) == grpc.StatusCode.UNKNOWN
+                assert "the app refuses" in failed.value.details()
+                with pytest.raises(grpc.RpcError) as unknown:
+                    client.invoke_method(APP_ID, "nope", b"")
+                assert code_of(unknown) == grpc.StatusCode.UNIMPLEMENTED

@@ -4,7 +4,9 @@
 It subscribes (ListTopicSubscriptions) to pubsub/grpc-orders (SUCCESS), pubsub/grpc-retry
 (RETRY, with dead-letter topic grpc-dead, itself subscribed) and pubsub/grpc-drop (DROP),
 and takes input binding `tick`. Every event it gets is appended to RECORD_FILE as a JSON
-line: kind, topic or binding name, id, data, content type.
+line: kind, topic or binding name, id, data, content type. Invoked (OnInvoke), method `echo`
+answers JSON with the data, content type and caller app id it got, and metadata `x-app: grpc`;
+method `fail` raises (status UNKNOWN).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dapr.ext.grpc import App, BindingRequest, SubscriptionMessage, TopicEventResponse
+from dapr.ext.grpc import (
+    App,
+    BindingRequest,
+    InvokeMethodRequest,
+    InvokeMethodResponse,
+    SubscriptionMessage,
+    TopicEventResponse,
+)
 
 from tests.support.net import free_port, wait_for_port
 
@@ -56,6 +65,19 @@ def serve(port: int, record: Path) -> None:
         write({"kind": "binding", "name": "tick", "data": request.text()})
 
     app.binding("tick")(tick)
+
+    def echo(request: InvokeMethodRequest) -> InvokeMethodResponse:
+        caller = request.metadata.get("dapr-caller-app-id", [""])[0]
+        seen = {"data": request.text(), "content_type": request.content_type, "caller": caller}
+        response = InvokeMethodResponse(json.dumps(seen), "application/json")
+        response.headers = (("x-app", "grpc"),)
+        return response
+
+    def fail(request: InvokeMethodRequest) -> None:
+        raise ValueError("the app refuses")
+
+    app.method("echo")(echo)
+    app.method("fail")(fail)
 
     app.run(port, "127.0.0.1")
 

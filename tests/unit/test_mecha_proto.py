@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,8 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
         pytest.skip("grpcio-tools is not installed (the test extra pins it)")
     if installed != pinned_tools():
         pytest.skip(f"grpcio-tools {installed} is not the pinned {pinned_tools()}")
-    subprocess.run([str(SCRIPT), str(tmp_path)], cwd=ROOT, check=True, timeout=120)
+    env = {**os.environ, "PYTHON": sys.executable}  # the interpreter running the tests
+    subprocess.run([str(SCRIPT), str(tmp_path)], cwd=ROOT, env=env, check=True, timeout=120)
     for name in ("mecha_pb2.py", "mecha_pb2.pyi"):
         fresh = (tmp_path / name).read_text()
         committed = (GENERATED / name).read_text()

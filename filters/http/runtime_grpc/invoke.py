@@ -1,5 +1,6 @@
 """InvokeService: a call to an app (this one or another) over HTTP, as Dapr makes it for an
-app that speaks HTTP.
+app that speaks HTTP; to this app when it speaks gRPC (`app_protocol: grpc`), its AppCallback
+OnInvoke with the same InvokeRequest, the caller's metadata, and the app's status passed back.
 
 The app id picks the cluster through the HTTP API's Invoker (`runtime.invoke` config, a
 cluster named like the id, or DNS), so the call gets that cluster's balancing and pools.
@@ -17,14 +18,26 @@ from http import HTTPStatus
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import invoke_pb2
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 
 from filters.http.route import Route
 from filters.http.runtime_grpc.context import Context
 from filters.http.runtime_grpc.errors import RpcError, invalid
+from protocols.grpc.framing import encode_message, format_timeout
 from protocols.grpc.status import StatusCode
 from protocols.http.headers import Headers
 from proxy.upstream.cluster import Cluster
-from runtime.app_channel import AppResponse, AppUnavailable, NoAnswer, NotSent, cluster_request
+from runtime.app_callback import SERVICE as APP_CALLBACK
+from runtime.app_channel import (
+    AppCallError,
+    AppChannel,
+    AppResponse,
+    AppUnavailable,
+    NoAnswer,
+    NotSent,
+    cluster_request,
+    grpc_reply,
+)
 
 NOT_FORWARDED = frozenset(
     (
@@ -64,6 +77,8 @@ HTTP_TO_GRPC = {
 }
 """Dapr's CodeFromHTTPStatus (any other non-2xx status: UNKNOWN)."""
 DETAIL_LIMIT = 63
+NO_DEADLINE = 24 * 3600.0
+"""Seconds an OnInvoke may take when neither the caller nor `runtime.invoke` sets a limit."""
 
 
 def _failed(app_id: str, why: str) -> RpcError:
@@ -107,6 +122,9 @@ async def invoke_service(
         raise invalid("failed getting app id either from the URL path or the header dapr-app-id")
     if not message.method:
         raise invalid("invalid method name")
+    app = ctx.runtime.app
+    if app is not None and app_id == ctx.runtime.config.app_id and _speaks_grpc(ctx):
+        return await _on_invoke(ctx, app, message)
     action = (await _route(ctx, app_id)).action
     assert action is not None, "invocation routes always forward"
     cluster = ctx.runtime.clusters.clusters.get(action.pick_cluster())
@@ -168,3 +186,46 @@ def _http_error(answer: AppResponse) -> RpcError:
         text,
         {"http.code": str(answer.status), "http.error_message": detail},
     )
+
+
+# -- an app that speaks gRPC -------------------------------------------------------------------
+
+
+def _speaks_grpc(ctx: Context) -> bool:
+    return ctx.runtime.config.app_protocol == "grpc"
+
+
+async def _on_invoke(
+    ctx: Context, app: AppChannel, message: common_pb2.InvokeRequest
+) -> common_pb2.InvokeResponse:
+    app_id = ctx.runtime.config.app_id
+    timeout = ctx.time_left(ctx.runtime.config.invoke_timeout)
+    if timeout is None:
+        timeout = NO_DEADLINE
+    headers = _request_headers(ctx, app_id, "application/grpc")
+    headers.set(b"te", b"trailers")
+    headers.set(b"grpc-timeout", format_timeout(timeout))
+    payload = encode_message(message.SerializeToString())
+    try:
+        answer = await app.request("POST", APP_CALLBACK + "OnInvoke", payload, headers, timeout)
+        raw = grpc_reply(answer)
+    except AppCallError as error:  # the app's own status goes back to the caller
+        known = 0 < error.code <= max(StatusCode)
+        raise RpcError(
+            StatusCode(error.code if known else StatusCode.UNKNOWN), error.message
+        ) from None
+    except NoAnswer as error:
+        late = f"fail to invoke, id: {app_id}, err: {error}"
+        raise RpcError(StatusCode.DEADLINE_EXCEEDED, late) from None
+    except AppUnavailable as error:
+        raise _failed(app_id, str(error)) from None
+    try:
+        response = common_pb2.InvokeResponse.FromString(raw)
+    except DecodeError:
+        raise _failed(app_id, "the app's OnInvoke answer is not an InvokeResponse") from None
+    ctx.call.initial_metadata = [
+        (name, value)
+        for name, value in answer.headers
+        if name not in NOT_RETURNED and name != b"content-type" and not name.startswith(b"grpc-")
+    ]
+    return response
