@@ -188,7 +188,8 @@ def run(path: Path, args: argparse.Namespace) -> int:
         server = Server(config, source=str(path))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             if args.worker is not None:
-                runner.run(workers.serve_worker(server, args.worker_admin))
+                share = (args.worker, args.worker_port)
+                runner.run(workers.serve_worker(server, args.worker_admin, *share))
             else:
                 runner.run(hot_restart.serve(server, handover_path, takeover))
     except (BindError, hot_restart.HotRestartError) as error:

@@ -2,9 +2,9 @@
 
 Counters, histogram buckets, sums and counts add up per label set; `_created` timestamps
 keep the earliest. Gauges add up too (open connections, requests in flight), except those
-that describe shared state every worker sees alike (endpoint health, membership), which
-take the largest. Process and interpreter metrics are not summed: each worker's keep a
-`worker` label.
+that describe state every worker sees alike (endpoint health, membership, config version),
+which take the largest. Process and interpreter metrics are not summed: each worker's keep
+a `worker` label.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ SHARED_STATE_GAUGES = frozenset({
     "mecha_endpoint_healthy",
     "mecha_cluster_membership_total",
     "mecha_cluster_membership_healthy",
+    "mecha_config_info",
 })  # fmt: skip
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]

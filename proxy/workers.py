@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.admin import AdminServer, AdminViews, Response, View
 from proxy.config.model import Config, ListenerConfig
+from proxy.config.parse import load_config
 from proxy.config.units import Address
 from proxy.listener import BindError
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -83,9 +84,13 @@ def worker_config(config: Config, index: int, ports: list[str]) -> Config:
     return dataclasses.replace(config, listeners=tuple(listeners), admin=None, runtime=runtime)
 
 
-async def serve_worker(server: Server, admin_path: str | None) -> None:
+async def serve_worker(
+    server: Server, admin_path: str | None, index: int, ports: list[str]
+) -> None:
     """Run one worker, with its private admin on `admin_path` for the supervisor."""
     _die_with_parent()
+    # A reload reads the file again: it gets the same share (ports, runtime pinning).
+    server.reloader.load = lambda path: worker_config(load_config(path), index, ports)
     private = AdminServer(Address("127.0.0.1", 0), AdminViews(server))
     if admin_path:
         await private.start_unix(admin_path)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.mecha import ROOT, Mecha, mecha_argv, run_mecha, tcp_proxy_config
 from tests.support.peers import echo, tcp_server
@@ -84,6 +85,17 @@ def test_workers_share_a_listener_sum_metrics_restart_and_stop(tmp_path: Path) -
         assert "worker 1 exited with -9" in mecha.logs()
         for i in range(20):
             assert echo_once(port, b"again %d" % i) == b"again %d" % i
+
+        # A changed file (watched, and SIGHUP forwarded) is reloaded by every worker, each
+        # into its share (same port, same listeners).
+        config = yaml.safe_load((tmp_path / "mecha.yaml").read_text())
+        config["clusters"][0]["connect_timeout"] = "2s"
+        (tmp_path / "mecha.yaml").write_text(yaml.safe_dump(config))
+        mecha.signal(signal.SIGHUP)
+        mecha.wait_metric("mecha_config_reload_total", 2, timeout=10, result="applied")
+        assert all(w["alive"] for w in workers(mecha)) and mecha.port("tcp") == port
+        for i in range(10):
+            assert echo_once(port, b"reloaded %d" % i) == b"reloaded %d" % i
 
         # SIGTERM stops the supervisor and every worker; all drain and exit 0.
         pids = [w["pid"] for w in workers(mecha)]
