@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.support.certs import Issued, TestCA
+from tests.support.grpc_backend import SERVICE, grpc_backend
 from tests.support.http_backend import Backend, http_backend
 from tests.support.mecha import Mecha, http_config, run_mecha
 from tests.support.net import recv_all
@@ -268,6 +270,26 @@ def test_origination_verifies_the_upstream_by_ca_and_sni(
             assert mecha.metric(UPSTREAM_HANDSHAKE_ERRORS, cluster="secure") == 0
             assert "cluster 'wrong_name': TLS handshake with" in mecha.logs()
             assert any(" 503 UF " in line for line in mecha.access_log())
+
+
+def test_grpc_over_tls_on_both_sides(tmp_path: Path, pki: dict[str, Any]) -> None:
+    """A gRPC client over TLS to mecha, mecha over TLS to a grpcio server: both sides need
+    ALPN h2 (grpcio refuses TLS without it)."""
+    upstream = pki["upstream"]
+    with grpc_backend(tls=(upstream.key.read_bytes(), upstream.cert.read_bytes())) as port:
+        tls = {"ca_file": str(pki["ca"].cert), "sni": "upstream.test"}
+        options = {"grpc": {"protocol": "http2", "tls": tls}}
+        config = http_config({"grpc": [port]}, cluster_options=options)
+        config["listeners"][0]["tls"] = tls_block(pki["mesh"])
+        with run_mecha(tmp_path, config) as mecha:
+            credentials = grpc.ssl_channel_credentials(pki["ca"].cert.read_bytes())
+            target = f"127.0.0.1:{mecha.port('http')}"
+            override = [("grpc.ssl_target_name_override", "mesh.test")]
+            with grpc.secure_channel(target, credentials, override) as channel:
+                unary = channel.unary_unary(f"/{SERVICE}/Unary")
+                assert unary(b"hi", timeout=10) == b"echo:hi via 127.0.0.1"
+            line = mecha.wait_access_log(1)[-1]
+            assert '"POST /mecha.test.Echo/Unary HTTP/2" 200' in line, line
 
 
 # -- mTLS between two mechas ------------------------------------------------------------------

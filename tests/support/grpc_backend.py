@@ -37,7 +37,8 @@ def _bidi(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[
 
 
 @contextmanager
-def grpc_backend() -> Iterator[int]:
+def grpc_backend(tls: tuple[bytes, bytes] | None = None) -> Iterator[int]:
+    """Serve on a free loopback port; with `tls` (key PEM, certificate PEM), over TLS."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     handlers: dict[str, Any] = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
@@ -46,7 +47,10 @@ def grpc_backend() -> Iterator[int]:
         "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls]))
     server.start()
     try:
         yield port
