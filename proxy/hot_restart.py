@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ class HandoverServer:
             self.path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(self.path))
+        os.chmod(self.path, 0o600)  # whoever connects can take the listeners
         sock.listen(4)
         sock.setblocking(False)
         self._sock, self._inode = sock, self.path.stat().st_ino
@@ -112,6 +114,9 @@ class HandoverServer:
 
     async def _serve(self, conn: socket.socket) -> None:
         with conn:
+            if not _same_user(conn):
+                log.warning("hot restart: refused a peer of another user")
+                return
             try:
                 async for request in _lines(conn):
                     if not await self._answer(conn, request):
@@ -154,6 +159,11 @@ class HandoverServer:
         for listener in self.server.listeners:
             add(listener.name, listener.config.address, listener.socket)
         return entries[:MAX_SOCKETS], fds[:MAX_SOCKETS]
+
+
+def _same_user(conn: socket.socket) -> bool:
+    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return uid in (os.getuid(), 0)
 
 
 def _is_served(path: Path) -> bool:
