@@ -21,7 +21,7 @@ from tests.support.certs import Issued, TestCA
 from tests.support.grpc_backend import SERVICE, grpc_backend
 from tests.support.http_backend import Backend, http_backend
 from tests.support.mecha import Mecha, http_config, run_mecha
-from tests.support.net import recv_all
+from tests.support.net import is_closed_by_peer, recv_all
 
 pytestmark = pytest.mark.integration
 
@@ -206,11 +206,13 @@ def test_failed_handshakes_close_only_their_connection(
     tmp_path: Path, pki: dict[str, Any], backends: tuple[Backend, Backend]
 ) -> None:
     config = http_config({"a": [backends[0].port]})
-    config["listeners"][0]["tls"] = tls_block(pki["a"])
+    config["listeners"][0]["tls"] = tls_block(pki["a"], handshake_timeout="300ms")
     with run_mecha(tmp_path, config) as mecha:
         port = mecha.port("http")
         with tls_connection(port, "a.test", client_context(pki["ca"])) as kept:
             assert get(kept, "/", "a.test", close=False)[0] == 200
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+                assert is_closed_by_peer(silent, timeout=3)  # no ClientHello in time
             with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
                 plain.sendall(b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n")
                 assert recv_all(plain) == b""
@@ -220,12 +222,13 @@ def test_failed_handshakes_close_only_their_connection(
                 tls_connection(port, "a.test", distrustful),
             ):
                 pass
-            mecha.wait_metric(HANDSHAKE_ERRORS, 2, listener="http")
+            mecha.wait_metric(HANDSHAKE_ERRORS, 3, listener="http")
             assert get(kept, "/", "a.test") == (200, b"hello from a")
         logs = mecha.logs()
         assert "TLS handshake with 127.0.0.1:" in logs
         assert "failed: http request" in logs  # OpenSSL's reason for plain HTTP
         assert "failed: tlsv1 alert unknown ca" in logs
+        assert "failed: SSL handshake is taking longer than 0.3 seconds" in logs
         mecha.wait_metric("mecha_listener_downstream_cx_active", 0, listener="http")
 
 
