@@ -24,7 +24,7 @@ from benchmarks.nginx_tools import NGINX_COMMANDS, start_backend, start_reverse_
 
 HAPROXY = """\
 global
-    nbthread 1
+    nbthread {threads}
     maxconn 4000
 defaults
     mode http
@@ -47,20 +47,26 @@ WRK_ROWS = {"requests/s": ",.0f", **{f"latency {p} (ms)": ".2f" for p in ("p50",
 H2_ROWS = {"requests/s": ",.0f", "latency mean (ms)": ".2f", "latency max (ms)": ".1f"}
 
 
-def start_haproxy(procs: Processes, upstream: int) -> int:
+def start_haproxy(procs: Processes, upstream: int, threads: int = 1) -> int:
     port = free_port()
-    config = procs.write("haproxy.cfg", HAPROXY.format(listen=port, upstream=upstream))
-    procs.start("haproxy", ["haproxy", "-f", str(config)])
+    name = "haproxy" if threads == 1 else f"haproxy-{threads}t"
+    text = HAPROXY.format(listen=port, upstream=upstream, threads=threads)
+    config = procs.write(f"{name}.cfg", text)
+    procs.start(name, ["haproxy", "-f", str(config)])
     wait_for_port(port)
     return port
 
 
-def start_mecha(procs: Processes, upstream: int) -> tuple[int, int]:
+def start_mecha(procs: Processes, upstream: int, workers: int = 1) -> tuple[int, int]:
     """mecha on the example config configs/http-proxy.yaml; returns (port, pid)."""
     port, admin = free_port(), free_port()
     env = {"MECHA_LISTEN": f"127.0.0.1:{port}", "MECHA_UPSTREAM": f"127.0.0.1:{upstream}",
            "MECHA_ADMIN": f"127.0.0.1:{admin}", "MECHA_ACCESS_LOG": "off"}  # fmt: skip
-    process = procs.start("mecha", [*mecha_command(), str(ROOT / "configs/http-proxy.yaml")], env)
+    argv = [*mecha_command(), str(ROOT / "configs/http-proxy.yaml")]
+    name = "mecha" if workers == 1 else f"mecha-{workers}w"
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    process = procs.start(name, argv, env)
     wait_for_ready(admin)
     return port, process.pid
 
@@ -92,27 +98,37 @@ def run(args: argparse.Namespace) -> str:
         f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s --latency, keep-alive GET / (12-byte body)",
         "", ["mecha", "nginx", "haproxy", "direct"], label="metric", formats=WRK_ROWS,
     )  # fmt: skip
+    workers_table = Table(
+        f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s --latency, two workers each: mecha --workers 2, "
+        "haproxy nbthread 2", "", ["mecha", "haproxy"], label="metric", formats=WRK_ROWS,
+    )  # fmt: skip
     h2_table = Table(
         f"h2load -c{H2_CLIENTS} -m{H2_STREAMS} -n {h2_requests:,}, h2c prior knowledge, GET /",
         "", ["mecha", "direct"], label="metric", formats=H2_ROWS,
     )  # fmt: skip
     wrk_errors: dict[str, Counter[str]] = {}
+    workers_errors: dict[str, Counter[str]] = {}
     h2_errors: dict[str, Counter[str]] = {}
     with processes() as procs:
         http1, http2 = start_backend(procs)
         ports = {"direct": http1, "nginx": start_reverse_proxy(procs, http1),
                  "haproxy": start_haproxy(procs, http1)}  # fmt: skip
         ports["mecha"], mecha_pid = start_mecha(procs, http1)
+        two = {"mecha": start_mecha(procs, http1, workers=2)[0],
+               "haproxy": start_haproxy(procs, http1, threads=2)}  # fmt: skip
         h2_ports = {"mecha": ports["mecha"], "direct": http2}
         time.sleep(1.0)
         idle_rss = rss_bytes(mecha_pid)
-        for port in ports.values():  # warm up connections, pools and caches; not recorded
+        for port in [*ports.values(), *two.values()]:  # warm up pools and caches; not recorded
             wrk(port, CONNECTIONS, 1)
         for port in h2_ports.values():
             h2load(port, H2_CLIENTS, H2_STREAMS, 2_000)
         for round_ in range(args.rounds):
             for system in rotated(wrk_table.systems, round_):
                 record(wrk_table, system, wrk(ports[system], CONNECTIONS, SECONDS), wrk_errors)
+            for system in rotated(workers_table.systems, round_):
+                result = wrk(two[system], CONNECTIONS, SECONDS)
+                record(workers_table, system, result, workers_errors)
             for system in rotated(h2_table.systems, round_):
                 result = h2load(h2_ports[system], H2_CLIENTS, H2_STREAMS, h2_requests)
                 record(h2_table, system, result, h2_errors)
@@ -130,6 +146,12 @@ def run(args: argparse.Namespace) -> str:
         error_note(wrk_errors),
         "Target: mecha >= 1.0x nginx on the wrk scenario, one worker each.",
     ]
+    workers_table.notes += [
+        f"{common} The same backend and configs with two workers: mecha's supervisor and two "
+        "worker processes on SO_REUSEPORT, haproxy with two threads. wrk and the backend share "
+        "the same two cores, so this shows how much a second worker still buys here.",
+        error_note(workers_errors),
+    ]
     h2_table.notes += [
         f"{common} mecha: HTTP/2 downstream (codec auto, same port), HTTP/1.1 upstream to the "
         "backend; direct: the backend's own h2c listener. Latency is h2load's time for request.",
@@ -142,4 +164,4 @@ def run(args: argparse.Namespace) -> str:
         f"mecha RSS: {idle_rss / 2**20:.1f} MiB idle, {loaded_rss / 2**20:.1f} MiB after load. "
         f"{log_note}."
     )
-    return publish("http", [wrk_table, h2_table], "\n" + rss_note)
+    return publish("http", [wrk_table, workers_table, h2_table], "\n" + rss_note)
