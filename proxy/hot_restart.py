@@ -67,21 +67,34 @@ class HandoverServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if _is_served(self.path):
-            log.warning("hot restart socket %s is in use: not serving handovers", self.path)
+        """Serve handovers; a path that cannot be used is logged, and mecha runs without."""
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if _is_served(self.path):
+                log.warning("hot restart socket %s is in use: not serving handovers", self.path)
+                return
+            sock = self._listen()
+        except OSError as exc:
+            log.warning("hot restart socket %s: %s: not serving handovers", self.path, exc)
             return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(self.path))
-        os.chmod(self.path, 0o600)  # whoever connects can take the listeners
-        sock.listen(4)
-        sock.setblocking(False)
         self._sock, self._inode = sock, self.path.stat().st_ino
         loop = asyncio.get_running_loop()
         self._acceptor = loop.create_task(self._accept(sock), name="hot-restart-accept")
         log.info("hot restart: handing sockets over on %s", self.path)
+
+    def _listen(self) -> socket.socket:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)  # whoever connects can take the listeners
+            sock.listen(4)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def stop(self) -> None:
         self._close_socket()
