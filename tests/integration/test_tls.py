@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "mesh": ca.issue("mesh.test", dns=("mesh.test",)),
         "client": ca.issue("client.mesh", client=True),
         "rogue-client": rogue.issue("client.rogue", client=True),
-        "rogue-server": rogue.issue("a.rogue", dns=("a.test",)),
     }
 
 
@@ -60,33 +60,21 @@ def tls_block(issued: Issued, **extra: Any) -> dict[str, Any]:
 def sni_config(pki: dict[str, Any], backends: tuple[Backend, Backend]) -> dict[str, Any]:
     """One port, two certificates: the ClientHello's server name picks the chain."""
     config = http_config({"a": [backends[0].port], "b": [backends[1].port]})
-    http = config["listeners"][0]["filters"][0]
-    chains = []
-    for name in ("a", "b"):
-        filters = [
-            {
-                **http,
-                "config": {
-                    **http["config"],
-                    "route_config": {
-                        "virtual_hosts": [
-                            {
-                                "name": name,
-                                "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": name}}],
-                            }
-                        ]
-                    },
-                },
-            }
-        ]
-        chains.append({"name": name, "match": {"server_names": [f"{name}.test"]},
-                       "filters": filters, "tls": tls_block(pki[name])})  # fmt: skip
     listener = config["listeners"][0]
     del listener["filters"]
     listener["listener_filters"] = [{"name": "tls_inspector"}]
-    listener["filter_chains"] = chains
+    listener["filter_chains"] = [
+        {"name": name, "match": {"server_names": [f"{name}.test"]},
+         "filters": [http_filter_to(name)], "tls": tls_block(pki[name])}
+        for name in ("a", "b")
+    ]  # fmt: skip
     return config
+
+
+def http_filter_to(cluster: str) -> dict[str, Any]:
+    route = {"match": {"prefix": "/"}, "route": {"cluster": cluster}}
+    virtual_host = {"name": cluster, "domains": ["*"], "routes": [route]}
+    return {"name": "http", "config": {"route_config": {"virtual_hosts": [virtual_host]}}}
 
 
 def client_context(
@@ -146,53 +134,58 @@ def curl(*args: str) -> str:
 # -- termination ------------------------------------------------------------------------------
 
 
-def test_sni_picks_the_chain_and_its_certificate(
-    tmp_path: Path, pki: dict[str, Any], backends: tuple[Backend, Backend]
-) -> None:
+@pytest.fixture(scope="module")
+def sni_mecha(
+    tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Any],
+    backends: tuple[Backend, Backend],
+) -> Iterator[Mecha]:  # fmt: skip
+    """Chains a.test and b.test, and a's again as the default for clients without SNI."""
+    config = sni_config(pki, backends)
+    chains = config["listeners"][0]["filter_chains"]
+    default = {key: value for key, value in chains[0].items() if key != "match"}
+    chains.append({**default, "name": "default"})
+    with run_mecha(tmp_path_factory.mktemp("sni"), config) as mecha:
+        yield mecha
+
+
+def test_sni_picks_the_chain_and_its_certificate(sni_mecha: Mecha, pki: dict[str, Any]) -> None:
     context = client_context(pki["ca"])
-    with run_mecha(tmp_path, sni_config(pki, backends)) as mecha:
-        port = mecha.port("http")
-        for name in ("a", "b"):
-            with tls_connection(port, f"{name}.test", context) as tls:
-                assert common_name(tls) == f"{name}.test"
-                assert get(tls, "/", f"{name}.test") == (200, f"hello from {name}".encode())
-        with tls_connection(port, "a.test", context) as tls:
-            status, body = get(tls, "/echo", "a.test")
-        headers = json.loads(body)["headers"]
-        assert (status, headers["x-forwarded-proto"]) == (200, "https")
-        assert mecha.metric(HANDSHAKE_ERRORS, listener="http") == 0
+    port = sni_mecha.port("http")
+    for name in ("a", "b"):
+        with tls_connection(port, f"{name}.test", context) as tls:
+            assert common_name(tls) == f"{name}.test"
+            assert get(tls, "/", f"{name}.test") == (200, f"hello from {name}".encode())
+    with tls_connection(port, "a.test", context) as tls:
+        status, body = get(tls, "/echo", "a.test")
+    headers = json.loads(body)["headers"]
+    assert (status, headers["x-forwarded-proto"]) == (200, "https")
+    assert sni_mecha.metric(HANDSHAKE_ERRORS, listener="http") == 0
 
 
 def test_alpn_negotiates_h2_and_the_manager_speaks_http2(
-    tmp_path: Path, pki: dict[str, Any], backends: tuple[Backend, Backend]
+    sni_mecha: Mecha, pki: dict[str, Any]
 ) -> None:
-    with run_mecha(tmp_path, sni_config(pki, backends)) as mecha:
-        port = mecha.port("http")
-        for offer, expected in ((("h2", "http/1.1"), "h2"), (("http/1.1",), "http/1.1")):
-            with tls_connection(port, "a.test", client_context(pki["ca"], alpn=offer)) as tls:
-                assert tls.selected_alpn_protocol() == expected
-        base = ["--cacert", str(pki["ca"].cert), "--resolve", f"b.test:{port}:127.0.0.1",
-                "-w", "\n%{http_version}", f"https://b.test:{port}/"]  # fmt: skip
-        assert curl("--http2", *base).splitlines() == ["hello from b", "2"]
-        assert curl("--http1.1", *base).splitlines() == ["hello from b", "1.1"]
-        lines = mecha.wait_access_log(2)
-        assert any('"GET / HTTP/2"' in line for line in lines), lines
-        assert any('"GET / HTTP/1.1"' in line for line in lines), lines
+    port = sni_mecha.port("http")
+    for offer, expected in ((("h2", "http/1.1"), "h2"), (("http/1.1",), "http/1.1")):
+        with tls_connection(port, "a.test", client_context(pki["ca"], alpn=offer)) as tls:
+            assert tls.selected_alpn_protocol() == expected
+    base = ["--cacert", str(pki["ca"].cert), "--resolve", f"b.test:{port}:127.0.0.1",
+            "-w", "\n%{http_version}", f"https://b.test:{port}/alpn"]  # fmt: skip
+    assert curl("--http2", *base).splitlines() == ["hello from b", "2"]
+    assert curl("--http1.1", *base).splitlines() == ["hello from b", "1.1"]
+    deadline = time.monotonic() + 5
+    while len(lines := [li for li in sni_mecha.access_log() if "/alpn" in li]) < 2:
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
+    assert any('"GET /alpn HTTP/2"' in line for line in lines), lines
+    assert any('"GET /alpn HTTP/1.1"' in line for line in lines), lines
 
 
 @pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load is not installed")
-def test_h2load_over_tls(
-    tmp_path: Path, pki: dict[str, Any], backends: tuple[Backend, Backend]
-) -> None:
-    config = sni_config(pki, backends)
-    # h2load sends no SNI to an IP address: a default chain (a's) takes it.
-    default = {**config["listeners"][0]["filter_chains"][0], "name": "default"}
-    del default["match"]
-    config["listeners"][0]["filter_chains"].append(default)
-    with run_mecha(tmp_path, config) as mecha:
-        url = f"https://127.0.0.1:{mecha.port('http')}/"
-        done = subprocess.run(["h2load", "-n", "200", "-c", "4", "-m", "8", url],
-                              capture_output=True, timeout=30, check=True)  # fmt: skip
+def test_h2load_over_tls(sni_mecha: Mecha) -> None:
+    url = f"https://127.0.0.1:{sni_mecha.port('http')}/"  # no SNI: the default chain
+    done = subprocess.run(["h2load", "-n", "200", "-c", "4", "-m", "8", url],
+                          capture_output=True, timeout=30, check=True)  # fmt: skip
     report = done.stdout.decode()
     assert "Application protocol: h2" in report, report
     assert "200 succeeded, 0 failed, 0 errored" in report, report
