@@ -152,6 +152,17 @@ def test_a_failed_successor_leaves_the_old_process_serving(tmp_path: Path) -> No
             assert conn.recv(100) == b"still here"
 
 
+def wrk_round(url: str) -> list[str]:
+    """Kept-alive connections (they stay with the old process until it has drained) and
+    connections closed after each request (they land on whichever process accepts)."""
+    loads = [
+        subprocess.Popen(["wrk", "-t1", "-c4", "-d2s", *extra, url],
+                         stdout=subprocess.PIPE, text=True)
+        for extra in ([], ["-H", "Connection: close"])
+    ]  # fmt: skip
+    return [load.communicate(timeout=20)[0] for load in loads]
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_hot_restart_under_wrk_load_fails_no_request(tmp_path: Path) -> None:
     handover = tmp_path / "hot-restart.sock"
@@ -161,16 +172,15 @@ def test_hot_restart_under_wrk_load_fails_no_request(tmp_path: Path) -> None:
                   args=("--hot-restart-socket", str(handover))) as old,
     ):  # fmt: skip
         url = f"http://127.0.0.1:{old.port('http')}/"
-        # Kept-alive connections stay with the old process until it has drained; those
-        # closed after each request reconnect to whichever process accepts.
-        loads = [
-            subprocess.Popen(["wrk", "-t1", "-c4", "-d4s", *extra, url],
-                             stdout=subprocess.PIPE, text=True)
-            for extra in ([], ["-H", "Connection: close"])
-        ]  # fmt: skip
-        time.sleep(0.5)
+        outputs: list[str] = []
         with successor(old, handover) as new:
-            outputs = [load.communicate(timeout=20)[0] for load in loads]
+            # Rounds of load until the old process has gone, and one more: a successor
+            # warms up in a time this shared machine decides.
+            for _ in range(12):
+                exited = old.process.poll() is not None
+                outputs += wrk_round(url)
+                if exited:
+                    break
             assert old.wait(timeout=25) == 0
             assert new.poll() is None
         new_log = (tmp_path / "new.stdout").read_text()
