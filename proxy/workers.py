@@ -222,6 +222,8 @@ class Supervisor:
                 log.info("%d workers live", len(self.workers))
                 return True
             await asyncio.sleep(0.05)
+        if not self.stopping.is_set():
+            log.error("workers not ready after %.0fs; stopping", STARTUP_TIMEOUT)
         return self.stopping.is_set()
 
     async def all_ready(self) -> bool:
