@@ -160,3 +160,20 @@ def test_workers_flag_is_checked(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert b"--workers must be at least 1" in done.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tcp_proxy_config([1], listener={"address": f"127.0.0.1:{port}"})
+        path = tmp_path / "mecha.yaml"
+        path.write_text(yaml.safe_dump(config))
+        done = subprocess.run(
+            mecha_argv("run", "-c", str(path), "--workers", "2"),
+            capture_output=True, cwd=ROOT, timeout=40,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}".encode() in done.stderr
+    assert b"a worker exited while starting" in done.stderr
