@@ -113,8 +113,9 @@ class Reloader:
         self._draining: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
-        self._stamp = file_stamp(path) if path else None
-        self._digest = digest(read_file(path)) if path else None
+        self._stamp: FileStamp | None = None
+        self._digest: str | None = None
+        """The file as last read by a reload or found running; None: not known yet."""
 
     # -- triggers -----------------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class Reloader:
             self._watcher = loop.create_task(self._watch(self.path), name="config file watch")
 
     async def _watch(self, path: Path) -> None:
+        await self._take_baseline(path)
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             if not self._file_changed(path):
@@ -138,6 +140,19 @@ class Reloader:
             await asyncio.sleep(SETTLE)
             if file_stamp(path) == self._stamp:  # else still being written: next poll
                 await self.reload("file change")
+
+    async def _take_baseline(self, path: Path) -> None:
+        """Note the file as it is, if it is what runs (it may have changed since it was
+        loaded at start-up: then the baseline stays unknown and the first poll reloads)."""
+        from proxy.server import config_version  # proxy.server imports this module
+
+        stamp, content = file_stamp(path), read_file(path)
+        try:
+            config = await asyncio.to_thread(self.load, path)
+        except ConfigError:
+            return
+        if self._digest is None and config_version(config.document) == self.server.version:
+            self._stamp, self._digest = stamp, digest(content)
 
     def _file_changed(self, path: Path) -> bool:
         """A stat per poll; the content is read and hashed only when the stat differs."""
@@ -233,7 +248,9 @@ class Reloader:
         return task
 
     def status(self) -> dict[str, Any]:
+        watching = self._watcher is not None and self._digest is not None
         return {
+            "watching": str(self.path) if watching else None,
             "counts": dict(self.counts),
             "last": self.last.as_dict() if self.last else None,
             "draining_listeners": sorted(listener.name for listener in self.retiring),

@@ -83,6 +83,10 @@ def rewrite(mecha: Mecha, config: dict[str, Any] | str) -> None:
 def rewrite_behind_the_watcher(mecha: Mecha, config: dict[str, Any]) -> None:
     """Same size and mtime as before: only SIGHUP can tell that the file changed."""
     path = mecha.workdir / "mecha.yaml"
+    deadline = time.monotonic() + 5
+    while mecha.json("/config_dump")["reload"]["watching"] != str(path):
+        assert time.monotonic() < deadline, "mecha does not watch its config file"
+        time.sleep(0.02)
     before = path.stat()
     rewrite(mecha, config)
     assert path.stat().st_size == before.st_size
