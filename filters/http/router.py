@@ -144,7 +144,8 @@ class Router(StreamFilter):
             route.request_headers.apply(request.headers)
         self._request = request
         self._request_end = end_stream
-        deadline = request.headers.get(b"grpc-timeout")
+        # (only gRPC requests carry a deadline: others skip the search through the headers)
+        deadline = request.headers.get(b"grpc-timeout") if callbacks.info.grpc else None
         self._timeout = action.timeout if deadline is None else _shorter(action.timeout, deadline)
         self._start = time.monotonic()
         if end_stream:

@@ -172,6 +172,25 @@ def _tokens(values: list[bytes] | None) -> frozenset[bytes]:
     return frozenset(t.strip().lower() for v in values for t in v.split(b","))
 
 
+_KEEP_ALIVE: dict[tuple[bytes, bytes], bool] = {}
+"""(version, the one Connection value) -> keep-alive; bounded, the same few values recur."""
+
+
+def _connection_keep_alive(version: bytes, values: list[bytes] | None) -> bool:
+    """Keep-alive from the Connection field's values (None: absent)."""
+    if values is None:
+        return version == HTTP11
+    if len(values) != 1:
+        return _keep_alive(version, _tokens(values))
+    key = (version, values[0])
+    keep = _KEEP_ALIVE.get(key)
+    if keep is None:
+        keep = _keep_alive(version, _tokens(values))
+        if len(_KEEP_ALIVE) < 256:
+            _KEEP_ALIVE[key] = keep
+    return keep
+
+
 def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
     if version == HTTP11:
         return b"close" not in tokens
@@ -239,8 +258,7 @@ def parse_request(
         host = hosts[0]
         if host not in _GOOD_HOSTS:
             _check_host(host)
-        conn = found.get(b"connection")
-        keep = version == HTTP11 if conn is None else _keep_alive(version, _tokens(conn))
+        keep = _connection_keep_alive(version, found.get(b"connection"))
         req = RequestHeaders(method, target, host, headers, b"http", version, 1, True, keep)
         return req, NONE, -1
     req = RequestHeaders(method, target, b"", headers, b"http", version)
@@ -332,7 +350,7 @@ def parse_response(
     if status < 100:
         raise HttpError("invalid status code")
     headers, found = parse_fields(block, limits.max_headers)
-    keep = _keep_alive(version, _tokens(found.get(b"connection")))
+    keep = _connection_keep_alive(version, found.get(b"connection"))
     resp = ResponseHeaders(status, headers, reason or b"", version, 1, False, keep)
     kind, length = _response_framing(resp, found, limits, method)
     if kind in (TUNNEL, CLOSE):

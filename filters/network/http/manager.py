@@ -54,7 +54,7 @@ class HcmShared:
 
 
 class HttpConnectionManager(NetworkFilter):
-    __slots__ = ("_closing", "_flush_scheduled", "_h1", "_h2", "_loop", "_out",
+    __slots__ = ("_closing", "_flush_handle", "_h1", "_h2", "_loop", "_out",
                  "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
                  "streams")  # fmt: skip
 
@@ -67,7 +67,7 @@ class HttpConnectionManager(NetworkFilter):
         self._h2: H2Codec | None = None
         self._sniffed = b""
         self._out: list[bytes] = []
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
         self._closing = False
         self._paused_by_streams = 0
         self._loop = asyncio.get_running_loop()
@@ -307,12 +307,14 @@ class HttpConnectionManager(NetworkFilter):
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        handle = self._flush_handle
+        if handle is not None:  # flushing early (a whole HTTP/1 response is ready)
+            handle.cancel()
+            self._flush_handle = None
         if self._h2 is not None:
             data = self._h2.data_to_send()
             if data:
