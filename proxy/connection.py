@@ -298,7 +298,8 @@ class DownstreamConnection(asyncio.Protocol):
             self._filter_failed("on_data")
         if self._write_eof:
             self.close()
-        return True
+        # TLS has no half-close: the TLS layer closes after the peer's close_notify anyway.
+        return not self.info.downstream_tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -190,6 +190,8 @@ def test_h2load_over_tls(sni_mecha: Mecha) -> None:
     assert "Application protocol: h2" in report, report
     assert "200 succeeded, 0 failed, 0 errored" in report, report
     assert "status codes: 200 2xx" in report, report
+    # h2load ends with close_notify: TLS has no half-close, and mecha must not pretend it does.
+    assert "eof_received" not in sni_mecha.logs()
 
 
 # -- failed downstream handshakes -------------------------------------------------------------
