@@ -82,14 +82,18 @@ def post_script(path: Path, body: str, content_type: str = "application/json") -
     return path
 
 
-def h2load(port: int, clients: int, streams: int, requests: int, path: str = "/") -> LoadResult:
-    """`h2load` over h2c with prior knowledge; latency keys mean, max (time for request)."""
+def h2load(
+    port: int, clients: int, streams: int, requests: int, path: str = "/", scheme: str = "http"
+) -> LoadResult:
+    """`h2load` over h2c with prior knowledge, or over TLS with ALPN h2 (`scheme` https);
+    latency keys mean, max (time for request)."""
     argv = ["h2load", f"-c{clients}", f"-m{streams}", "-n", str(requests),
-            f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+            f"{scheme}://127.0.0.1:{port}{path}"]  # fmt: skip
     output = _run(argv, timeout=600)
     protocol = _search(r"^Application protocol: (\S+)", output, "h2load")[1]
-    if protocol != "h2c":
-        raise RuntimeError(f"h2load spoke {protocol}, not h2c:\n{output}")
+    expected = "h2" if scheme == "https" else "h2c"
+    if protocol != expected:
+        raise RuntimeError(f"h2load spoke {protocol}, not {expected}:\n{output}")
     rps = float(_search(r"^finished in \S+, ([\d.]+) req/s", output, "h2load")[1])
     counts = _search(
         r"^requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, "

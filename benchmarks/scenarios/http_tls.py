@@ -1,8 +1,9 @@
 """https: the http scenario with TLS on the downstream side.
 
-wrk over TLS against mecha, nginx and haproxy, each terminating TLS with the same certificate
-(ECDSA P-256, self-signed, minted here with openssl) in one worker / thread and proxying over
-plain HTTP/1.1 to the same nginx backend as the http scenario.
+wrk (HTTP/1.1) and h2load (HTTP/2 by ALPN) over TLS against mecha, nginx and haproxy, each
+terminating TLS with the same certificate (ECDSA P-256, self-signed, minted here with openssl)
+in one worker / thread and proxying over plain HTTP/1.1 to the same nginx backend as the http
+scenario.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import statistics
 import subprocess
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.harness import (
@@ -26,11 +28,21 @@ from benchmarks.harness import (
     wait_for_port,
     wait_for_ready,
 )
-from benchmarks.http_load import LOAD_COMMANDS, LoadResult, wrk
+from benchmarks.http_load import LOAD_COMMANDS, LoadResult, h2load, wrk
 from benchmarks.load.cpu import cpu_seconds
 from benchmarks.nginx_tools import NGINX_COMMANDS, start_backend, start_nginx, start_reverse_proxy
 from benchmarks.scenarios import http
-from benchmarks.scenarios.http import CONNECTIONS, SECONDS, WRK_ROWS, error_note, record, rotated
+from benchmarks.scenarios.http import (
+    CONNECTIONS,
+    H2_CLIENTS,
+    H2_ROWS,
+    H2_STREAMS,
+    SECONDS,
+    WRK_ROWS,
+    error_note,
+    record,
+    rotated,
+)
 
 MECHA = """\
 admin:
@@ -65,7 +77,7 @@ NGINX = """\
         keepalive_requests 1000000;
     }}
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port} ssl http2;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         location / {{
@@ -77,6 +89,10 @@ NGINX = """\
 """
 
 CPU_ROW = "CPU per request (us)"
+H2_REQUESTS = 10_000
+SYSTEMS = ["mecha", "nginx", "haproxy"]
+Proxies = dict[str, tuple[int, int]]
+"""name -> (port, pid)"""
 
 HAPROXY = """\
 global
@@ -90,7 +106,7 @@ defaults
     timeout client 1h
     timeout server 1h
 frontend https
-    bind 127.0.0.1:{listen} ssl crt {pem}
+    bind 127.0.0.1:{listen} ssl crt {pem} alpn h2,http/1.1
     default_backend nginx
 backend nginx
     server nginx 127.0.0.1:{upstream}
@@ -161,52 +177,44 @@ def tls_cost_note(table: Table, plain_cpu: dict[str, list[float]]) -> str:
             + "; ".join(parts) + ".")  # fmt: skip
 
 
+@dataclass
+class Figures:
+    wrk: Table
+    h2: Table
+    wrk_errors: dict[str, Counter[str]] = field(default_factory=dict)
+    h2_errors: dict[str, Counter[str]] = field(default_factory=dict)
+    plain_cpu: dict[str, list[float]] = field(default_factory=dict)
+
+
 def run(args: argparse.Namespace) -> str:
     ensure_commands({**NGINX_COMMANDS, **LOAD_COMMANDS, "haproxy": "haproxy"})
-    table = Table(
-        f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s --latency over TLS, keep-alive GET / "
-        "(12-byte body)",
-        "", ["mecha", "nginx", "haproxy"], label="metric", formats={**WRK_ROWS, CPU_ROW: ",.0f"},
+    h2_requests = args.requests or H2_REQUESTS
+    figures = Figures(
+        Table(f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s --latency over TLS, keep-alive GET / "
+              "(12-byte body)", "", SYSTEMS, label="metric",
+              formats={**WRK_ROWS, CPU_ROW: ",.0f"}),
+        Table(f"h2load -c{H2_CLIENTS} -m{H2_STREAMS} -n {h2_requests:,} over TLS (ALPN h2), "
+              "GET /", "", SYSTEMS, label="metric", formats=H2_ROWS),
     )  # fmt: skip
-    errors: dict[str, Counter[str]] = {}
     with processes() as procs:
         cert, key = mint_certificate(procs.workdir)
         backend, _ = start_backend(procs)
         proxies = {"nginx": start_nginx_tls(procs, backend, cert, key),
                    "haproxy": start_haproxy_tls(procs, backend, cert, key),
                    "mecha": start_mecha(procs, backend, cert, key)}  # fmt: skip
-        mecha_pid = proxies["mecha"][1]
         plain = {"mecha": http.start_mecha(procs, backend),
                  "nginx": (start_reverse_proxy(procs, backend), procs.running[-1].pid)}  # fmt: skip
-        plain_cpu: dict[str, list[float]] = {name: [] for name in plain}
+        mecha_pid = proxies["mecha"][1]
         time.sleep(1.0)
         idle_rss = rss_bytes(mecha_pid)
         for port, _ in proxies.values():  # warm up connections, pools and caches; not recorded
             wrk(port, CONNECTIONS, 1, scheme="https")
+            h2load(port, H2_CLIENTS, H2_STREAMS, 1_000, scheme="https")
         for round_ in range(args.rounds):
-            for system in rotated(table.systems, round_):
-                result, cpu = measured(*proxies[system])
-                record(table, system, result, errors)
-                table.add(CPU_ROW, system, cpu)
-            for name, (port, pid) in plain.items():
-                plain_cpu[name].append(measured(port, pid, "http")[1])
+            measure_round(figures, round_, proxies, plain, h2_requests)
         loaded_rss = rss_bytes(mecha_pid)
         mecha_log = (procs.workdir / "mecha.log").read_text().splitlines()
-    table.notes += [
-        f"Median of {args.rounds} interleaved rounds. Ratios are mecha / peer: above 1.00x is "
-        "better for requests/s, worse for latency. Each proxy terminates TLS (the same "
-        "self-signed ECDSA P-256 certificate, TLS 1.3 as negotiated with wrk, keep-alive so "
-        "handshakes are only the connections' first) and proxies over plain HTTP/1.1 to one "
-        "nginx backend (`return 200`). mecha: `tls:` on the listener, router, access log "
-        "off; nginx: `listen ssl`, proxy_pass with upstream keepalive 64; haproxy: `bind ssl "
-        "crt`, http mode, http-reuse always. One worker / thread each. CPU per request: the "
-        "proxy's user + system CPU time over the run (nginx: master and worker) divided by "
-        "its good responses; unlike requests/s it does not depend on how much of the shared "
-        "cores the proxy got.",
-        tls_cost_note(table, plain_cpu),
-        error_note(errors),
-        "Target: mecha >= 0.8x nginx, one worker each.",
-    ]
+    add_notes(figures, args.rounds)
     log_note = "mecha log (warning level): " + (
         f"{len(mecha_log)} lines, first: `{mecha_log[0]}`" if mecha_log else "empty"
     )
@@ -214,4 +222,45 @@ def run(args: argparse.Namespace) -> str:
         f"mecha RSS: {idle_rss / 2**20:.1f} MiB idle, {loaded_rss / 2**20:.1f} MiB after load. "
         f"{log_note}."
     )
-    return publish("https", [table], "\n" + rss_note)
+    return publish("https", [figures.wrk, figures.h2], "\n" + rss_note)
+
+
+def measure_round(
+    figures: Figures, round_: int, proxies: Proxies, plain: Proxies, h2_requests: int
+) -> None:
+    for system in rotated(SYSTEMS, round_):
+        result, cpu = measured(*proxies[system])
+        record(figures.wrk, system, result, figures.wrk_errors)
+        figures.wrk.add(CPU_ROW, system, cpu)
+    for name, (port, pid) in plain.items():
+        figures.plain_cpu.setdefault(name, []).append(measured(port, pid, "http")[1])
+    for system in rotated(SYSTEMS, round_):
+        port = proxies[system][0]
+        result = h2load(port, H2_CLIENTS, H2_STREAMS, h2_requests, scheme="https")
+        record(figures.h2, system, result, figures.h2_errors)
+
+
+def add_notes(figures: Figures, rounds: int) -> None:
+    common = (
+        f"Median of {rounds} interleaved rounds. Ratios are mecha / peer: above 1.00x is "
+        "better for requests/s, worse for latency."
+    )
+    figures.wrk.notes += [
+        f"{common} Each proxy terminates TLS (the same self-signed ECDSA P-256 certificate, "
+        "TLS 1.3 as negotiated with wrk, keep-alive so handshakes are only the connections' "
+        "first) and proxies over plain HTTP/1.1 to one nginx backend (`return 200`). mecha: "
+        "`tls:` on the listener, router, access log off; nginx: `listen ssl http2`, "
+        "proxy_pass with upstream keepalive 64; haproxy: `bind ssl crt alpn h2,http/1.1`, "
+        "http mode, http-reuse always. One worker / thread each. CPU per request: the "
+        "proxy's user + system CPU time over the run (nginx: master and worker) divided by "
+        "its good responses; unlike requests/s it does not depend on how much of the shared "
+        "cores the proxy got.",
+        tls_cost_note(figures.wrk, figures.plain_cpu),
+        error_note(figures.wrk_errors),
+        "Target: mecha >= 0.8x nginx, one worker each.",
+    ]
+    figures.h2.notes += [
+        f"{common} The same proxies and certificate; h2load negotiates h2 by ALPN, the "
+        "proxies speak HTTP/1.1 to the backend. Latency is h2load's time for request.",
+        error_note(figures.h2_errors),
+    ]
