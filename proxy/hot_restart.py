@@ -259,11 +259,11 @@ class Takeover:
         config = server.config
         for handed in self.handed:
             if handed.name == ADMIN_SOCKET:
-                if config.admin is not None and _same_address(config.admin.address, handed):
+                if config.admin is not None and same_address(config.admin.address, handed):
                     self._admin = handed.sock
                 continue
             for listener in config.listeners:
-                if listener.name == handed.name and _same_address(listener.address, handed):
+                if listener.name == handed.name and same_address(listener.address, handed):
                     server.inherited[handed.name] = handed.sock
         taken = len(server.inherited) + (self._admin is not None)
         log.info("hot restart: serving on %d of %d handed-over sockets", taken, len(self.handed))
@@ -326,7 +326,7 @@ def _receive_sockets(conn: socket.socket) -> list[Handed]:
     return handed
 
 
-def _same_address(wanted: Address, handed: Handed) -> bool:
+def same_address(wanted: Address, handed: Handed) -> bool:
     """The configured address, or an ephemeral port (0) on the same host."""
     if str(wanted) in (handed.address, str(handed.bound)):
         return True
