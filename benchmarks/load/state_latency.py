@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import http.client
 import json
@@ -44,7 +45,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,6 @@ from runtime.components.state.redis import _READ as READ_SCRIPT
 
 Call = Callable[[], bytes]
 """One request and its whole answer; raises on a transport or status error."""
-AsyncCall = Callable[[], Awaitable[bytes]]
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 """A connection per channel: grpcio shares one between channels to the same address."""
 LATE = 1e-3
@@ -146,7 +146,13 @@ class AsyncHttp:
     async def __call__(self) -> bytes:
         if self.streams is None:
             self.streams = await asyncio.open_connection("127.0.0.1", self.port)
-        reader, writer = self.streams
+        try:
+            return await self._exchange(*self.streams)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            await self.close()  # the next call starts on a fresh connection
+            raise
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
         writer.write(self.request)
         head = await reader.readuntil(b"\r\n\r\n")
         status_line, _, fields = head.partition(b"\r\n")
@@ -162,8 +168,10 @@ class AsyncHttp:
 
     async def close(self) -> None:
         if self.streams is not None:
-            self.streams[1].close()
-            await self.streams[1].wait_closed()
+            writer, self.streams = self.streams[1], None
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 class AsyncGrpc:
