@@ -1,7 +1,9 @@
 """What a reload changes: listeners, clusters and runtime components, by name.
 
-Pure functions over two validated `Config`s. Listeners and clusters are compared by their
-expanded YAML (typed configs hold objects such as TLS contexts that never compare equal);
+Pure functions over two validated `Config`s, but for one read: listeners and clusters are
+compared by their expanded YAML (typed configs hold objects such as TLS contexts that never
+compare equal) and by the content of the files it names (`*_file`: a certificate rotated in
+place, as a Kubernetes secret update does, changes its listener or cluster);
 components by their specs. A listener whose own YAML is unchanged is still rebuilt when it
 names a changed cluster, because filter factories hold the cluster objects they were built
 with. Settings a reload cannot apply are listed so the operator hears they wait for a restart.
@@ -75,8 +77,14 @@ class ConfigDiff:
 
 
 def diff_configs(old: Config, new: Config) -> ConfigDiff:
-    listeners = compare(listener_documents(old), listener_documents(new))
-    clusters = compare(cluster_documents(old), cluster_documents(new))
+    listeners = compare(
+        _compared(listener_documents(old), old),
+        _compared(listener_documents(new), new),
+    )
+    clusters = compare(
+        _compared(cluster_documents(old), old),
+        _compared(cluster_documents(new), new),
+    )
     return ConfigDiff(
         listeners=listeners,
         clusters=clusters,
@@ -93,6 +101,26 @@ def listener_documents(config: Config) -> dict[str, Any]:
 
 def cluster_documents(config: Config) -> dict[str, Any]:
     return _named(config.document, "clusters", (c.name for c in config.clusters))
+
+
+def _compared(documents: dict[str, Any], config: Config) -> dict[str, Any]:
+    """Each entry's YAML beside the digests, taken when the file was read, of files it names."""
+    return {
+        name: (document, tuple(config.file_digests.get(path) for path in _files_in(document)))
+        for name, document in documents.items()
+    }
+
+
+def _files_in(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and key.endswith("_file") and isinstance(item, str):
+                yield item
+            else:
+                yield from _files_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _files_in(item)
 
 
 def _named(document: Any, section: str, names: Iterable[str]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -161,3 +162,5 @@ class Config:
     """The application runtime (components, app channel); None: mesh only."""
     document: Any = None
     """The expanded YAML document, kept for /config_dump."""
+    file_digests: Mapping[str, str] = field(default_factory=dict)
+    """SHA-256 of each file the YAML names under a `*_file` key, as read at parse time."""

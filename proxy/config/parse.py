@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +62,28 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
         drain_timeout=root.duration("drain_timeout", 15.0),
         document=root.value,
         runtime=runtime,
+        file_digests=dict(_file_digests(root.value, base_dir)),
     )
     root.raise_if_problems()
     return config
+
+
+def _file_digests(value: Any, base_dir: Path | None) -> Iterator[tuple[str, str]]:
+    """Files named under `*_file` keys (certificates, keys, CAs) and their content's digest,
+    so that a reload sees a file rewritten in place."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and key.endswith("_file") and isinstance(item, str):
+                path = Path(item)
+                if not path.is_absolute() and base_dir is not None:
+                    path = base_dir / path
+                with contextlib.suppress(OSError):  # a missing file is a problem reported already
+                    yield item, hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                yield from _file_digests(item, base_dir)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _file_digests(item, base_dir)
 
 
 def _unique(root: Node, section: str, names: list[str]) -> None:

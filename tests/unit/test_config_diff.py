@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from proxy.config.model import Config
 from proxy.config.parse import parse_config
 from proxy.config_diff import Changes, compare, diff_configs, strings_in
+from tests.support.certs import TestCA
 
 
 def tcp_listener(name: str, cluster: str, port: int = 0) -> dict[str, Any]:
@@ -141,3 +143,16 @@ def test_drain_timeout_is_applied() -> None:
 def test_strings_in_walks_nested_yaml() -> None:
     value = {"a": [1, "x", {"b": "y", "c": [True, "z"]}], "d": None}
     assert sorted(strings_in(value)) == ["x", "y", "z"]
+
+
+def test_a_certificate_rotated_in_place_changes_its_listener(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path)
+    issued = ca.issue("server.test", dns=("server.test",))
+    tls = {"cert_file": issued.cert.name, "key_file": issued.key.name}
+    document = copy.deepcopy(BASE)
+    document["listeners"][1]["tls"] = tls
+    before = parse_config(document, tmp_path)
+    assert diff_configs(before, parse_config(document, tmp_path)).empty
+    ca.issue("server.test", dns=("server.test",))  # the same paths, new content
+    diff = diff_configs(before, parse_config(document, tmp_path))
+    assert diff.listeners == Changes(changed=("web",))
