@@ -22,15 +22,24 @@ MapValue = str | bytes | int | None | Sequence["MapValue"] | Mapping[str, "MapVa
 """What encode_map accepts as a value: text and bytes become bulk strings."""
 
 
+_COUNTS = [b"*%d" % n for n in range(TABLE_SIZE)]
+_LENGTHS = [b"$%d" % n for n in range(TABLE_SIZE)]
+
+
 def encode_command(args: Sequence[bytes]) -> bytes:
     """`*<n>` then each argument as a bulk string (how clients send commands)."""
+    # Every line ends in CRLF, so one CRLF join of the headers and arguments (and an empty
+    # last part) builds the whole command, with no per-argument concatenation.
     try:
-        parts = [ARRAY_HEADERS[len(args)]]
+        parts = [_COUNTS[len(args)]]
+        append = parts.append
         for arg in args:
-            parts += (BULK_HEADERS[len(arg)], arg, CRLF)
+            append(_LENGTHS[len(arg)])
+            append(arg)
     except IndexError:
         return _encode_large(args)
-    return b"".join(parts)
+    append(b"")
+    return CRLF.join(parts)
 
 
 def _encode_large(args: Sequence[bytes]) -> bytes:

@@ -45,7 +45,7 @@ from typing import cast
 
 import hiredis
 
-from protocols.redis.encode import ARRAY_HEADERS, TABLE_SIZE, encode_command
+from protocols.redis.encode import ARRAY_HEADERS, CRLF, TABLE_SIZE, encode_command
 from protocols.redis.errors import RespError
 from protocols.redis.inline import split_args
 from protocols.redis.limits import DEFAULT_LIMITS, INT_MAX, RespLimits
@@ -53,7 +53,7 @@ from protocols.redis.multibulk import Command
 
 __all__ = ["RequestParser", "RespLimits"]
 
-ASTERISK = 42
+ASTERISK, DOLLAR = 42, 36
 _PROBE = b"*-1\r\n"
 SHRINKS, GROWS, CAUGHT, BLIND = 1, 2, 4, 8
 _OTHER_TYPES = tuple(
@@ -65,6 +65,12 @@ an element or command of that type does to the length computed as if it were `$`
 and pushes, which the type checks catch; `~ |` become plain lists no check can tell from
 `*` arrays. Only a byte present in the input can stand for a type there."""
 _ELEMENT_SIZES = [n + len(b"$%d\r\n" % n) + 2 for n in range(TABLE_SIZE)]
+QUICK_BYTES = 256
+"""Reads up to this long are tried in Python first (see RequestParser._quick)."""
+_QUICK_COUNT = 9
+_NEXT_COMMAND = b"\r\n*"
+_LENGTHS = {b"%d" % n: n for n in range(TABLE_SIZE)}
+"""Bulk lengths in their only valid spelling (no sign, no leading zero)."""
 _ARRAY_SIZES = [len(h) for h in ARRAY_HEADERS]
 
 
@@ -76,8 +82,8 @@ class RequestParser:
     """
 
     __slots__ = (
-        "_big_count", "_big_other_count", "_error", "_limits", "_line", "_reader",
-        "_unchecked", "_walk",
+        "_big_count", "_big_other_count", "_error", "_lengths", "_limits", "_line",
+        "_quick_count", "_reader", "_unchecked", "_walk",
     )  # fmt: skip
 
     def __init__(self, limits: RespLimits = DEFAULT_LIMITS) -> None:
@@ -92,6 +98,12 @@ class RequestParser:
         self._big_count = re.compile(rb"\*[0-9]{%d}" % digits)
         self._big_other_count = re.compile(rb"[*~>|][0-9]{%d}" % digits)
         """What may be an aggregate count beyond max_array (see the module doc)."""
+        self._quick_count = min(_QUICK_COUNT, limits.max_array)
+        self._lengths = (
+            _LENGTHS
+            if limits.max_bulk >= TABLE_SIZE
+            else {k: n for k, n in _LENGTHS.items() if n <= limits.max_bulk}
+        )
 
     @property
     def buffered(self) -> int:
@@ -119,6 +131,8 @@ class RequestParser:
             pos = self._resume(data, out)
         elif self._line:
             pos = self._resume_line(data, out)
+        elif 4 <= len(data) <= QUICK_BYTES and _NEXT_COMMAND not in data:  # not pipelined
+            pos = self._quick(data, out)
         end = len(data)
         slow = False
         while pos < end:
@@ -132,6 +146,32 @@ class RequestParser:
                     pos = self._command(data, pos, out)
 
     # -- multibulk -------------------------------------------------------------------------
+
+    def _quick(self, data: bytes, out: list[list[bytes]]) -> int:
+        """A read holding one command of the usual small shape (`*1`..`*9`, bulks shorter
+        than TABLE_SIZE), as a client that does not pipeline sends it, read in Python:
+        where it ends, or 0 when data starts otherwise. For one command this costs less
+        than hiredis and its checks; for a pipeline, more (the general path reads the rest,
+        and a read holding CRLF `*` probably is one: it is not tried here)."""
+        count = data[1] - 48  # one digit
+        if data[0] != ASTERISK or not 0 < count <= self._quick_count or data[2:4] != CRLF:
+            return 0
+        lengths = self._lengths
+        find = data.find
+        size = len(data)
+        at = 4
+        args: list[bytes] = []
+        for _ in range(count):
+            cr = find(CRLF, at + 1, at + 7)
+            if cr < 0 or data[at] != DOLLAR:
+                return 0
+            length = lengths.get(data[at + 1 : cr], -1)
+            at = cr + 4 + length
+            if length < 0 or at > size:
+                return 0
+            args.append(data[cr + 2 : at - 2])  # the CRLF after it is not checked, as Redis does
+        out.append(args)
+        return at
 
     def _run(self, data: bytes, pos: int, out: list[list[bytes]]) -> tuple[int, bool]:
         """Commands from data[pos:] through hiredis: (offset after the trusted ones, slow).

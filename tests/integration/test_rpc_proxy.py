@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from aio_msgpack_rpc.error import RPCResponseError
 
@@ -125,3 +126,21 @@ def test_malformed_frame_closes_the_connection(tmp_path: Path, server: PeerServe
             assert is_closed_by_peer(sock)
         assert mecha.metric("mecha_rpc_protocol_errors_total", listener="rpc") == 1
         assert "malformed msgpack_rpc message" in mecha.logs()
+
+
+def test_a_caller_that_half_closes_still_gets_its_answers(
+    tmp_path: Path, server: PeerServer
+) -> None:
+    with run_mecha(tmp_path, config([EVERYTHING], {"app": [server.port]})) as mecha:
+        with socket.create_connection(("127.0.0.1", mecha.port("rpc")), timeout=5) as sock:
+            sock.sendall(
+                msgpack.packb([0, 7, "add", [2, 3]]) + msgpack.packb([0, 8, "add", [1, 1]])
+            )
+            sock.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := sock.recv(4096):
+                received += chunk
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(received)
+        answers = sorted(unpacker, key=lambda message: message[1])
+        assert answers == [[1, 7, None, 5], [1, 8, None, 2]]  # then mecha closed the connection

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mecha.rpc_proxy")
 
+ROUTE_CACHE_SIZE = 10_000
+
 
 class RpcShared:
     def __init__(self, config: RpcProxyConfig, clusters: ClusterManager, listener: str,
@@ -37,14 +39,19 @@ class RpcShared:
         self._settings = RpcPoolSettings(self.codec, config.max_message_size,
                                          config.connections_per_endpoint)  # fmt: skip
         self._pools: dict[Endpoint, RpcPool] = {}
+        self._routes: dict[str, RpcRoute | None] = {}
         self._access_log = access_log
 
     def route(self, method: str) -> RpcRoute | None:
-        """The first route that matches, in configuration order."""
-        for route in self.config.routes:
-            if route.matches(method):
-                return route
-        return None
+        """The first route that matches, in configuration order (remembered per method)."""
+        try:
+            return self._routes[method]
+        except KeyError:
+            pass
+        found = next((route for route in self.config.routes if route.matches(method)), None)
+        if len(self._routes) < ROUTE_CACHE_SIZE:  # callers choose method names: stay bounded
+            self._routes[method] = found
+        return found
 
     def cluster(self, route: RpcRoute) -> Cluster:
         return self._clusters[route.name]

@@ -24,6 +24,7 @@ class RpcSession(NetworkFilter):
     __slots__ = (
         "_decoder",
         "_flush_scheduled",
+        "_handling",
         "_out",
         "callbacks",
         "calls",
@@ -38,6 +39,7 @@ class RpcSession(NetworkFilter):
         self._decoder = shared.codec.decoder(shared.config.max_message_size)
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self._handling = False
         self.calls: set[ProxiedCall] = set()
         self.closed = False
         self.closed_for_input = False
@@ -61,14 +63,18 @@ class RpcSession(NetworkFilter):
         return STOP
 
     def _handle(self, frames: list[Frame]) -> None:
-        for frame in frames:
-            kind = frame.kind
-            if kind is FrameKind.REQUEST:
-                self._call(frame)
-            elif kind is FrameKind.ONEWAY:
-                self._notify(frame)
-            else:
-                log.debug("%s: dropped a response sent by a caller", self.shared.listener)
+        self._handling = True  # answers made meanwhile leave together, after the batch
+        try:
+            for frame in frames:
+                kind = frame.kind
+                if kind is FrameKind.REQUEST:
+                    self._call(frame)
+                elif kind is FrameKind.ONEWAY:
+                    self._notify(frame)
+                else:
+                    log.debug("%s: dropped a response sent by a caller", self.shared.listener)
+        finally:
+            self._handling = False
 
     def _call(self, frame: Frame) -> None:
         route = self.shared.route(frame.method)
@@ -100,7 +106,9 @@ class RpcSession(NetworkFilter):
         if self.closed:
             return
         self._out.append(data)
-        if not self._flush_scheduled:
+        if not self.calls and not self._handling:
+            self._flush()  # nothing else is due for this caller: write now
+        elif not self._flush_scheduled:  # more answers due: gather them for one write
             self._flush_scheduled = True
             self.shared.loop().call_soon(self._flush)
 
@@ -164,8 +172,7 @@ class ProxiedCall:
         request_id = self.frame.request_id or 0
         failed = codec.response_failed(frame)
         shared.record(self, failed, timed_out=False)
-        self._done()
-        self.session.reply(codec.with_request_id(frame, request_id))
+        self._finish(codec.with_request_id(frame, request_id))
 
     def on_failure(self, reason: str) -> None:
         self._stop_timer()
@@ -200,19 +207,21 @@ class ProxiedCall:
     def _answer_error(self, reason: str, timed_out: bool) -> None:
         shared = self.session.shared
         shared.record(self, True, timed_out=timed_out)
-        self._done()
         message = f"mecha: {reason}"
-        self.session.reply(shared.codec.error_response(self.frame.request_id or 0, message))
+        self._finish(shared.codec.error_response(self.frame.request_id or 0, message))
 
     def _stop_timer(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _done(self) -> None:
-        self.session.calls.discard(self)
-        if self.session.closed_for_input and not self.session.calls:
-            self.session.close_when_answered()
+    def _finish(self, answer: bytes) -> None:
+        """Answer the caller; the last answer a closing caller waited for closes it."""
+        session = self.session
+        session.calls.discard(self)
+        session.reply(answer)
+        if session.closed_for_input and not session.calls:
+            session.close_when_answered()
 
     def abandon(self) -> None:
         """The caller left: forget the upstream side."""
