@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import uvloop
@@ -50,6 +52,8 @@ log = logging.getLogger("mecha.workers")
 RUNTIME_FILTERS = frozenset({"runtime_api", "runtime_grpc"})
 STARTUP_TIMEOUT = 30.0
 FETCH_TIMEOUT = 2.0
+RELOAD_TIMEOUT = 30.0
+"""A reload may wait for components to start."""
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 10.0
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -280,13 +284,15 @@ class Supervisor:
             return 0  # forwarded SIGINT/SIGTERM before the worker had installed handlers
         return code
 
-    async def fetch(self, worker: Worker, path: str) -> tuple[int, bytes]:
-        """GET `path` from one worker's private admin; (0, b"") when it does not answer."""
+    async def fetch(
+        self, worker: Worker, path: str, method: str = "GET", within: float = FETCH_TIMEOUT
+    ) -> tuple[int, bytes]:
+        """Ask one worker's private admin; (0, b"") when it does not answer."""
         if not worker.alive:
             return 0, b""
         try:
-            async with asyncio.timeout(FETCH_TIMEOUT):
-                return await _get_unix(worker.admin_path, path)
+            async with asyncio.timeout(within):
+                return await _ask_unix(worker.admin_path, method, path)
         except (OSError, TimeoutError, ValueError):
             return 0, b""
 
@@ -302,10 +308,11 @@ def _accepted(exposition: bytes) -> int:
     )
 
 
-async def _get_unix(socket_path: str, path: str) -> tuple[int, bytes]:
+async def _ask_unix(socket_path: str, method: str, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_unix_connection(socket_path)
+    request = f"{method} {path} HTTP/1.1\r\nhost: worker\r\ncontent-length: 0\r\n"
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nhost: worker\r\nconnection: close\r\n\r\n".encode())
+        writer.write(f"{request}connection: close\r\n\r\n".encode())
         answer = await reader.read()
     finally:
         writer.close()
@@ -314,6 +321,13 @@ async def _get_unix(socket_path: str, path: str) -> tuple[int, bytes]:
     head, _, body = answer.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, body
+
+
+def _json_or_text(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()
 
 
 class SupervisorViews:
@@ -326,6 +340,7 @@ class SupervisorViews:
             "/ready": ("200 when every worker is serving", self.ready),
             "/metrics": ("Prometheus metrics, summed across workers", self.metrics),
             "/workers": ("worker processes: pid, restarts, connections", self.workers),
+            "/reload": ("POST: every worker reloads the config file now", self.reload),
         }
         for path in ("/config_dump", "/clusters", "/listeners"):
             self.routes[path] = (f"{path[1:]} of worker 0", self._from_worker_zero(path))
@@ -359,6 +374,19 @@ class SupervisorViews:
              "restarts": w.restarts, "downstream_cx": _accepted(body) if status == 200 else None}
             for w, (status, body) in zip(workers, answers, strict=True)
         ])  # fmt: skip
+
+    async def reload(self, query: dict[str, list[str]]) -> Response:
+        """Each worker's outcome; the status is the worst of theirs (503: one did not answer)."""
+        workers = self.supervisor.workers
+        answers = await asyncio.gather(
+            *(self.supervisor.fetch(w, "/reload", "POST", RELOAD_TIMEOUT) for w in workers)
+        )
+        outcomes = [
+            {"worker": w.index, "status": status or None, "outcome": _json_or_text(body)}
+            for w, (status, body) in zip(workers, answers, strict=True)
+        ]
+        worst = max((status or 503 for status, _ in answers), default=503)
+        return Response.json(outcomes, worst)
 
     def _from_worker_zero(self, path: str) -> View:
         async def view(query: dict[str, list[str]]) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -11,8 +10,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -123,25 +120,16 @@ def test_sighup_applies_a_route_change_and_open_connections_keep_theirs(tmp_path
         established.close()
 
 
-def post(mecha: Mecha, path: str) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{mecha.admin_port}{path}", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_the_admin_reloads_on_post_and_answers_the_outcome(tmp_path: Path) -> None:
     with run_mecha(tmp_path, direct_config(direct_listener("web", "one"))) as mecha:
         rewrite_behind_the_watcher(mecha, direct_config(direct_listener("web", "two")))
-        status, outcome = post(mecha, "/reload")
+        status, outcome = mecha.post("/reload")
         assert (status, outcome["result"], outcome["trigger"]) == (200, "applied", "admin")
         assert outcome["summary"] == "listeners: ~web"
         assert get(mecha.port("web"), "/") == (200, b"two")
         assert mecha.get("/reload")[0] == 405
         rewrite(mecha, "listeners: 3\n")
-        status, outcome = post(mecha, "/reload")
+        status, outcome = mecha.post("/reload")
         assert (status, outcome["result"]) == (400, "rejected")
         assert outcome["version"] == mecha.json("/config_dump")["version"]
 

@@ -97,6 +97,14 @@ def test_workers_share_a_listener_sum_metrics_restart_and_stop(tmp_path: Path) -
         for i in range(10):
             assert echo_once(port, b"reloaded %d" % i) == b"reloaded %d" % i
 
+        # POST /reload on the supervisor's admin reloads every worker and answers each outcome.
+        config["clusters"][0]["connect_timeout"] = "3s"
+        (tmp_path / "mecha.yaml").write_text(yaml.safe_dump(config))
+        status, outcomes = mecha.post("/reload")
+        assert status == 200, outcomes
+        assert sorted(o["worker"] for o in outcomes) == [0, 1]
+        assert {o["outcome"]["result"] for o in outcomes} <= {"applied", "unchanged"}
+
         # SIGTERM stops the supervisor and every worker; all drain and exit 0.
         pids = [w["pid"] for w in workers(mecha)]
         mecha.signal(signal.SIGTERM)

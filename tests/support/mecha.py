@@ -39,6 +39,16 @@ class Mecha:
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
+    def post(self, path: str) -> tuple[int, Any]:
+        """POST to an admin view that answers JSON (e.g. /reload)."""
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
+        request = urllib.request.Request(url, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
     def json(self, path: str) -> Any:
         status, body = self.get(path)
         assert status == 200, (path, status, body)
