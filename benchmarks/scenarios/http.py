@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 from benchmarks.harness import (
     ROOT,
@@ -20,6 +23,7 @@ from benchmarks.harness import (
     wait_for_ready,
 )
 from benchmarks.http_load import LOAD_COMMANDS, LoadResult, h2load, wrk
+from benchmarks.load.cpu import cpu_seconds
 from benchmarks.nginx_tools import NGINX_COMMANDS, start_backend, start_reverse_proxy
 
 HAPROXY = """\
@@ -45,6 +49,8 @@ SECONDS = 8
 H2_CLIENTS, H2_STREAMS, H2_REQUESTS = 10, 10, 40_000
 WRK_ROWS = {"requests/s": ",.0f", **{f"latency {p} (ms)": ".2f" for p in ("p50", "p90", "p99")}}
 H2_ROWS = {"requests/s": ",.0f", "latency mean (ms)": ".2f", "latency max (ms)": ".1f"}
+CPU_ROW = "CPU per request (us)"
+"""The server's own user + system CPU time per good response: what shared cores skew least."""
 
 
 def start_haproxy(procs: Processes, upstream: int, threads: int = 1) -> int:
@@ -69,6 +75,23 @@ def start_mecha(procs: Processes, upstream: int, workers: int = 1) -> tuple[int,
     process = procs.start(name, argv, env)
     wait_for_ready(admin)
     return port, process.pid
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of `pid` and its children (an nginx master and its worker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu_seconds(pid) + sum(cpu_seconds(int(child)) for child in children)
+
+
+def measured(pid: int, load: Callable[[], LoadResult]) -> tuple[LoadResult, float]:
+    """Run `load`; its result and the CPU seconds `pid` (and children) spent meanwhile."""
+    before = tree_cpu(pid)
+    result = load()
+    return result, tree_cpu(pid) - before
+
+
+def per_request_us(cpu: float, served: float) -> float:
+    return cpu / served * 1e6 if served else float("nan")
 
 
 def rotated(systems: list[str], round_: int) -> list[str]:
@@ -111,9 +134,13 @@ def run(args: argparse.Namespace) -> str:
     h2_errors: dict[str, Counter[str]] = {}
     with processes() as procs:
         http1, http2 = start_backend(procs)
-        ports = {"direct": http1, "nginx": start_reverse_proxy(procs, http1),
-                 "haproxy": start_haproxy(procs, http1)}  # fmt: skip
-        ports["mecha"], mecha_pid = start_mecha(procs, http1)
+        pids = {"direct": procs.running[-1].pid}
+        ports = {"direct": http1, "nginx": start_reverse_proxy(procs, http1)}
+        pids["nginx"] = procs.running[-1].pid
+        ports["haproxy"] = start_haproxy(procs, http1)
+        pids["haproxy"] = procs.running[-1].pid
+        ports["mecha"], pids["mecha"] = start_mecha(procs, http1)
+        mecha_pid = pids["mecha"]
         two = {"mecha": start_mecha(procs, http1, workers=2)[0],
                "haproxy": start_haproxy(procs, http1, threads=2)}  # fmt: skip
         h2_ports = {"mecha": ports["mecha"], "direct": http2}
@@ -125,24 +152,31 @@ def run(args: argparse.Namespace) -> str:
             h2load(port, H2_CLIENTS, H2_STREAMS, 2_000)
         for round_ in range(args.rounds):
             for system in rotated(wrk_table.systems, round_):
-                record(wrk_table, system, wrk(ports[system], CONNECTIONS, SECONDS), wrk_errors)
+                load = partial(wrk, ports[system], CONNECTIONS, SECONDS)
+                result, cpu = measured(pids[system], load)
+                record(wrk_table, system, result, wrk_errors)
+                wrk_table.add(CPU_ROW, system, per_request_us(cpu, result.rps * SECONDS))
             for system in rotated(workers_table.systems, round_):
                 result = wrk(two[system], CONNECTIONS, SECONDS)
                 record(workers_table, system, result, workers_errors)
             for system in rotated(h2_table.systems, round_):
-                result = h2load(h2_ports[system], H2_CLIENTS, H2_STREAMS, h2_requests)
+                load = partial(h2load, h2_ports[system], H2_CLIENTS, H2_STREAMS, h2_requests)
+                result, cpu = measured(pids[system], load)
                 record(h2_table, system, result, h2_errors)
+                h2_table.add(CPU_ROW, system, per_request_us(cpu, h2_requests))
         loaded_rss = rss_bytes(mecha_pid)
         mecha_log = (procs.workdir / "mecha.log").read_text().splitlines()
     common = (
         f"Median of {args.rounds} interleaved rounds. Ratios are mecha / peer: above 1.00x is "
-        "better for requests/s, worse for latency."
+        "better for requests/s, worse for latency and CPU."
     )
     wrk_table.notes += [
         f"{common} Backend: nginx, one worker, `return 200`. mecha: configs/http-proxy.yaml "
         "(router + metrics, access log off, HTTP/1.1 upstream); nginx: proxy_pass with upstream "
         "keepalive 64; haproxy: http mode, nbthread 1, http-reuse always. Every proxy runs one "
-        "worker / thread; direct is wrk straight to the backend.",
+        "worker / thread; direct is wrk straight to the backend. CPU per request: the proxy's "
+        "user + system CPU time over the run (nginx: master and worker; direct: the backend) "
+        "divided by its good responses; the shared cores skew it least.",
         error_note(wrk_errors),
         "Target: mecha >= 1.0x nginx on the wrk scenario, one worker each.",
     ]
@@ -154,7 +188,8 @@ def run(args: argparse.Namespace) -> str:
     ]
     h2_table.notes += [
         f"{common} mecha: HTTP/2 downstream (codec auto, same port), HTTP/1.1 upstream to the "
-        "backend; direct: the backend's own h2c listener. Latency is h2load's time for request.",
+        "backend; direct: the backend's own h2c listener. Latency is h2load's time for request. "
+        "CPU per request: mecha's own (direct: the backend's), as for wrk.",
         error_note(h2_errors),
     ]
     log_note = "mecha log (warning level): " + (

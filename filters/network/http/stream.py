@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -62,6 +63,9 @@ def _proxy_fields(headers: Headers) -> dict[bytes, bytes]:
 # HTTP status -> gRPC status for replies the proxy makes itself (gRPC's HTTP mapping).
 GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 413: 8, 429: 14, 502: 14, 503: 14, 504: 4}
 GRPC_DEADLINE_EXCEEDED = 4
+PRECISE_BELOW = 1.0
+"""Deadlines shorter than this (seconds) get a loop timer instead of the wheel's slot: up to a
+tick late matters to them (a 300 ms gRPC deadline racing the upstream's own clock)."""
 
 
 def new_ids() -> tuple[bytes, bytes]:
@@ -136,7 +140,7 @@ class ActiveStream:
         self.h2_paused = 0
         self.h2_unacked = 0
         self.done = False
-        self._timers: list[Deadline] = []
+        self._timers: list[Deadline | asyncio.TimerHandle] = []
         self._decoder_index = 0
         self._held_data: list[tuple[bytes, bool]] = []
         self._held_bytes = 0
@@ -229,7 +233,11 @@ class ActiveStream:
         self.info.route_name = route.name
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
-        timer = self.manager.shared.timers.call_later(delay, callback)
+        timer: Deadline | asyncio.TimerHandle
+        if delay < PRECISE_BELOW:
+            timer = asyncio.get_running_loop().call_later(delay, callback)
+        else:
+            timer = self.manager.shared.timers.call_later(delay, callback)
         self._timers.append(timer)
         return timer.cancel
 
