@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from protocols.mqtt import Connect, encode
+from filters.network.mqtt_proxy.session import FULL_READ
+from protocols.mqtt import Connack, Connect, MqttDecoder, Packet, Puback, Publish, encode
 from tests.support.mecha import mqtt_proxy_config, run_mecha
 from tests.support.mqtt import Client, mosquitto
 from tests.support.net import free_port, recv_all
@@ -155,3 +156,26 @@ def test_connection_rate_limit_and_broker_down(tmp_path: Path, broker: int) -> N
         lonely = Client(mecha.port("mqtt"), "lonely")
         lonely.wait_connected()
         assert int(lonely.connack.value) == 0x88  # Server unavailable
+
+
+def test_a_publisher_flooding_in_large_reads_loses_nothing(tmp_path: Path, broker: int) -> None:
+    """Reads past FULL_READ make mecha pause the client for a loop turn: all still flows."""
+    count = 4000
+    payload = bytes(range(100))
+    flood = b"".join(
+        encode(Publish("flood/t", payload, qos=1, packet_id=i), 4) for i in range(1, count + 1)
+    )
+    assert len(flood) > 4 * FULL_READ
+    with (
+        run_mecha(tmp_path, mqtt_proxy_config(broker)) as mecha,
+        socket.create_connection(("127.0.0.1", mecha.port("mqtt")), timeout=10) as sock,
+    ):
+        sock.sendall(encode(Connect(client_id="flood", version=4), 4) + flood)
+        decoder = MqttDecoder(1 << 20, "client", version=4)
+        packets: list[Packet] = []
+        while len(packets) < count + 1:  # the CONNACK, then one PUBACK per PUBLISH
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(packets)} packets"
+            packets += decoder.feed(chunk)
+    assert isinstance(packets[0], Connack) and packets[0].reason_code == 0
+    assert [p.packet_id for p in packets[1:] if isinstance(p, Puback)] == list(range(1, count + 1))

@@ -38,12 +38,27 @@ def _overlaps(rule: list[str], wanted: list[str]) -> bool:
     return len(rule) == len(wanted) or (len(wanted) == len(rule) + 1 and wanted[-1] == "#")
 
 
+CACHE_SIZE = 10_000
+"""Decisions remembered (clients choose topics and user names: the cache stays bounded)."""
+
+
 class Acl:
     def __init__(self, rules: tuple[AclRule, ...], default_allow: bool) -> None:
         self._rules = [(rule, rule.topic.split("/")) for rule in rules]
         self._default = default_allow
+        self._decisions: dict[tuple[str, str, str | None], bool] = {}
 
     def allows(self, action: str, topic_or_filter: str, username: str | None) -> bool:
+        """Whether the rules let `username` do `action` with a topic (or a filter)."""
+        key = (action, topic_or_filter, username)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(action, topic_or_filter, username)
+            if len(self._decisions) < CACHE_SIZE:
+                self._decisions[key] = decision
+        return decision
+
+    def _decide(self, action: str, topic_or_filter: str, username: str | None) -> bool:
         wanted = topic_or_filter.split("/")
         for rule, levels in self._rules:
             if rule.action not in (action, "both"):

@@ -41,12 +41,16 @@ log = logging.getLogger("mecha.mqtt_proxy")
 
 V311_SERVER_UNAVAILABLE = 3
 V311_SUBACK_FAILURE = 0x80
+FULL_READ = 64 * 1024
+"""A read this large says more is waiting: the client gets no second read in the same loop
+turn (the event loop would read a busy socket up to 32 times in a row), so publishers that
+write as fast as they can do not crowd out deliveries on the way back from the broker."""
 
 
 class MqttSession(NetworkFilter):
     __slots__ = ("_aliases", "_cancel_connect_timer", "_closed", "_connecting", "_early",
-                 "_pending_subacks", "_to_broker", "_to_client", "callbacks", "client_id",
-                 "shared", "upstream", "username", "version")  # fmt: skip
+                 "_pending_subacks", "_to_broker", "_to_client", "_yielding", "callbacks",
+                 "client_id", "shared", "upstream", "username", "version")  # fmt: skip
 
     def __init__(self, shared: MqttShared, callbacks: ConnectionCallbacks) -> None:
         self.shared = shared
@@ -64,6 +68,7 @@ class MqttSession(NetworkFilter):
         self._pending_subacks: dict[int, list[int | None]] = {}
         """packet id -> the codes the proxy decided itself (None: the broker's answer)."""
         self._closed = False
+        self._yielding = False
         self._cancel_connect_timer: asyncio.TimerHandle | None = None
 
     # -- client -> broker ---------------------------------------------------------------------
@@ -93,6 +98,8 @@ class MqttSession(NetworkFilter):
             if broken is not None:
                 self._client_broke(broken)
                 return STOP
+            if len(data) >= FULL_READ and not self._yielding:
+                self._yield_turn()
         if end_stream:
             if self.upstream is not None:
                 self.upstream.write_eof()
@@ -204,6 +211,17 @@ class MqttSession(NetworkFilter):
         self.upstream.write(connect + b"".join(self._early))
         self._early.clear()
         self.callbacks.read_disable(False)
+
+    def _yield_turn(self) -> None:
+        """Read nothing more from this client until the loop's next turn."""
+        self._yielding = True
+        self.callbacks.read_disable(True)
+        asyncio.get_running_loop().call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self._yielding = False
+        if not self._closed:
+            self.callbacks.read_disable(False)
 
     def _send_up(self, data: bytes) -> None:
         if self.upstream is not None:
