@@ -15,30 +15,48 @@ from filters.network.registry import NetworkFilterSpec
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
 
+NAME = "runtime_api"
+MANAGER_KEYS = (
+    "codec",
+    "access_log",
+    "idle_timeout",
+    "max_concurrent_streams",
+    "max_request_headers",
+)
+"""What a runtime API listener lets its connection manager be tuned by."""
+
 
 def parse_config(node: Node, context: ParseContext) -> hcm.HcmConfig:
-    node.only(
-        "codec", "access_log", "idle_timeout", "max_concurrent_streams", "max_request_headers"
-    )
+    node.only(*MANAGER_KEYS)
+    filters = (hcm.http_filter(NAME, Node({}), context),)
+    return api_manager(node, context, NAME, filters, codec="auto", max_streams=100)
+
+
+def api_manager(
+    node: Node,
+    context: ParseContext,
+    name: str,
+    api_filters: tuple[hcm.HttpFilterConfig, ...],
+    codec: str,
+    max_streams: int,
+) -> hcm.HcmConfig:
+    """A connection manager serving `api_filters`, then the router for invocations, with no
+    routes of its own and none of a proxy's request decoration (ids, forwarded-for)."""
     if context.runtime is None:
-        node.problem("runtime_api serves the runtime: add a top-level `runtime:` section")
+        node.problem(f"{name} serves the runtime: add a top-level `runtime:` section")
     access_log = node.child("access_log").value
     log_path = "off" if access_log is False else node.text("access_log", "off")
-    filters = (
-        hcm.http_filter("runtime_api", Node({}), context),
-        hcm.http_filter("router", Node({}), context),
-    )
     return hcm.HcmConfig(
         route_table=RouteTable(()),
-        http_filters=filters,
-        codec=node.choice("codec", hcm.CODECS, "auto"),
+        http_filters=(*api_filters, hcm.http_filter("router", Node({}), context)),
+        codec=node.choice("codec", hcm.CODECS, codec),
         access_log=None if log_path == "off" else log_path,
         generate_request_id=False,
         append_forwarded_for=False,
         generate_traceparent=False,
         max_request_headers=node.size("max_request_headers", 64 * 1024, minimum=1024),
         idle_timeout=node.duration("idle_timeout", 3600.0) or None,
-        max_concurrent_streams=node.integer("max_concurrent_streams", 100, minimum=1),
+        max_concurrent_streams=node.integer("max_concurrent_streams", max_streams, minimum=1),
     )
 
 
