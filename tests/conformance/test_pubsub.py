@@ -315,6 +315,29 @@ async def test_memory_round_robin_among_idle_members() -> None:
         await pubsub.close()
 
 
+@pytest.mark.parametrize("where", ["component", "subscription"])
+async def test_memory_concurrency_delivers_that_many_at_once(where: str) -> None:
+    pubsub = await (memory_pubsub(concurrency="3") if where == "component" else memory_pubsub())
+    in_flight: list[bytes] = []
+    three_at_once = asyncio.Event()
+
+    async def held(message: Message) -> Delivery:
+        in_flight.append(message.data)
+        if len(in_flight) == 3:
+            three_at_once.set()
+        await three_at_once.wait()  # only returns once three are being handled together
+        return Delivery.SUCCESS
+
+    try:
+        inbox = Inbox(held)
+        await pubsub.subscribe("t", inbox, {"concurrency": "3"} if where == "subscription" else {})
+        payloads = await publish_all(pubsub, "t", 6)
+        assert sorted(m.data for m in await inbox.take(6)) == sorted(payloads)
+        assert three_at_once.is_set()
+    finally:
+        await pubsub.close()
+
+
 async def test_memory_queue_is_bounded_and_publish_fails_when_full() -> None:
     pubsub = await memory_pubsub(maxQueueSize="3")
     release = asyncio.Event()

@@ -3,7 +3,8 @@
 Topics fan out to consumer groups. A subscription with `consumerGroup` (or `queueGroup`)
 metadata joins that group: the group gets each message once, and hands it to its idle members
 in turn (round robin). A subscription without a group is a group of its own, so it receives
-every message. Each member handles one message at a time, in a named task.
+every message. Each member handles `concurrency` messages at a time (subscription metadata, else
+the component's; default 1, which keeps publish order), in named tasks.
 
 Acknowledgement: SUCCESS and DROP acknowledge; RETRY, an exception, or a subscription cancelled
 mid-delivery leave the message with its group, to be delivered again (`Message.attempt` counts
@@ -21,7 +22,7 @@ group of the topic, and then queues the message nowhere. Messages published to a
 any group are discarded, as Dapr's in-memory broker does.
 
 Component metadata: `maxQueueSize` (default 10000), `redeliverInitialInterval` (default 100ms),
-`redeliverMaxInterval` (default 10s).
+`redeliverMaxInterval` (default 10s), `concurrency` (default 1).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class _Settings:
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     initial: float = DEFAULT_REDELIVER_INITIAL
     maximum: float = DEFAULT_REDELIVER_MAX
+    concurrency: int = 1
 
     def backoff(self, attempt: int) -> float:
         """The wait before delivery `attempt + 1`, after delivery `attempt` failed."""
@@ -151,23 +153,27 @@ class _Group:
 
 
 class _Member:
-    """A subscription: a task that takes its group's messages one at a time."""
+    """A subscription: `concurrency` tasks, each taking its group's messages one at a time."""
 
-    def __init__(self, owner: InMemoryPubSub, group: _Group, handler: MessageHandler) -> None:
+    def __init__(
+        self, owner: InMemoryPubSub, group: _Group, handler: MessageHandler, concurrency: int
+    ) -> None:
         self._owner = owner
         self._group = group
         self._handler = handler
         name = f"pubsub.in-memory {group.topic} {group.name or '-'} #{owner.next_member_id()}"
-        self._task = asyncio.create_task(self._run(), name=name)
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"{name}.{index}") for index in range(concurrency)
+        ]
 
     async def cancel(self) -> None:
         self._owner.leave(self._group, self)
         await self.stop()
 
     async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -232,7 +238,8 @@ class InMemoryPubSub:
         if maximum < initial:
             raise BadMetadata("redeliverMaxInterval", "less than redeliverInitialInterval")
         size = integer(metadata, "maxQueueSize", DEFAULT_MAX_QUEUE_SIZE, minimum=1)
-        self._settings = _Settings(size, initial, maximum)
+        concurrency = integer(metadata, "concurrency", 1, minimum=1)
+        self._settings = _Settings(size, initial, maximum, concurrency)
 
     async def ping(self) -> None:
         self._check_open()
@@ -269,7 +276,8 @@ class InMemoryPubSub:
         self._check_open()
         entry = self._topics.setdefault(topic, _Topic())
         group = entry.group(topic, _group_name(metadata), self._settings)
-        member = _Member(self, group, handler)
+        concurrency = integer(metadata, "concurrency", self._settings.concurrency, minimum=1)
+        member = _Member(self, group, handler, concurrency)
         group.members.add(member)
         return member
 
