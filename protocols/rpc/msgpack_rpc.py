@@ -49,6 +49,8 @@ RENEW_ABOVE = 64 * 1024
 """Bytes one Unpacker may have buffered before it is replaced between messages."""
 
 REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
+_REQUEST, _RESPONSE, _ONEWAY = FrameKind.REQUEST, FrameKind.RESPONSE, FrameKind.ONEWAY
+"""Plain module globals: looking a member up on the Enum class costs more, per message."""
 _SIZES = (4, 4, 3)
 _NAMES = ("request", "response", "notification")
 
@@ -179,10 +181,13 @@ def parse_message(raw: bytes) -> Frame:
     if size != _SIZES[kind]:
         raise RpcError(f"{_NAMES[kind]} is an array of {size} elements, not {_SIZES[kind]}")
     if kind == NOTIFICATION:
-        return Frame(FrameKind.ONEWAY, None, _routing(raw, pos), raw)
+        return Frame(_ONEWAY, None, _routing(raw, pos), raw)
     msgid = raw[pos]
     if msgid < 0x80:  # fixint
         end = pos + 1
+    elif msgid == 0xCD:  # uint16
+        end = pos + 3
+        msgid = raw[pos + 1] << 8 | raw[pos + 2]
     elif msgid == 0xCE:  # uint32
         end = pos + 5
         msgid = int.from_bytes(raw[pos + 1 : end])
@@ -191,8 +196,8 @@ def parse_message(raw: bytes) -> Frame:
         if not 0 <= msgid <= MAX_ID:
             raise RpcError(f"msgid {msgid} is not a uint32")
     if kind == RESPONSE:
-        return Frame(FrameKind.RESPONSE, msgid, "", raw, pos, end - pos)
-    return Frame(FrameKind.REQUEST, msgid, _routing(raw, end), raw, pos, end - pos)
+        return Frame(_RESPONSE, msgid, "", raw, pos, end - pos)
+    return Frame(_REQUEST, msgid, _routing(raw, end), raw, pos, end - pos)
 
 
 # -- the decoder -----------------------------------------------------------------------------
@@ -355,7 +360,7 @@ class MsgpackRpc:
 
     def with_request_id(self, frame: Frame, new_id: int) -> bytes:
         """Splice: raw[:id] + the new msgid (shortest encoding) + raw[id end:]."""
-        if frame.kind is FrameKind.ONEWAY:
+        if frame.kind is _ONEWAY:
             raise ValueError("a notification has no msgid")
         if not 0 <= new_id <= MAX_ID:
             raise ValueError(f"msgid {new_id} is not a uint32")
