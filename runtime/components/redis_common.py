@@ -181,6 +181,35 @@ async def close(client: Client | None) -> None:
         await client.aclose()
 
 
+class RedisBacked:
+    """The connection half of a Redis component: `init` connects and pings, `close` closes;
+    operations take `_connected()`, which refuses before init and after close."""
+
+    kind = "redis component"
+    """How errors name the component."""
+
+    def __init__(self) -> None:
+        self._client: Client | None = None
+        self._settings = RedisSettings(hosts=(("localhost", 6379),))
+
+    async def init(self, metadata: Metadata) -> None:
+        self._settings = parse_settings(metadata)
+        self._client = self._settings.connect()
+        await ping(self._client, self._settings)
+
+    async def ping(self) -> None:
+        await ping(self._connected(), self._settings)
+
+    async def close(self) -> None:
+        await close(self._client)
+        self._client = None
+
+    def _connected(self) -> Client:
+        if self._client is None:
+            raise ComponentError(f"{self.kind} is not initialised (or closed)")
+        return self._client
+
+
 def same_slot(keys: list[str]) -> bool:
     return len({key_slot(key.encode()) for key in keys}) <= 1
 

@@ -19,33 +19,14 @@ from typing import Any
 from runtime.components.api import BindingResponse, Metadata
 from runtime.components.errors import ComponentError, NotSupported
 from runtime.components.redis_common import (
-    Client,
-    RedisSettings,
-    close,
+    RedisBacked,
     guarded,
-    parse_settings,
-    ping,
 )
 
 
-class RedisOutputBinding:
+class RedisOutputBinding(RedisBacked):
+    kind = "redis binding"
     operations = ("create", "get", "delete", "increment")
-
-    def __init__(self) -> None:
-        self._client: Client | None = None
-        self._settings = RedisSettings(hosts=(("localhost", 6379),))
-
-    async def init(self, metadata: Metadata) -> None:
-        self._settings = parse_settings(metadata)
-        self._client = self._settings.connect()
-        await ping(self._client, self._settings)
-
-    async def ping(self) -> None:
-        await ping(self._connected(), self._settings)
-
-    async def close(self) -> None:
-        await close(self._client)
-        self._client = None
 
     async def invoke(self, operation: str, data: bytes, metadata: Metadata) -> BindingResponse:
         if operation not in self.operations:
@@ -69,11 +50,6 @@ class RedisOutputBinding:
                     await client.expire(key, ttl)
                 return BindingResponse(data=str(value).encode())
         return BindingResponse()
-
-    def _connected(self) -> Client:
-        if self._client is None:
-            raise ComponentError("redis binding is not initialised (or closed)")
-        return self._client
 
 
 def _ttl(value: str) -> int | None:

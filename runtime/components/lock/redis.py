@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import math
 
-from runtime.components.api import LockResult, Metadata, UnlockStatus
+from runtime.components.api import LockResult, UnlockStatus
 from runtime.components.errors import ComponentError
 from runtime.components.redis_common import (
-    Client,
-    RedisSettings,
+    RedisBacked,
     Script,
-    close,
     guarded,
     hash_tag,
-    parse_settings,
-    ping,
 )
 
 _TRY_LOCK = Script("""
@@ -56,22 +52,8 @@ return 0
 """)
 
 
-class RedisLockStore:
-    def __init__(self) -> None:
-        self._client: Client | None = None
-        self._settings = RedisSettings(hosts=(("localhost", 6379),))
-
-    async def init(self, metadata: Metadata) -> None:
-        self._settings = parse_settings(metadata)
-        self._client = self._settings.connect()
-        await ping(self._client, self._settings)
-
-    async def ping(self) -> None:
-        await ping(self._connected(), self._settings)
-
-    async def close(self) -> None:
-        await close(self._client)
-        self._client = None
+class RedisLockStore(RedisBacked):
+    kind = "redis lock store"
 
     async def try_lock(self, resource_id: str, owner: str, expiry: float) -> LockResult:
         fence = self.fence_key(resource_id)
@@ -103,11 +85,6 @@ class RedisLockStore:
                 retryable=False,
             )
         return f"{resource_id}||fence"
-
-    def _connected(self) -> Client:
-        if self._client is None:
-            raise ComponentError("redis lock store is not initialised (or closed)")
-        return self._client
 
 
 def _milliseconds(seconds: float) -> int:

@@ -45,13 +45,9 @@ from runtime.components.api import (
 )
 from runtime.components.errors import BadMetadata, ComponentError, EtagInvalid, EtagMismatch
 from runtime.components.redis_common import (
-    Client,
-    RedisSettings,
+    RedisBacked,
     Script,
-    close,
     guarded,
-    parse_settings,
-    ping,
     same_slot,
 )
 
@@ -117,29 +113,20 @@ return {item[1], item[2], redis.call("PTTL", KEYS[1])}
 """)
 
 
-class RedisStateStore:
+class RedisStateStore(RedisBacked):
     features = StateFeature.ETAG | StateFeature.TRANSACTIONAL | StateFeature.TTL
+    kind = "redis state store"
 
     def __init__(self) -> None:
-        self._client: Client | None = None
-        self._settings = RedisSettings(hosts=(("localhost", 6379),))
+        super().__init__()
         self._default_ttl: float | None = None
 
     async def init(self, metadata: Metadata) -> None:
-        self._settings = parse_settings(metadata)
         try:
             self._default_ttl = _ttl_value(metadata.get("ttlInSeconds"))
         except ComponentError as error:
             raise BadMetadata("ttlInSeconds", error.message) from None
-        self._client = self._settings.connect()
-        await ping(self._client, self._settings)
-
-    async def ping(self) -> None:
-        await ping(self._connected(), self._settings)
-
-    async def close(self) -> None:
-        await close(self._client)
-        self._client = None
+        await super().init(metadata)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -236,11 +223,6 @@ class RedisStateStore:
         if ttl is None or not 0 < ttl < math.inf:
             return ""
         return str(max(1, math.ceil(ttl * 1000)))
-
-    def _connected(self) -> Client:
-        if self._client is None:
-            raise ComponentError("redis state store is not initialised (or closed)")
-        return self._client
 
 
 def _etag(key: str, etag: str | None) -> str:
