@@ -77,6 +77,7 @@ class FilterCallbacks:
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_destination",
+        "_drain_told",
         "_filters",
         "_idle_handle",
         "_idle_quiet",
@@ -119,6 +120,7 @@ class DownstreamConnection(asyncio.Protocol):
         """The original destination (original_dst), set while filters run (DESTINATION)."""
         self._tls_chain: FilterChain | None = None
         """The chain waiting for its TLS handshake to finish."""
+        self._drain_told = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -179,6 +181,8 @@ class DownstreamConnection(asyncio.Protocol):
             self.start_read_chain(0)
             if prefix:
                 self._deliver(prefix)
+            if self.listener.draining:  # the drain began during inspection or TLS
+                self.drain()
         except Exception:
             self._filter_failed("on_new_connection")
         finally:
@@ -326,6 +330,18 @@ class DownstreamConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         for filter_ in self._filters:
             filter_.on_below_write_buffer_low_watermark()
+
+    def drain(self) -> None:
+        """The listener is draining: tell each filter once, so it can wind down gracefully."""
+        if self._drain_told or self.closed or not self._filters:
+            return  # no chain yet: _start_chain tells it once built
+        self._drain_told = True
+        for filter_ in self._filters:
+            try:
+                filter_.on_drain()
+            except Exception:
+                self._filter_failed("on_drain")
+                return
 
     # -- filter chains ----------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ class Listener:
         self._server: asyncio.Server | None = None
         self._empty = asyncio.Event()
         self._empty.set()
+        self.draining = False
 
     async def start(self, inherited: socket.socket | None = None) -> None:
         """Bind the configured address, or serve on `inherited` (a hot restart's socket)."""
@@ -109,6 +110,13 @@ class Listener:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+    def drain(self) -> None:
+        """Stop accepting and ask open connections to wind down (GOAWAY, Connection: close)."""
+        self.stop_accepting()
+        self.draining = True
+        for connection in list(self.connections):
+            connection.drain()
 
     async def wait_empty(self) -> None:
         await self._empty.wait()

@@ -250,8 +250,8 @@ async def start_listeners(swapped: Swapped) -> None:
 
 
 async def retire_listener(listener: Listener, grace: float) -> None:
-    """Stop accepting, let open connections finish for up to `grace`, close the rest."""
-    listener.stop_accepting()
+    """Stop accepting, let open connections wind down for up to `grace`, close the rest."""
+    listener.drain()
     try:
         async with asyncio.timeout(grace):
             await listener.wait_empty()

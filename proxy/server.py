@@ -123,7 +123,7 @@ class Server:
         """Stop accepting, let open connections finish, close what is left after `grace`."""
         self.state = "draining"
         for listener in self.listeners:
-            listener.stop_accepting()
+            listener.drain()
         waiting = asyncio.gather(*(listener.wait_empty() for listener in self.listeners))
         try:
             async with asyncio.timeout(grace):

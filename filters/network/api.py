@@ -89,6 +89,12 @@ class NetworkFilter:
     def on_close(self) -> None:
         """The downstream connection is gone (either side closed it)."""
 
+    def on_drain(self) -> None:
+        """The listener is draining: wind the connection down gracefully (e.g. GOAWAY).
+
+        Called at most once. Filters that do nothing here are cut at the drain timeout.
+        """
+
 
 FilterFactory = Callable[[ConnectionCallbacks], NetworkFilter]
 

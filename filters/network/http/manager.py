@@ -37,6 +37,13 @@ from proxy.stream_info import ResponseFlag
 log = logging.getLogger("mecha.http")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_STREAM_ID = 2**31 - 1
+FINAL_GOAWAY_DELAY = 1.0
+"""Draining HTTP/2: seconds between the first GOAWAY (every stream id still welcome) and the
+final one naming the last stream served, so requests already in flight are not refused."""
+IDLE_DRAIN_GRACE = 0.2
+"""Draining HTTP/1: an idle connection closes after this long without a request, so a client
+sending its next request right at the drain gets an answer (with Connection: close)."""
 
 
 @dataclass(slots=True)
@@ -54,8 +61,8 @@ class HcmShared:
 
 
 class HttpConnectionManager(NetworkFilter):
-    __slots__ = ("_closing", "_flush_handle", "_h1", "_h2", "_loop", "_out",
-                 "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
+    __slots__ = ("_closing", "_drain_timer", "_draining", "_flush_handle", "_h1", "_h2", "_loop",
+                 "_out", "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
                  "streams")  # fmt: skip
 
     def __init__(self, shared: HcmShared, callbacks: ConnectionCallbacks) -> None:
@@ -69,6 +76,8 @@ class HttpConnectionManager(NetworkFilter):
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._closing = False
+        self._draining = False
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._paused_by_streams = 0
         self._loop = asyncio.get_running_loop()
         """Cached: get_running_loop() costs a getpid() system call each time."""
@@ -108,8 +117,11 @@ class HttpConnectionManager(NetworkFilter):
             self._h2 = H2Codec(client_side=False, settings=self.shared.h2_settings)
             self._h2.initiate()
             self._schedule_flush()
+            if self._draining:
+                self._first_goaway()  # replaces the idle timer
         else:
             self._h1 = H1ServerCodec(self.shared.h1_limits)
+            self._closing = self._draining  # the request arriving gets Connection: close
         return data
 
     def _feed(self, data: bytes) -> list[Event]:
@@ -129,8 +141,53 @@ class HttpConnectionManager(NetworkFilter):
     def on_close(self) -> None:
         """The client connection is gone: every open stream is reset from downstream."""
         self._closing = True
+        self._cancel_drain_timer()
         for stream in list(self.streams.values()):
             stream.finish(downstream_reset=True)
+
+    def on_drain(self) -> None:
+        """Wind down: HTTP/2 sends GOAWAY, HTTP/1 answers with Connection: close; both close
+        once their streams end. An HTTP/1 connection with no request closes after a grace."""
+        self._draining = True
+        if self._h2 is not None:
+            self._first_goaway()
+            return
+        if self._h1 is not None:
+            self._closing = True  # before a codec, _choose_codec sets it for HTTP/1 only
+        self._set_drain_timer(IDLE_DRAIN_GRACE, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self._drain_timer = None
+        pending = self._sniffed or (self._h1 is not None and self._h1.buffered)
+        if self._h2 is None and not self.streams and not pending:
+            self._close()
+
+    def _first_goaway(self) -> None:
+        assert self._h2 is not None
+        self._h2.goaway(0, MAX_STREAM_ID)
+        self._schedule_flush()
+        self._set_drain_timer(FINAL_GOAWAY_DELAY, self._final_goaway)
+
+    def _final_goaway(self) -> None:
+        """Name the last stream served; later ones are refused, and the end of the last
+        open stream closes the connection."""
+        self._drain_timer = None
+        assert self._h2 is not None
+        self._h2.goaway(0)
+        self._closing = True
+        if self.streams:
+            self._schedule_flush()
+        else:
+            self._close()
+
+    def _set_drain_timer(self, delay: float, then: Callable[[], None]) -> None:
+        self._cancel_drain_timer()
+        self._drain_timer = self._loop.call_later(delay, then)
+
+    def _cancel_drain_timer(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
 
     # -- events from the client ----------------------------------------------------------------
 
