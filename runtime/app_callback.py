@@ -5,6 +5,8 @@ pub/sub events and OnBindingEvent input-binding events, each a unary call over t
 channel (an HTTP/2 cluster). Answers map as Dapr maps them: TopicEventResponse's SUCCESS /
 RETRY / DROP; an UNIMPLEMENTED status drops the event, any other failure retries it.
 `topic_event` is also what a streaming subscriber (SubscribeTopicEventsAlpha1) receives.
+`on_invoke` is service invocation of the app, shared by the HTTP and gRPC APIs: the app's
+status comes back as AppCallError, for each API to answer in its own way.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import appcallback_pb2
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError
 
+from protocols.grpc.framing import encode_message, format_timeout
 from protocols.grpc.status import StatusCode
-from runtime.app_channel import AppCallError, AppChannel
+from protocols.http.headers import Headers
+from runtime.app_channel import AppCallError, AppChannel, grpc_reply
 from runtime.components.api import BindingEvent, Message
 from runtime.components.api import Delivery as Outcome
 from runtime.components.errors import ComponentError
@@ -29,6 +36,38 @@ SERVICE = "/dapr.proto.runtime.v1.AppCallback/"
 CORE_FIELDS = frozenset(
     ("id", "source", "type", "specversion", "datacontenttype", "data", "data_base64")
 )
+NOT_FORWARDED = frozenset(
+    (
+        b"content-type",
+        b"content-length",
+        b"te",
+        b"dapr-api-token",
+        b"dapr-app-id",
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"expect",
+    )
+)
+"""Caller headers an invocation does not pass on to the app."""
+NOT_RETURNED = frozenset(
+    (
+        b"content-length",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-connection",
+    )
+)
+"""The app's response headers an invocation does not pass back to the caller."""
+NO_DEADLINE = 24 * 3600.0
+"""Seconds an OnInvoke may take when neither the caller nor `runtime.invoke` sets a limit."""
 OUTCOMES = {
     appcallback_pb2.TopicEventResponse.SUCCESS: Outcome.SUCCESS,
     appcallback_pb2.TopicEventResponse.RETRY: Outcome.RETRY,
@@ -128,3 +167,47 @@ class AppCallback:
             await self.app.call_grpc(SERVICE + "OnBindingEvent", request.SerializeToString())
         except AppCallError as error:
             raise ComponentError(f"the app failed binding event {name}: {error}") from None
+
+
+# -- service invocation -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Invoked:
+    response: common_pb2.InvokeResponse
+    metadata: list[tuple[bytes, bytes]]
+    """The app's response headers, for the caller."""
+
+
+async def on_invoke(
+    app: AppChannel, message: common_pb2.InvokeRequest, caller: Iterable[tuple[bytes, bytes]],
+    app_id: str, timeout: float | None,  # noqa: ASYNC109 - the call's deadline, sent to the app
+) -> Invoked:  # fmt: skip
+    """The app's OnInvoke with `message` and the caller's headers as metadata. Raises
+    AppCallError with the app's status, AppUnavailable (NoAnswer: no answer in time)."""
+    limit = NO_DEADLINE if timeout is None else timeout
+    headers = Headers([(name, value) for name, value in caller if _forwarded(name)])
+    headers.set(b"content-type", b"application/grpc")
+    headers.set(b"te", b"trailers")
+    headers.set(b"grpc-timeout", format_timeout(limit))
+    headers.set(b"dapr-caller-app-id", app_id.encode("latin-1"))
+    headers.set(b"dapr-callee-app-id", app_id.encode("latin-1"))
+    payload = encode_message(message.SerializeToString())
+    answer = await app.request("POST", SERVICE + "OnInvoke", payload, headers, limit)
+    raw = grpc_reply(answer)
+    try:
+        response = common_pb2.InvokeResponse.FromString(raw)
+    except DecodeError:
+        raise AppCallError(
+            StatusCode.INTERNAL, "OnInvoke: the answer is not an InvokeResponse"
+        ) from None
+    metadata = [(name, value) for name, value in answer.headers if _returned(name)]
+    return Invoked(response, metadata)
+
+
+def _forwarded(name: bytes) -> bool:
+    return name not in NOT_FORWARDED and not name.startswith((b"grpc-", b":"))
+
+
+def _returned(name: bytes) -> bool:
+    return name not in NOT_RETURNED and name != b"content-type" and not name.startswith(b"grpc-")

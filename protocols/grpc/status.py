@@ -3,7 +3,8 @@
 `grpc-status-details-bin` carries a serialised `google.rpc.Status` (code, message, details),
 whose details are `google.protobuf.Any`s such as `google.rpc.ErrorInfo` (reason, domain,
 metadata), as Dapr sends them. Those three messages are small and fixed, so they are written
-and read here by hand: this module needs no protobuf runtime.
+and read here by hand: this module needs no protobuf runtime. Dapr's tables between gRPC and
+HTTP statuses live here too.
 """
 
 from __future__ import annotations
@@ -38,6 +39,53 @@ class StatusCode(enum.IntEnum):
     UNAVAILABLE = 14
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
+
+
+HTTP_STATUS: dict[int, int] = {
+    StatusCode.OK: 200,
+    StatusCode.CANCELLED: 408,
+    StatusCode.UNKNOWN: 500,
+    StatusCode.INVALID_ARGUMENT: 400,
+    StatusCode.DEADLINE_EXCEEDED: 504,
+    StatusCode.NOT_FOUND: 404,
+    StatusCode.ALREADY_EXISTS: 409,
+    StatusCode.PERMISSION_DENIED: 403,
+    StatusCode.UNAUTHENTICATED: 401,
+    StatusCode.RESOURCE_EXHAUSTED: 429,
+    StatusCode.FAILED_PRECONDITION: 400,
+    StatusCode.ABORTED: 409,
+    StatusCode.OUT_OF_RANGE: 400,
+    StatusCode.UNIMPLEMENTED: 501,
+    StatusCode.INTERNAL: 500,
+    StatusCode.UNAVAILABLE: 503,
+    StatusCode.DATA_LOSS: 500,
+}
+"""gRPC status -> HTTP status, as Dapr's HTTPStatusFromCode maps them."""
+FROM_HTTP_STATUS = {
+    408: StatusCode.CANCELLED,
+    500: StatusCode.UNKNOWN,
+    400: StatusCode.INTERNAL,
+    504: StatusCode.DEADLINE_EXCEEDED,
+    404: StatusCode.NOT_FOUND,
+    409: StatusCode.ALREADY_EXISTS,
+    403: StatusCode.PERMISSION_DENIED,
+    401: StatusCode.UNAUTHENTICATED,
+    429: StatusCode.RESOURCE_EXHAUSTED,
+    501: StatusCode.UNIMPLEMENTED,
+    503: StatusCode.UNAVAILABLE,
+}
+"""HTTP status -> gRPC status, as Dapr's CodeFromHTTPStatus maps them (not the inverse of
+HTTP_STATUS: Dapr maps 400 to INTERNAL)."""
+
+
+def http_status(code: int) -> int:
+    """The HTTP status Dapr answers for a gRPC status code (500 for codes it does not know)."""
+    return HTTP_STATUS.get(code, 500)
+
+
+def code_from_http_status(status: int) -> StatusCode:
+    """The gRPC status for a non-2xx HTTP status (UNKNOWN for the rest)."""
+    return FROM_HTTP_STATUS.get(status, StatusCode.UNKNOWN)
 
 
 class StatusError(ProtocolError):

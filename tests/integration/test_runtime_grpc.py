@@ -644,3 +644,38 @@ def test_invoking_a_grpc_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
                 with pytest.raises(grpc.RpcError) as unknown:
                     client.invoke_method(APP_ID, "nope", b"")
                 assert code_of(unknown) == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_http_api_invokes_a_grpc_app(tmp_path: Path) -> None:
+    """The HTTP API's invocation of this app, when it speaks gRPC, is its OnInvoke too: the
+    verb, query string, content type and body go in the InvokeRequest, the app's status comes
+    back with Dapr's HTTP mapping."""
+    with dapr_grpc_app(tmp_path) as grpc_app:
+        document = config(grpc_app.port, [], app_protocol="grpc", max_request_body="64KiB")
+        with run_mecha(tmp_path, document) as running:
+            api = DaprHttp(running.port("api"))
+            reply = api.call("PUT", f"/v1.0/invoke/{APP_ID}/method/echo?x=1&y=two", b"ping",
+                             headers={"content-type": "text/plain"})  # fmt: skip
+            assert reply.status == 200, reply.body
+            assert reply.json() == {"data": "ping", "content_type": "text/plain", "caller": APP_ID}
+            assert reply.headers["content-type"] == "application/json"
+            assert reply.headers["x-app"] == "grpc"
+            assert grpc_app.received("invoke", "echo")[-1] == {
+                "kind": "invoke", "name": "echo", "verb": "PUT", "querystring": "x=1&y=two",
+                "content_type": "text/plain", "data": "ping",
+            }  # fmt: skip
+            by_header = api.get("/echo?z=3", headers={"dapr-app-id": APP_ID})
+            assert by_header.status == 200 and by_header.json()["data"] == ""
+            seen = grpc_app.received("invoke", "echo")[-1]
+            assert (seen["verb"], seen["querystring"]) == ("GET", "z=3")
+            large = "x" * 60_000  # several reads of the body, buffered before the call
+            assert api.post(f"/v1.0/invoke/{APP_ID}/method/echo", large).json()["data"] == (
+                json.dumps(large)
+            )
+            too_large = api.post(f"/v1.0/invoke/{APP_ID}/method/echo", b"x" * 70_000)
+            assert too_large.status == 413
+            for method, status in (("lost", 404), ("fail", 500), ("nope", 501)):
+                failed = api.post(f"/v1.0/invoke/{APP_ID}/method/{method}", b"x")
+                assert failed.status == status, (method, failed.body)
+                assert failed.error_code == "ERR_DIRECT_INVOKE"
+            assert "no such order" in api.post(f"/v1.0/invoke/{APP_ID}/method/lost").body.decode()

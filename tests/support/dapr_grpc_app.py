@@ -6,7 +6,9 @@ It subscribes (ListTopicSubscriptions) to pubsub/grpc-orders (SUCCESS), pubsub/g
 and takes input binding `tick`. Every event it gets is appended to RECORD_FILE as a JSON
 line: kind, topic or binding name, id, data, content type. Invoked (OnInvoke), method `echo`
 answers JSON with the data, content type and caller app id it got, and metadata `x-app: grpc`;
-method `fail` raises (status UNKNOWN).
+method `fail` raises (status UNKNOWN), method `lost` aborts with NOT_FOUND. Every InvokeRequest
+is recorded too (kind `invoke`, its method as name, verb, query string, content type, data):
+the SDK's handlers do not see the verb or query string.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 from dapr.ext.grpc import (
     App,
     BindingRequest,
@@ -29,17 +32,40 @@ from dapr.ext.grpc import (
     SubscriptionMessage,
     TopicEventResponse,
 )
+from dapr.ext.grpc._servicer import _CallbackServicer
+from dapr.proto.common.v1 import common_pb2
 
 from tests.support.net import free_port, wait_for_port
 
+Write = Callable[[dict[str, Any]], None]
+
+
+def record_invocations(write: Write) -> None:
+    """Wrap the SDK's OnInvoke (before App() registers it) to record each request as sent."""
+    on_invoke = _CallbackServicer.OnInvoke
+
+    def recorded(servicer: Any, request: common_pb2.InvokeRequest, context: Any) -> Any:
+        extension = request.http_extension
+        write({"kind": "invoke", "name": request.method,
+               "verb": common_pb2.HTTPExtension.Verb.Name(extension.verb),
+               "querystring": extension.querystring, "content_type": request.content_type,
+               "data": request.data.value.decode("utf-8", "replace")})  # fmt: skip
+        if request.method == "lost":
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such order")
+        return on_invoke(servicer, request, context)
+
+    _CallbackServicer.OnInvoke = recorded  # type: ignore[method-assign, assignment]
+
 
 def serve(port: int, record: Path) -> None:
-    app = App()
     lock = threading.Lock()
 
     def write(entry: dict[str, Any]) -> None:
         with lock, record.open("a") as out:
             out.write(json.dumps(entry) + "\n")
+
+    record_invocations(write)
+    app = App()
 
     def topic_event(event: SubscriptionMessage) -> None:
         write({"kind": "topic", "topic": event.topic(), "id": event.id(),

@@ -2,9 +2,10 @@
 
 In an `http` connection manager, the filter answers `/v1.0*` paths itself (one task per
 request, the body buffered up to `runtime.max_request_body`), hands invocations
-(`/v1.0/invoke/...` or a `dapr-app-id` header) to the router with a route of their own,
-and lets every other request through to the listener's routes. The network filter of
-the same name (filters/network/runtime_api.py) wraps it for a listener of its own.
+(`/v1.0/invoke/...` or a `dapr-app-id` header) to the router with a route of their own
+(to this app when it speaks gRPC: buffered and answered here, through its OnInvoke), and
+lets every other request through to the listener's routes. The network filter of the same
+name (filters/network/runtime_api.py) wraps it for a listener of its own.
 
 With an API token (`runtime.api_token` or `DAPR_API_TOKEN`), requests must carry it in
 `dapr-api-token` (401 otherwise); the health probes are exempt, as in Dapr.
@@ -30,7 +31,13 @@ from filters.http.api import (
 from filters.http.registry import HttpFilterSpec
 from filters.http.runtime_api import paths
 from filters.http.runtime_api.base import Answer, ApiError, ApiRequest, split_target
-from filters.http.runtime_api.invoke import INVOKE_PREFIX, Invoker, split_invoke_path
+from filters.http.runtime_api.invoke import (
+    INVOKE_PREFIX,
+    Invoker,
+    calls_grpc_app,
+    invoke_grpc_app,
+    split_invoke_path,
+)
 from protocols.http.events import RequestHeaders
 from protocols.http.headers import Headers
 from proxy.config.context import ParseContext
@@ -122,9 +129,9 @@ class RuntimeApiFilter(StreamFilter):
             self._reply(ApiError(401, "ERR_UNAUTHORIZED", "invalid api token").answer())
             return STOP
         if path.startswith(INVOKE_PREFIX):
-            return self._invoke_by_path(request)
+            return self._invoke_by_path(request, end_stream)
         if target is not None:
-            return self._invoke(request, target.decode("latin-1"), request.path)
+            return self._invoke(request, target.decode("latin-1"), request.path, end_stream)
         resolved = shared.resolve(request.method, path)
         found = resolved.found
         if found is None or found.handler is None:
@@ -205,7 +212,7 @@ class RuntimeApiFilter(StreamFilter):
 
     # -- invocation --------------------------------------------------------------------------
 
-    def _invoke_by_path(self, request: RequestHeaders) -> FilterStatus:
+    def _invoke_by_path(self, request: RequestHeaders, end_stream: bool) -> FilterStatus:
         split = split_invoke_path(request.path)
         if split is None:
             self._reply(
@@ -216,15 +223,19 @@ class RuntimeApiFilter(StreamFilter):
                 ).answer()
             )
             return STOP
-        return self._invoke(request, *split)
+        return self._invoke(request, *split, end_stream)
 
-    def _invoke(self, request: RequestHeaders, app_id: str, path: bytes) -> FilterStatus:
+    def _invoke(
+        self, request: RequestHeaders, app_id: str, path: bytes, end_stream: bool
+    ) -> FilterStatus:
         headers = request.headers
         for name in HOP_HEADERS:
             headers.remove(name)
         headers.set(b"dapr-caller-app-id", self.shared.app_id)
         headers.set(b"dapr-callee-app-id", app_id.encode("latin-1"))
         request.path = path
+        if calls_grpc_app(self.shared.runtime, app_id):
+            return self._invoke_grpc_app(request, path, end_stream)
         invoker = self.shared.invoker
         route = invoker.route(app_id)
         if route is not None:
@@ -240,6 +251,19 @@ class RuntimeApiFilter(StreamFilter):
             )
             return STOP
         self._task = asyncio.get_running_loop().create_task(self._resolve_then_continue(app_id))
+        return STOP
+
+    def _invoke_grpc_app(
+        self, request: RequestHeaders, path: bytes, end_stream: bool
+    ) -> FilterStatus:
+        """Buffered like an API request; `_start` runs the OnInvoke call."""
+        target = path.decode("latin-1")
+        parts = target.partition("?")[0].split("/")
+        method = request.method.decode("latin-1")
+        self._request = ApiRequest(method, parts, [], request.headers)
+        self._handler, self._args = invoke_grpc_app, [target]
+        if end_stream:
+            self._start()
         return STOP
 
     async def _resolve_then_continue(self, app_id: str) -> None:

@@ -5,6 +5,10 @@ goes on to the router, so invocations have the mesh's load balancing, health che
 outlier detection, timeouts and retries, and stream their bodies. An app id is served by:
 this app's own id -> the app channel cluster; `runtime.invoke.clusters[id]`; a cluster
 named like the id; else, with `runtime.invoke.dns`, a DNS cluster made on first use.
+
+Except for this app when it speaks gRPC (`app_protocol: grpc`): the filter buffers the body
+and `invoke_grpc_app` calls the app's OnInvoke, as Dapr does; the app's status becomes an
+HTTP status with Dapr's table and an ERR_DIRECT_INVOKE body.
 """
 
 from __future__ import annotations
@@ -12,10 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from dapr.proto.common.v1 import common_pb2
+from google.protobuf import any_pb2
+
 from filters.http.route import RetryPolicy, Route, RouteAction, RouteMatch
+from filters.http.runtime_api.base import Answer, ApiError, ApiRequest
+from protocols.grpc.status import http_status
+from protocols.http.headers import Headers
 from proxy.config.model import ClusterConfig, EndpointConfig
 from proxy.config.units import Address
 from proxy.upstream.cluster import ClusterManager
+from runtime.app_callback import on_invoke
+from runtime.app_channel import AppCallError, AppUnavailable, NoAnswer
 from runtime.runtime import APP_CLUSTER, Runtime
 
 log = logging.getLogger("mecha.invoke")
@@ -23,6 +35,7 @@ log = logging.getLogger("mecha.invoke")
 INVOKE_PREFIX = b"/v1.0/invoke/"
 NEVER_SENT = frozenset({"connect-failure", "refused-stream"})
 DNS_CLUSTER = "invoke-dns:{}"
+OCTET_STREAM = b"application/octet-stream"
 
 
 def split_invoke_path(path: bytes) -> tuple[str, bytes] | None:
@@ -113,3 +126,62 @@ class Invoker:
 def _valid_host_label(app_id: str) -> bool:
     labels = app_id.split(".")
     return all(0 < len(label) <= 63 and label.replace("-", "").isalnum() for label in labels)
+
+
+# -- this app, when it speaks gRPC -------------------------------------------------------------
+
+
+def calls_grpc_app(runtime: Runtime, app_id: str) -> bool:
+    config = runtime.config
+    return app_id == config.app_id and config.app_protocol == "grpc" and runtime.app is not None
+
+
+async def invoke_grpc_app(runtime: Runtime, request: ApiRequest, target: str) -> Answer:
+    """The runtime API handler of an invocation of this app, `target` its method path (and
+    query string): OnInvoke with the buffered body, the answer's data as the body."""
+    app, app_id = runtime.app, runtime.config.app_id
+    assert app is not None, "only routed here when the app channel exists"
+    try:
+        invoked = await on_invoke(
+            app, invoke_request(request, target), request.headers, app_id,
+            runtime.config.invoke_timeout,
+        )  # fmt: skip
+    except AppCallError as error:
+        raise _invoke_error(http_status(error.code), app_id, str(error)) from None
+    except NoAnswer as error:
+        raise _invoke_error(504, app_id, str(error)) from None
+    except AppUnavailable as error:
+        raise _invoke_error(500, app_id, str(error)) from None
+    response = invoked.response
+    return Answer(200, response.data.value, Headers(invoked.metadata),
+                  _content_type(response.content_type))  # fmt: skip
+
+
+def invoke_request(request: ApiRequest, target: str) -> common_pb2.InvokeRequest:
+    """InvokeRequest of an HTTP invocation: the method path, verb, query string, body."""
+    method, _, query = target.partition("?")
+    return common_pb2.InvokeRequest(
+        method=method.lstrip("/"),
+        data=any_pb2.Any(value=request.body),
+        content_type=request.header(b"content-type") or "",
+        http_extension=common_pb2.HTTPExtension(verb=_verb(request.method), querystring=query),
+    )
+
+
+def _verb(method: str) -> common_pb2.HTTPExtension.Verb.ValueType:
+    try:
+        return common_pb2.HTTPExtension.Verb.Value(method)
+    except ValueError:  # a method Dapr's enum does not name
+        return common_pb2.HTTPExtension.NONE
+
+
+def _invoke_error(status: int, app_id: str, why: str) -> ApiError:
+    return ApiError(status, "ERR_DIRECT_INVOKE", f"fail to invoke, id: {app_id}, err: {why}")
+
+
+def _content_type(value: str) -> bytes:
+    """The app's content type as a header value; one that cannot be (control characters,
+    not ASCII) or none at all: octet-stream."""
+    if not value or not value.isascii() or not value.isprintable():
+        return OCTET_STREAM
+    return value.encode()

@@ -18,16 +18,14 @@ from http import HTTPStatus
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import invoke_pb2
 from google.protobuf import any_pb2
-from google.protobuf.message import DecodeError
 
 from filters.http.route import Route
 from filters.http.runtime_grpc.context import Context
 from filters.http.runtime_grpc.errors import RpcError, invalid
-from protocols.grpc.framing import encode_message, format_timeout
-from protocols.grpc.status import StatusCode
+from protocols.grpc.status import StatusCode, code_from_http_status
 from protocols.http.headers import Headers
 from proxy.upstream.cluster import Cluster
-from runtime.app_callback import SERVICE as APP_CALLBACK
+from runtime.app_callback import NOT_FORWARDED, NOT_RETURNED, on_invoke
 from runtime.app_channel import (
     AppCallError,
     AppChannel,
@@ -36,49 +34,9 @@ from runtime.app_channel import (
     NoAnswer,
     NotSent,
     cluster_request,
-    grpc_reply,
 )
 
-NOT_FORWARDED = frozenset(
-    (
-        b"content-type",
-        b"content-length",
-        b"te",
-        b"dapr-api-token",
-        b"dapr-app-id",
-        b"host",
-        b"connection",
-    )
-)
-NOT_RETURNED = frozenset(
-    (
-        b"content-length",
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"proxy-connection",
-    )
-)
-HTTP_TO_GRPC = {
-    408: StatusCode.CANCELLED,
-    500: StatusCode.UNKNOWN,
-    400: StatusCode.INTERNAL,
-    504: StatusCode.DEADLINE_EXCEEDED,
-    404: StatusCode.NOT_FOUND,
-    409: StatusCode.ALREADY_EXISTS,
-    403: StatusCode.PERMISSION_DENIED,
-    401: StatusCode.UNAUTHENTICATED,
-    429: StatusCode.RESOURCE_EXHAUSTED,
-    501: StatusCode.UNIMPLEMENTED,
-    503: StatusCode.UNAVAILABLE,
-}
-"""Dapr's CodeFromHTTPStatus (any other non-2xx status: UNKNOWN)."""
 DETAIL_LIMIT = 63
-NO_DEADLINE = 24 * 3600.0
-"""Seconds an OnInvoke may take when neither the caller nor `runtime.invoke` sets a limit."""
 
 
 def _failed(app_id: str, why: str) -> RpcError:
@@ -181,7 +139,7 @@ def _http_error(answer: AppResponse) -> RpcError:
         text = str(answer.status)
     detail = answer.body.decode("utf-8", "replace")[:DETAIL_LIMIT]
     return RpcError(
-        HTTP_TO_GRPC.get(answer.status, StatusCode.UNKNOWN),
+        code_from_http_status(answer.status),
         text,
         text,
         {"http.code": str(answer.status), "http.error_message": detail},
@@ -200,15 +158,8 @@ async def _on_invoke(
 ) -> common_pb2.InvokeResponse:
     app_id = ctx.runtime.config.app_id
     timeout = ctx.time_left(ctx.runtime.config.invoke_timeout)
-    if timeout is None:
-        timeout = NO_DEADLINE
-    headers = _request_headers(ctx, app_id, "application/grpc")
-    headers.set(b"te", b"trailers")
-    headers.set(b"grpc-timeout", format_timeout(timeout))
-    payload = encode_message(message.SerializeToString())
     try:
-        answer = await app.request("POST", APP_CALLBACK + "OnInvoke", payload, headers, timeout)
-        raw = grpc_reply(answer)
+        invoked = await on_invoke(app, message, ctx.headers, app_id, timeout)
     except AppCallError as error:  # the app's own status goes back to the caller
         known = 0 < error.code <= max(StatusCode)
         raise RpcError(
@@ -219,13 +170,5 @@ async def _on_invoke(
         raise RpcError(StatusCode.DEADLINE_EXCEEDED, late) from None
     except AppUnavailable as error:
         raise _failed(app_id, str(error)) from None
-    try:
-        response = common_pb2.InvokeResponse.FromString(raw)
-    except DecodeError:
-        raise _failed(app_id, "the app's OnInvoke answer is not an InvokeResponse") from None
-    ctx.call.initial_metadata = [
-        (name, value)
-        for name, value in answer.headers
-        if name not in NOT_RETURNED and name != b"content-type" and not name.startswith(b"grpc-")
-    ]
-    return response
+    ctx.call.initial_metadata = invoked.metadata
+    return invoked.response
