@@ -16,17 +16,13 @@ Component metadata: `cleanupInterval` (duration, default `1s`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import time
 from dataclasses import dataclass
 
 from runtime.components.api import LockResult, Metadata, UnlockStatus
 from runtime.components.errors import ComponentError
-from runtime.components.metadata import duration
-
-DEFAULT_CLEANUP_INTERVAL = 1.0
+from runtime.components.sweeper import Sweeper
 
 
 @dataclass(slots=True)
@@ -41,26 +37,16 @@ class InMemoryLockStore:
     def __init__(self) -> None:
         self._locks: dict[str, _Lock] = {}
         self._tokens = 0
-        self._cleanup_interval = DEFAULT_CLEANUP_INTERVAL
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Sweeper("lock.in-memory", self.sweep)
 
     async def init(self, metadata: Metadata) -> None:
-        self._cleanup_interval = duration(
-            metadata, "cleanupInterval", DEFAULT_CLEANUP_INTERVAL, positive=True
-        )
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_forever(), name="lock.in-memory sweep")
+        self._sweeper.start(metadata)
 
     async def ping(self) -> None:
-        if self._sweeper is None:
-            raise ComponentError("in-memory lock store is not initialised (or closed)")
+        self._sweeper.check_open()
 
     async def close(self) -> None:
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        await self._sweeper.stop()
         self._locks.clear()
 
     async def try_lock(self, resource_id: str, owner: str, expiry: float) -> LockResult:
@@ -101,12 +87,11 @@ class InMemoryLockStore:
             return None
         return lock
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._cleanup_interval)
-            now = time.monotonic()
-            for resource_id in [r for r, lock in self._locks.items() if now >= lock.expires]:
-                del self._locks[resource_id]
+    def sweep(self) -> None:
+        """Free the locks that expired."""
+        now = time.monotonic()
+        for resource_id in [r for r, lock in self._locks.items() if now >= lock.expires]:
+            del self._locks[resource_id]
 
 
 def _check_expiry(expiry: float) -> None:

@@ -25,8 +25,6 @@ Component metadata: `cleanupInterval` (duration, default `1s`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import heapq
 import math
 import time
@@ -44,9 +42,7 @@ from runtime.components.api import (
     StateOperation,
 )
 from runtime.components.errors import ComponentError, EtagInvalid, EtagMismatch
-from runtime.components.metadata import duration
-
-DEFAULT_CLEANUP_INTERVAL = 1.0
+from runtime.components.sweeper import Sweeper
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +68,16 @@ class InMemoryStateStore:
         self._version = 0
         self._expiries: list[tuple[float, int, str]] = []
         """A heap of (expires, version, key); entries whose item changed since are skipped."""
-        self._cleanup_interval = DEFAULT_CLEANUP_INTERVAL
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Sweeper("state.in-memory", lambda: self.sweep(time.time()))
 
     async def init(self, metadata: Metadata) -> None:
-        self._cleanup_interval = duration(
-            metadata, "cleanupInterval", DEFAULT_CLEANUP_INTERVAL, positive=True
-        )
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_forever(), name="state.in-memory sweep")
+        self._sweeper.start(metadata)
 
     async def ping(self) -> None:
-        if self._sweeper is None:
-            raise ComponentError("in-memory state store is not initialised (or closed)")
+        self._sweeper.check_open()
 
     async def close(self) -> None:
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        await self._sweeper.stop()
         self._items.clear()
         self._expiries.clear()
 
@@ -165,11 +151,6 @@ class InMemoryStateStore:
             del self._items[key]
             return None
         return entry
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._cleanup_interval)
-            self.sweep(time.time())
 
     def sweep(self, now: float) -> int:
         """Free the items expired at `now`; returns how many."""
