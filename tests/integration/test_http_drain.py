@@ -23,6 +23,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from tests.integration.test_hot_restart import successor
 from tests.support.grpc_backend import SERVICE, grpc_backend
 from tests.support.http_backend import http_backend
 from tests.support.mecha import Mecha, http_config, run_mecha, write_config
@@ -170,22 +171,25 @@ def test_http2_client_gets_goaway_and_its_stream_in_flight_completes(tmp_path: P
     assert exited_after < PROMPT, exited_after
 
 
+def grpc_config(backend: int) -> dict[str, Any]:
+    config = http_config({"grpc": [backend]}, cluster_options={"grpc": {"protocol": "http2"}})
+    return {**config, "drain_timeout": f"{DRAIN_TIMEOUT:.0f}s"}
+
+
 def test_grpc_call_in_flight_across_sigterm_finishes_ok(tmp_path: Path) -> None:
-    with grpc_backend() as port:
-        config = http_config({"grpc": [port]}, cluster_options={"grpc": {"protocol": "http2"}})
-        with run_mecha(tmp_path, {**config, "drain_timeout": "20s"}) as mecha:
-            channel = grpc.insecure_channel(f"127.0.0.1:{mecha.port('http')}")
-            try:
-                call = channel.unary_unary(f"/{SERVICE}/Unary")
-                assert call(b"warm", timeout=5) == b"echo:warm via 127.0.0.1"
-                slow = call.future(b"sleep:1.5", timeout=10)
-                time.sleep(0.3)
-                sent = terminate(mecha)
-                assert slow.result() == b"echo:sleep:1.5 via 127.0.0.1"
-                assert mecha.wait(timeout=DRAIN_TIMEOUT) == 0
-                exited_after = time.monotonic() - sent
-            finally:
-                channel.close()
+    with grpc_backend() as port, run_mecha(tmp_path, grpc_config(port)) as mecha:
+        channel = grpc.insecure_channel(f"127.0.0.1:{mecha.port('http')}")
+        try:
+            call = channel.unary_unary(f"/{SERVICE}/Unary")
+            assert call(b"warm", timeout=5) == b"echo:warm via 127.0.0.1"
+            slow = call.future(b"sleep:1.5", timeout=10)
+            time.sleep(0.3)
+            sent = terminate(mecha)
+            assert slow.result() == b"echo:sleep:1.5 via 127.0.0.1"
+            assert mecha.wait(timeout=DRAIN_TIMEOUT) == 0
+            exited_after = time.monotonic() - sent
+        finally:
+            channel.close()
     assert exited_after < PROMPT, exited_after
 
 
@@ -239,3 +243,26 @@ def test_a_reload_removing_a_listener_drains_its_http_connections(tmp_path: Path
                 assert time.monotonic() < deadline, "the drained listener was not retired"
                 time.sleep(0.05)
             assert mecha.process.poll() is None
+
+
+def test_a_grpc_channel_follows_a_hot_restart_to_the_new_process(tmp_path: Path) -> None:
+    """GOAWAY sends the channel's next calls to the successor; the old process need not wait
+    for drain_timeout with the channel still open."""
+    handover = tmp_path / "hot-restart.sock"
+    args = ("--hot-restart-socket", str(handover))
+    with grpc_backend() as port, run_mecha(tmp_path, grpc_config(port), args=args) as old:
+        channel = grpc.insecure_channel(f"127.0.0.1:{old.port('http')}")
+        try:
+            call = channel.unary_unary(f"/{SERVICE}/Unary")
+            assert call(b"before", timeout=5) == b"echo:before via 127.0.0.1"
+            slow = call.future(b"sleep:1.5", timeout=10)
+            started = time.monotonic()
+            with successor(old, handover) as new:
+                assert old.wait(timeout=DRAIN_TIMEOUT) == 0, old.logs()
+                old_gone_after = time.monotonic() - started
+                assert slow.result() == b"echo:sleep:1.5 via 127.0.0.1"
+                assert call(b"after", timeout=5) == b"echo:after via 127.0.0.1"
+                assert new.poll() is None
+        finally:
+            channel.close()
+    assert old_gone_after < DRAIN_TIMEOUT / 2, old_gone_after
