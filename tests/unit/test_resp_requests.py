@@ -273,3 +273,32 @@ def test_huge_counts_never_reach_hiredis(data: bytes) -> None:
     with pytest.raises(RespError):
         RequestParser().feed(data)
     assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        mb(b"GET", b"k"),
+        mb(b"SET", b"key:1", b"v" * 1023),
+        mb(*[b"a"] * 9),
+        mb(*[b"a"] * 10),  # two digits: not the quick shape
+        mb(b"SET", b"k", b"v" * 1024),  # a length past the table
+        b"*1\r\n$03\r\nGET\r\n",  # a leading zero
+        b"*1\r\n$-1\r\n",
+        b"*2\r\n$3\r\nGET\r\n:1\r\n",
+        b"*2\r\n$3\r\nGET\r\n$1\r\nkXY",  # the bytes after a payload are not checked
+        b"*1\r\n$12",
+        b"*1\r\n$3\r\nGE",
+        b"*0\r\n",
+        b"*-1\r\n",
+        b"*1\r\n$0\r\n\r\n",
+        mb(b"GET", b"a*b\r\n*c"),  # looks pipelined: read by hiredis
+    ],
+)
+def test_lone_small_commands_read_as_when_split(data: bytes) -> None:
+    """A read holding one small command takes a path of its own: it must agree with the
+    same bytes fed one at a time, which never takes it."""
+    assert run([data]) == run([data[i : i + 1] for i in range(len(data))])
+    assert run([data], RespLimits(max_bulk=2, max_array=2)) == run(
+        [data[i : i + 1] for i in range(len(data))], RespLimits(max_bulk=2, max_array=2)
+    )
