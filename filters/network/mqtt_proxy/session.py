@@ -98,7 +98,7 @@ class MqttSession(NetworkFilter):
             if broken is not None:
                 self._client_broke(broken)
                 return STOP
-            if len(data) >= FULL_READ and not self._yielding:
+            if len(data) >= FULL_READ and not self._yielding and not self._closed:
                 self._yield_turn()
         if end_stream:
             if self.upstream is not None:
