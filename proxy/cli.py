@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import uvloop
 
+from protocols.grpc import dapr_messages
 from proxy.config.parse import load_config
 from proxy.config.reader import ConfigError
 from proxy.listener import BindError
@@ -113,6 +114,7 @@ def _iptables_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    dapr_messages.use_bare_packages()  # before the runtime gRPC filter imports them
     if args.command == "validate":
         return validate(args.config)
     if args.command == "iptables":
