@@ -4,6 +4,7 @@ flight finish."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -123,9 +124,18 @@ class KeepAlive:
         return received
 
     def get(self, path: str) -> bytes:
-        """One exchange, leaving the connection open (the body is one short recv)."""
+        """One exchange, leaving the connection open: the head, then content-length bytes."""
         self.send(path)
-        return self.sock.recv(65536)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += self.sock.recv(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        assert found is not None, head
+        length = int(found.group(1))
+        while len(body) < length:
+            body += self.sock.recv(65536)
+        return head + b"\r\n\r\n" + body
 
     def close(self) -> None:
         self.sock.close()
