@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.http_backend import http_backend
 from tests.support.mecha import ROOT, Mecha, http_config, mecha_argv, run_mecha, tcp_proxy_config
-from tests.support.peers import echo, tcp_server
+from tests.support.peers import echo, echo_once, tcp_server
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,7 @@ class ClientLoop:
         while not self.stop.is_set() and time.monotonic() < deadline:
             payload = b"hello %d\n" % self.ok
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
-                    conn.sendall(payload)
-                    received = b""
-                    while len(received) < len(payload):
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        received += chunk
+                received = echo_once(self.port, payload)
                 if received != payload:
                     self.failures.append(f"echo {received!r}")
                 else:

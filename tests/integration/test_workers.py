@@ -16,23 +16,11 @@ import pytest
 import yaml
 
 from tests.support.mecha import ROOT, Mecha, mecha_argv, run_mecha, tcp_proxy_config
-from tests.support.peers import echo, tcp_server
+from tests.support.peers import echo, echo_once, tcp_server
 
 pytestmark = pytest.mark.integration
 
 CONNECTIONS = 60
-
-
-def echo_once(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        conn.sendall(payload)
-        received = b""
-        while len(received) < len(payload):
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            received += chunk
-        return received
 
 
 def workers(mecha: Mecha) -> list[dict[str, Any]]:

@@ -74,6 +74,19 @@ def echo(conn: socket.socket) -> None:
         conn.sendall(chunk)
 
 
+def echo_once(port: int, payload: bytes) -> bytes:
+    """One connection to an echo server: sends `payload`, returns what came back of it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(payload)
+        received = b""
+        while len(received) < len(payload):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
 def slow_sink(delay: float) -> Handler:
     """Read a little at a time, slowly: an upstream that cannot keep up."""
 
