@@ -322,6 +322,11 @@ class DownstreamConnection(asyncio.Protocol):
                     type(filter_).__name__,
                 )
         self.listener.connection_closed(self)
+        # Filters hold their callbacks, which hold this connection: drop the chain so the
+        # whole connection is freed by reference counting, not left to the cyclic GC (a
+        # busy listener would pile up closed connections and their buffers until then).
+        self._filters, self._read_filters, self._write_filters = [], [], []
+        self._single_reader = None
 
     def pause_writing(self) -> None:
         for filter_ in self._filters:
