@@ -28,6 +28,8 @@ class Deadline:
         self.callback = callback
 
     def cancel(self) -> None:
+        if self.callback is _never:
+            return  # cancelled already (a stream cancels what its filters may have cancelled)
         bucket = self.wheel.slots.get(self.slot)
         if bucket is not None:
             bucket.pop(self, None)

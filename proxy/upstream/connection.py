@@ -72,6 +72,32 @@ class ClusterConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
 
+class PipelinedConnection(ClusterConnection):
+    """An upstream connection many callers share (Redis, RPC): what they queue in one loop
+    turn leaves in one write, once the connection is `ready`."""
+
+    __slots__ = ("_flush_scheduled", "_loop", "_out", "ready")
+
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, buffer_limit: int) -> None:
+        super().__init__(cluster, endpoint, buffer_limit)
+        self.ready = False
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def queue(self, data: bytes) -> None:
+        self._out.append(data)
+        if self.ready and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.ready:
+            out, self._out = self._out, []
+            self.write(out[0] if len(out) == 1 else b"".join(out))
+
+
 class UpstreamHandler(Protocol):
     def on_upstream_data(self, data: bytes) -> None: ...
 

@@ -21,7 +21,7 @@ from protocols.redis.encode import encode_command, error_span
 from protocols.redis.errors import RespError
 from protocols.redis.limits import DEFAULT_LIMITS, RespLimits
 from protocols.redis.replies import ReplyParser, reply_is_error
-from proxy.upstream.connection import ClusterConnection
+from proxy.upstream.connection import PipelinedConnection
 from proxy.upstream.endpoint import Endpoint
 
 if TYPE_CHECKING:
@@ -140,21 +140,16 @@ class RedisPool:
             connection.close()
 
 
-class RedisConnection(ClusterConnection):
-    __slots__ = ("_flush_scheduled", "_handshake", "_loop", "_out", "_parser", "_progress",
-                 "_watchdog", "failed", "in_flight", "pool", "ready")  # fmt: skip
+class RedisConnection(PipelinedConnection):
+    __slots__ = ("_handshake", "_parser", "_progress", "_watchdog", "failed", "in_flight", "pool")
 
     def __init__(self, pool: RedisPool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
         self.pool = pool
         self.in_flight: deque[Completion] = deque()
-        self.ready = False
         self.failed = False
-        self._out: list[bytes] = []
         self._handshake: list[bytes] = self._handshake_commands(pool.settings)
-        self._flush_scheduled = False
         self._parser = ReplyParser(pool.settings.limits)
-        self._loop = asyncio.get_running_loop()
         self._progress = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -186,16 +181,7 @@ class RedisConnection(ClusterConnection):
         if not self.in_flight:
             self._progress = self._loop.time()
         self.in_flight.append(request)
-        self._out.append(command)
-        if self.ready and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._out and self.ready:
-            out, self._out = self._out, []
-            self.write(out[0] if len(out) == 1 else b"".join(out))
+        self.queue(command)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -205,7 +191,7 @@ class RedisConnection(ClusterConnection):
         self.ready = True
         self._progress = asyncio.get_running_loop().time()
         self._arm_watchdog()
-        self._flush()
+        self.flush()
 
     # -- receiving ------------------------------------------------------------------------------
 

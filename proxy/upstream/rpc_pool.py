@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from protocols.rpc.api import Frame, FrameKind, RpcCodec, RpcError
-from proxy.upstream.connection import ClusterConnection
+from proxy.upstream.connection import PipelinedConnection
 from proxy.upstream.endpoint import Endpoint
 
 if TYPE_CHECKING:
@@ -89,9 +89,8 @@ class RpcPool:
             connection.close()
 
 
-class RpcConnection(ClusterConnection):
-    __slots__ = ("_decoder", "_flush_scheduled", "_loop", "_next_id", "_out", "codec", "failed",
-                 "pending", "pool", "ready", "stray_frames")  # fmt: skip
+class RpcConnection(PipelinedConnection):
+    __slots__ = ("_decoder", "_next_id", "codec", "failed", "pending", "pool", "stray_frames")
 
     def __init__(self, pool: RpcPool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
@@ -99,13 +98,9 @@ class RpcConnection(ClusterConnection):
         self.codec = pool.settings.codec
         self._decoder = self.codec.decoder(pool.settings.max_message_size)
         self.pending: dict[int, Call] = {}
-        self.ready = False
         self.failed = False
         self.stray_frames = 0
         self._next_id = 0
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._loop = asyncio.get_running_loop()
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -119,13 +114,13 @@ class RpcConnection(ClusterConnection):
             return None
         new_id = self._allocate()
         self.pending[new_id] = call
-        self._queue(self.codec.with_request_id(frame, new_id))
+        self.queue(self.codec.with_request_id(frame, new_id))
         return new_id
 
     def send_oneway(self, frame: Frame) -> bool:
         if self.failed:
             return False
-        self._queue(frame.raw)
+        self.queue(frame.raw)
         return True
 
     def forget(self, request_id: int) -> None:
@@ -140,22 +135,10 @@ class RpcConnection(ClusterConnection):
         self._next_id = (request_id + 1) & limit
         return request_id
 
-    def _queue(self, data: bytes) -> None:
-        self._out.append(data)
-        if self.ready and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._out and self.ready:
-            out, self._out = self._out, []
-            self.write(out[0] if len(out) == 1 else b"".join(out))
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.ready = True
-        self._flush()
+        self.flush()
 
     # -- receiving --------------------------------------------------------------------------------
 

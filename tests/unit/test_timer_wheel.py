@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from filters.network.http.timers import TICK, TimerWheel
+from proxy.timers import TICK, TimerWheel
 
 
 async def test_fires_not_early_and_at_most_a_tick_late() -> None:

@@ -18,7 +18,6 @@ from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, Network
 from filters.network.http.config import HcmConfig
 from filters.network.http.observe import HttpStats, format_access_log
 from filters.network.http.stream import ActiveStream
-from filters.network.http.timers import TimerWheel
 from protocols.http.errors import HttpError
 from protocols.http.events import (
     ConnectionTerminated,
@@ -33,6 +32,7 @@ from protocols.http.h1 import H1Limits, H1ServerCodec
 from protocols.http.h2 import H2Codec, H2Settings
 from protocols.http.headers import Headers
 from proxy.stream_info import ResponseFlag
+from proxy.timers import TimerWheel
 
 log = logging.getLogger("mecha.http")
 

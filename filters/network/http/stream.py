@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from filters.http.api import STOP, StreamFilter
 from filters.http.route import Route, VirtualHost
-from filters.network.http.timers import Deadline
 from protocols.http.events import RequestHeaders, ResponseHeaders
 from protocols.http.headers import Headers
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
+from proxy.timers import Deadline
 
 if TYPE_CHECKING:
     from filters.network.http.manager import HttpConnectionManager
