@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,10 +28,19 @@ def default_config_path() -> Path:
     return Path(str(resources.files("configs").joinpath("default.yaml")))
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's, for an editable install)."""
+    try:
+        return metadata.version("mecha")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mecha", description="A sidecar: service-mesh proxy and application runtime."
     )
+    parser.add_argument("-V", "--version", action="version", version=f"mecha {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run mecha on a config file")
     run.add_argument(

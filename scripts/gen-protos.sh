@@ -8,14 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GRPCIO_TOOLS=1.85.1   # bundles protoc 35.1: the generated code needs protobuf >= 7.35.1
-PROTOBUF=7.36.2
 python=${PYTHON:-.venv/bin/python}
 out=${1:-filters/http/runtime_grpc}
 
 installed=$("$python" -c 'import importlib.metadata as m; print(m.version("grpcio-tools"))' \
   2>/dev/null || true)
-if [ "$installed" != "$GRPCIO_TOOLS" ]; then
-  "$python" -m pip install -q "grpcio-tools==$GRPCIO_TOOLS" "protobuf==$PROTOBUF"
+if [ "$installed" != "$GRPCIO_TOOLS" ]; then  # the test lock pins both (tests/unit/test_setup.py)
+  "$python" -m pip install -q --require-hashes --no-deps -r requirements/test.lock
 fi
 
 tmp=$(mktemp -d)

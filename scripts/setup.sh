@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Prepares this checkout: a .venv with mecha installed in editable mode.
-#   scripts/setup.sh          what running mecha needs
-#   scripts/setup.sh --test   also the test tools and the Debian packages the tests talk to
+# Prepares this checkout: a .venv with mecha installed in editable mode, every Python
+# package at the version the committed lock names (scripts/lock makes the lock).
+#   scripts/setup.sh          what running mecha needs (requirements/run.lock)
+#   scripts/setup.sh --test   also the test tools (requirements/test.lock) and the Debian
+#                             packages the tests start or drive
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,7 @@ TEST_COMMANDS=(
   h2load:nghttp2-client
   wrk:wrk
   iptables:iptables
+  ip6tables:iptables
   ip:iproute2
 )
 
@@ -42,15 +45,16 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
-extras=""
+lock=requirements/run.lock
 if [ "${1:-}" = "--test" ]; then
   apt_install_missing "${TEST_COMMANDS[@]}"
-  extras="[test]"
+  lock=requirements/test.lock
 fi
-# Reinstall only when pyproject.toml changed since the last install.
-stamp=".venv/.installed$extras"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".$extras"
+# Exact versions from the lock (hashes checked, nothing resolved here), then mecha itself,
+# built by the locked setuptools. Reinstall only when the lock or pyproject.toml changed.
+stamp=".venv/.installed-$(basename "$lock")"
+if [ ! -f "$stamp" ] || [ "$lock" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --require-hashes --no-deps -r "$lock"
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi

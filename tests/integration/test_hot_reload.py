@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -270,7 +269,6 @@ def test_runtime_components_are_added_recreated_and_removed(tmp_path: Path) -> N
         assert "components: ~statestore -extra" in mecha.logs()
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_reloads_under_wrk_load_fail_no_request(tmp_path: Path) -> None:
     with http_backend("blue") as blue, http_backend("green") as green:
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -156,7 +155,6 @@ def wrk_round(url: str) -> list[str]:
     return [load.communicate(timeout=20)[0] for load in loads]
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_hot_restart_under_wrk_load_fails_no_request(tmp_path: Path) -> None:
     handover = tmp_path / "hot-restart.sock"
     with (

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -181,7 +180,6 @@ def test_alpn_negotiates_h2_and_the_manager_speaks_http2(
     assert any('"GET /alpn HTTP/1.1"' in line for line in lines), lines
 
 
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load is not installed")
 def test_h2load_over_tls(sni_mecha: Mecha) -> None:
     url = f"https://127.0.0.1:{sni_mecha.port('http')}/"  # no SNI: the default chain
     done = subprocess.run(["h2load", "-n", "200", "-c", "4", "-m", "8", url],

@@ -145,7 +145,7 @@ class _KeyspaceSubscription:
                 try:  # the first subscribe must work: errors go to the caller
                     await listener.setup()
                 except BaseException:
-                    await listener.pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await listener.pubsub.aclose()
                     raise
                 name = f"redis-configuration:{id(self):x}:node-{i}"
                 self.tasks.append(asyncio.create_task(listener.run(), name=name))
@@ -254,7 +254,7 @@ class _NodeListener:
                     log.warning("keyspace events: %s", error, exc_info=unexpected)
                     await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)))
         finally:
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsub.aclose()
 
     async def step(self) -> None:
         if self.dirty:
