@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from proxy import heap
 from proxy.config.model import Config
 from proxy.config.parse import load_config
 from proxy.config.reader import ConfigError
@@ -200,24 +201,35 @@ class Reloader:
         prepared = await prepare(self.server, config, diff)
         swapped = swap(self.server, prepared)
         await start_listeners(swapped)
-        self._retire(swapped, config)
+        retiring = self._retire(swapped, config)
+        if heap.unsettle():  # what is retired must be collectable when it goes
+            self._spawn(self._settle_after(retiring), "settle the heap", self._tasks)
         runtime = self.server.runtime
         if runtime is not None:
             moved = (*diff.components.added, *diff.components.changed, *diff.components.removed)
             await reconfigure.rewire_delivery(runtime, moved)
 
-    def _retire(self, swapped: Swapped, config: Config) -> None:
+    def _retire(self, swapped: Swapped, config: Config) -> list[asyncio.Task[Any]]:
         grace = config.drain_timeout
+        tasks = []
         for listener in swapped.listeners:
             self.retiring.add(listener)
             task = self._spawn(retire_listener(listener, grace), f"drain {listener.name}",
                                self._draining)  # fmt: skip
             task.add_done_callback(functools.partial(self._drained, listener))
+            tasks.append(task)
         for cluster in swapped.clusters:
-            self._spawn(retire_cluster(cluster, grace), f"retire {cluster.name}", self._tasks)
+            work = retire_cluster(cluster, grace)
+            tasks.append(self._spawn(work, f"retire {cluster.name}", self._tasks))
         if swapped.components:
             closing = reconfigure.close_after(swapped.components, component_grace(config))
-            self._spawn(closing, "close replaced components", self._tasks)
+            tasks.append(self._spawn(closing, "close replaced components", self._tasks))
+        return tasks
+
+    @staticmethod
+    async def _settle_after(retiring: list[asyncio.Task[Any]]) -> None:
+        await asyncio.gather(*retiring, return_exceptions=True)
+        heap.settle()
 
     def _drained(self, listener: Listener, _: asyncio.Task[None]) -> None:
         self.retiring.discard(listener)

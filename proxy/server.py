@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from filters.listener import registry as listener_registry
 from filters.network import registry
 from filters.network.api import FilterFactory
+from proxy import heap
 from proxy.accesslog import AccessLogs
 from proxy.admin import AdminServer, AdminViews
 from proxy.config.model import Config, FilterConfig, ListenerConfig
@@ -28,6 +29,7 @@ from proxy.upstream.cluster import ClusterManager
 from runtime.runtime import Runtime
 
 log = logging.getLogger("mecha.server")
+
 
 CLUSTER_WARMING_TIMEOUT = 10.0
 T = TypeVar("T")
@@ -108,6 +110,7 @@ class Server:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
         await self.start()
+        heap.settle()
         self.reloader.watch()
         await self._stopping.wait()
         grace = self.config.drain_timeout

@@ -181,6 +181,81 @@ class Route:
     """Per-route filter configs by filter name; the value False disables the filter here."""
 
 
+class RouteIndex:
+    """A virtual host's routes, found without testing them one by one.
+
+    Exact paths and prefixes are looked up by hash (one lookup per distinct prefix
+    length), regex and path-less routes are always candidates, and candidates are tested
+    in configuration order, so the first route that matches wins as before. When no route
+    looks past the path (headers, methods), the decision is remembered per path.
+    """
+
+    __slots__ = ("_always", "_cache", "_exact", "_lengths", "_lower", "_prefixes", "routes")
+
+    CACHE_LIMIT = 4096
+    _MISS: Any = object()
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        self._exact: dict[bytes, list[int]] = {}
+        self._prefixes: dict[bytes, list[int]] = {}
+        self._always: list[int] = []
+        self._lower = False
+        """Some route matches case-insensitively: its keys are lowercase, look both up."""
+        for index, route in enumerate(routes):
+            match = route.match
+            lower = not match.case_sensitive
+            self._lower = self._lower or lower
+            if match.path is not None:
+                key = match.path.lower() if lower else match.path
+                self._exact.setdefault(key, []).append(index)
+            elif match.prefix is not None:
+                key = match.prefix.lower() if lower else match.prefix
+                self._prefixes.setdefault(key, []).append(index)
+            else:
+                self._always.append(index)
+        self._lengths = sorted({len(prefix) for prefix in self._prefixes})
+        path_only = all(not r.match.headers and r.match.methods is None for r in routes)
+        self._cache: dict[bytes, Route | None] | None = {} if path_only else None
+
+    def find(self, request: RequestHeaders, path: bytes) -> Route | None:
+        cache = self._cache
+        if cache is None:
+            return self._search(request, path)
+        route = cache.get(path, self._MISS)
+        if route is self._MISS:
+            route = self._search(request, path)
+            if len(cache) >= self.CACHE_LIMIT:
+                cache.clear()  # many distinct paths: start over rather than grow
+            cache[path] = route
+        return route
+
+    def _search(self, request: RequestHeaders, path: bytes) -> Route | None:
+        routes = self.routes
+        for index in self._candidates(path):
+            if routes[index].match.matches(request, path):
+                return routes[index]
+        return None
+
+    def _candidates(self, path: bytes) -> list[int]:
+        keys = (path, path.lower()) if self._lower else (path,)
+        found: list[int] = []
+        for key in keys:
+            found += self._exact.get(key, ())
+            prefixes = self._prefixes
+            for length in self._lengths:
+                if length > len(key):
+                    break
+                hit = prefixes.get(key[:length])
+                if hit is not None:
+                    found += hit
+        found += self._always
+        if len(keys) > 1:
+            found = list(set(found))
+        found.sort()
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class VirtualHost:
     name: str
@@ -188,6 +263,10 @@ class VirtualHost:
     routes: tuple[Route, ...]
     request_headers: HeaderMutation = HeaderMutation()
     response_headers: HeaderMutation = HeaderMutation()
+    index: RouteIndex = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", RouteIndex(self.routes))
 
 
 class RouteTable:
@@ -248,11 +327,9 @@ class RouteTable:
         vhost = self.virtual_host(request.authority)
         if vhost is None:
             return None, None
-        path = request.path.split(b"?", 1)[0]
-        for route in vhost.routes:
-            if route.match.matches(request, path):
-                return vhost, route
-        return vhost, None
+        path = request.path
+        query = path.find(b"?")
+        return vhost, vhost.index.find(request, path if query < 0 else path[:query])
 
 
 def _without_port(host: str) -> str:

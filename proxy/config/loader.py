@@ -23,7 +23,12 @@ _FLOAT = re.compile(r"[+-]?\d+\.\d*([eE][+-]?\d+)?")
 _REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class _StrictLoader(yaml.SafeLoader):
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser when PyYAML was built with it (its wheels are): a config with thousands
+of routes parses in a tenth of the time."""
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[valid-type,misc]
     """SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from filters.http.route import RouteTable, parse_route_table
 from protocols.http.events import RequestHeaders
@@ -91,3 +93,36 @@ def test_route_config_problems_name_their_paths() -> None:
     assert "virtual_hosts[0].routes[0].match.regex: invalid regex" in text
     assert "virtual_hosts[0].routes[0].route.cluster: unknown cluster 'nope'" in text
     assert "virtual_hosts[0].routes[1]: a route needs exactly one of" in text
+
+
+PATHS = st.sampled_from(["/", "/a", "/A", "/a/", "/a/b", "/ab", "/b", "/B/c", "/api/v1", "/x"])
+MATCHES = st.one_of(
+    st.builds(lambda p: {"prefix": p}, PATHS),
+    st.builds(lambda p: {"path": p}, PATHS),
+    st.builds(lambda p: {"prefix": p, "case_sensitive": False}, PATHS),
+    st.builds(lambda p: {"path": p, "case_sensitive": False}, PATHS),
+    st.builds(lambda p: {"regex": p + ".*"}, PATHS),
+    st.builds(lambda p: {"prefix": p, "headers": [{"name": "x-v", "exact": "1"}]}, PATHS),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(MATCHES, min_size=1, max_size=12), PATHS, st.sampled_from(["", "1"]))
+def test_the_index_finds_what_a_scan_in_order_finds(
+    matches: list[dict[str, Any]], path: str, version: str
+) -> None:
+    routes = [{"match": m, "route": {"cluster": "a"}, "name": str(i)} for i, m in enumerate(matches)]
+    vhost, _ = table([{"domains": ["*"], "routes": routes}]).find(request("h"))
+    assert vhost is not None
+    probe = request("h", path + "?q=1", **({"x_v": version} if version else {}))
+    expected = next((r for r in vhost.routes if r.match.matches(probe, path.encode())), None)
+    for _ in range(2):  # the second lookup may come from the per-path cache
+        assert vhost.index.find(probe, path.encode()) is expected
+
+
+def test_a_large_table_answers_from_the_index() -> None:
+    routes = [to("a", prefix=f"/svc-{i}/") for i in range(5000)]
+    vhost, route = table([{"domains": ["*"], "routes": routes}]).find(
+        request("h", "/svc-4999/items?x")
+    )
+    assert vhost is not None and route is vhost.routes[4999]
