@@ -193,7 +193,6 @@ class RouteIndex:
     __slots__ = ("_always", "_cache", "_exact", "_lengths", "_lower", "_prefixes", "routes")
 
     CACHE_LIMIT = 4096
-    _MISS: Any = object()
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
         self.routes = routes
@@ -222,12 +221,14 @@ class RouteIndex:
         cache = self._cache
         if cache is None:
             return self._search(request, path)
-        route = cache.get(path, self._MISS)
-        if route is self._MISS:
-            route = self._search(request, path)
-            if len(cache) >= self.CACHE_LIMIT:
-                cache.clear()  # many distinct paths: start over rather than grow
-            cache[path] = route
+        try:
+            return cache[path]
+        except KeyError:
+            pass
+        route = self._search(request, path)
+        if len(cache) >= self.CACHE_LIMIT:
+            cache.clear()  # many distinct paths: start over rather than grow
+        cache[path] = route
         return route
 
     def _search(self, request: RequestHeaders, path: bytes) -> Route | None:

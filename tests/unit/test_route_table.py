@@ -111,7 +111,9 @@ MATCHES = st.one_of(
 def test_the_index_finds_what_a_scan_in_order_finds(
     matches: list[dict[str, Any]], path: str, version: str
 ) -> None:
-    routes = [{"match": m, "route": {"cluster": "a"}, "name": str(i)} for i, m in enumerate(matches)]
+    routes = [
+        {"match": m, "route": {"cluster": "a"}, "name": str(i)} for i, m in enumerate(matches)
+    ]
     vhost, _ = table([{"domains": ["*"], "routes": routes}]).find(request("h"))
     assert vhost is not None
     probe = request("h", path + "?q=1", **({"x_v": version} if version else {}))
