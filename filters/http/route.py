@@ -179,6 +179,14 @@ class Route:
     response_headers: HeaderMutation = HeaderMutation()
     per_filter: Mapping[str, Any] = field(default_factory=dict)
     """Per-route filter configs by filter name; the value False disables the filter here."""
+    forwards_only: bool = field(default=False, init=False, compare=False)
+    """The route sends requests to a cluster as they are (no redirect, direct response,
+    rewrite or retry policy): the connection manager may take its forwarding path."""
+
+    def __post_init__(self) -> None:
+        action = self.action
+        plain = action is not None and not action.rewrites and action.retry_policy is None
+        object.__setattr__(self, "forwards_only", plain)
 
 
 class RouteIndex:

@@ -5,8 +5,8 @@ as received and serialises as that block, with added lines appended to it and re
 fields cut out of it. Names are stored lowercased (HTTP/2 requires it and lookups need
 it); the raw block keeps the sender's spelling.
 
-The framing and hop-by-hop fields (INDEXED) are asked about for nearly every message,
-by the codecs and by the proxy: `indexed()` maps the ones present to their values, built
+A proxy asks about a few fields of nearly every message (framing, hop-by-hop, the request
+id and forwarding fields): `indexed()` maps the INDEXED ones present to their values, built
 once (the HTTP/1 parser hands it over with the items) and kept in step with changes, so
 such questions cost a dict lookup instead of a pass over every header.
 """
@@ -20,8 +20,12 @@ HeaderItems = list[tuple[bytes, bytes]]
 Index = dict[bytes, list[bytes]]
 
 INDEXED = frozenset((
+    # framing and hop-by-hop (RFC 9110 7.6.1, RFC 9112 6)
     b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect",
     b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    # what the connection manager reads or sets on every proxied request
+    b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"traceparent",
+    b"content-type", b"user-agent",
 ))  # fmt: skip
 
 _LINE_PATTERNS: dict[bytes, re.Pattern[bytes]] = {}
@@ -118,8 +122,8 @@ class Headers:
         self._items.append((name, value))
         if self._raw is not None:
             self._raw += name + b": " + value + b"\r\n"
-        if name in INDEXED:
-            self._index = None  # (rare: rebuilt when asked for)
+        if name in INDEXED and self._index is not None:
+            _index_add(self._index, name, value)
 
     def extend(self, fields: Iterable[tuple[bytes, bytes]]) -> None:
         """`add` each (name, value), in order."""
@@ -128,8 +132,8 @@ class Headers:
         for name, value in fields:
             items.append((name, value))
             lines.append(name + b": " + value + b"\r\n")
-            if name in INDEXED:
-                self._index = None
+            if name in INDEXED and self._index is not None:
+                _index_add(self._index, name, value)
         if self._raw is not None:
             self._raw += b"".join(lines)
 
@@ -176,3 +180,9 @@ class Headers:
         if self._raw is not None:
             return self._raw
         return b"".join([k + b": " + v + b"\r\n" for k, v in self._items])
+
+
+def _index_add(index: Index, name: bytes, value: bytes) -> None:
+    """One more value of `name`, in a new list (callers may hold the old values)."""
+    values = index.get(name)
+    index[name] = [value] if values is None else [*values, value]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from filters.network.http.stream import HOP_BY_HOP, UPGRADE_HEADERS, strip_hop_by_hop
+from filters.network.http.prepare import HOP_BY_HOP, UPGRADE_HEADERS, strip_hop_by_hop
 from protocols.http.events import RequestHeaders
 from protocols.http.h1 import H1ServerCodec
 from protocols.http.headers import INDEXED, Headers

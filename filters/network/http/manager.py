@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from filters.http.api import StreamFilterFactory
 from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
 from filters.network.http.config import HcmConfig
+from filters.network.http.forward import ForwardedExchange
 from filters.network.http.observe import HttpStats, format_access_log
+from filters.network.http.prepare import prepare_request
 from filters.network.http.stream import ActiveStream
 from protocols.http.errors import HttpError
 from protocols.http.events import (
@@ -31,8 +33,9 @@ from protocols.http.events import (
 from protocols.http.h1 import H1Limits, H1ServerCodec
 from protocols.http.h2 import H2Codec, H2Settings
 from protocols.http.headers import Headers
-from proxy.stream_info import ResponseFlag
+from proxy.stream_info import HttpStreamInfo, ResponseFlag
 from proxy.timers import TimerWheel
+from proxy.upstream.cluster import ClusterManager
 
 log = logging.getLogger("mecha.http")
 
@@ -46,6 +49,10 @@ IDLE_DRAIN_GRACE = 0.2
 sending its next request right at the drain gets an answer (with Connection: close)."""
 
 
+Stream = ActiveStream | ForwardedExchange
+"""An exchange on this connection: through the stream filters, or on the forwarding path."""
+
+
 @dataclass(slots=True)
 class HcmShared:
     """Built once per listener: what every connection of this manager shares."""
@@ -57,7 +64,13 @@ class HcmShared:
     access_log: Callable[[str], None] | None
     h1_limits: H1Limits
     h2_settings: H2Settings
+    clusters: ClusterManager
     timers: TimerWheel = field(default_factory=TimerWheel)
+    forwarding: bool = field(init=False)
+    """The router is the only HTTP filter: plain routes may take the forwarding path."""
+
+    def __post_init__(self) -> None:
+        self.forwarding = [name for name, _ in self.filter_factories] == ["router"]
 
 
 class HttpConnectionManager(NetworkFilter):
@@ -69,7 +82,7 @@ class HttpConnectionManager(NetworkFilter):
         self.shared = shared
         self.callbacks = callbacks
         self.client_ip = callbacks.info.downstream_remote.rsplit(":", 1)[0].strip("[]").encode()
-        self.streams: dict[int, ActiveStream] = {}
+        self.streams: dict[int, Stream] = {}
         self._h1: H1ServerCodec | None = None
         self._h2: H2Codec | None = None
         self._sniffed = b""
@@ -216,14 +229,38 @@ class HttpConnectionManager(NetworkFilter):
                 stream.finish(downstream_reset=True)
 
     def _new_stream(self, request: RequestHeaders) -> None:
-        stats = self.shared.stats
-        stats.downstream_rq += 1
-        stream = ActiveStream(self, request)
-        stream.request_complete = request.end_stream
+        """Prepare the head (as Envoy does before routing), route it, and run it on the
+        forwarding path when nothing else is asked of it, else through the filters."""
+        shared = self.shared
+        shared.stats.downstream_rq += 1
+        info = self._stream_info(request)
+        prepare_request(request, info, shared.config, self.client_ip,
+                        self.callbacks.info.downstream_tls)  # fmt: skip
+        vhost, route = shared.config.route_table.find(request)
+        stream: Stream
+        if (
+            shared.forwarding
+            and route is not None
+            and route.forwards_only
+            and request.upgrade is None
+            and request.method != b"CONNECT"
+            and not info.grpc
+        ):
+            assert vhost is not None and route.action is not None
+            cluster = shared.clusters.clusters[route.action.pick_cluster()]
+            stream = ForwardedExchange(self, request, info, vhost, route, cluster)
+        else:
+            stream = ActiveStream(self, request, info, vhost, route)
         self.streams[request.stream_id] = stream
         if request.expect_continue and self._h1 is not None:
             self._write(self._h1.encode_response(ResponseHeaders(100, Headers())))
         stream.start()
+
+    def _stream_info(self, request: RequestHeaders) -> HttpStreamInfo:
+        return HttpStreamInfo(
+            self.shared.listener, self.callbacks.info.downstream_remote, request.version,
+            request.method, request.path, request.authority,
+        )  # fmt: skip
 
     def _on_peer_eof(self) -> None:
         if self._h1 is not None and not self.streams:
@@ -242,17 +279,21 @@ class HttpConnectionManager(NetworkFilter):
             self._close()
             return
         if stream is None:
-            stream = ActiveStream(self, RequestHeaders(b"-", b"-", b"", Headers()))
+            request = RequestHeaders(b"-", b"-", b"", Headers())
+            stream = ActiveStream(self, request, self._stream_info(request), None, None)
             self.streams[1] = stream
         self._closing = True
         stream.info.fail(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, error.reason)
         body = f"{error.reason}\n".encode()
+        if isinstance(stream, ForwardedExchange):
+            self.local_reply(stream, error.status, body)  # (_closing adds Connection: close)
+            return
         stream.send_local_reply(error.status, body, ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
                                 Headers([(b"connection", b"close")]), error.reason)  # fmt: skip
 
     # -- output from streams -------------------------------------------------------------------
 
-    def send_headers(self, stream: ActiveStream, head: ResponseHeaders, end_stream: bool) -> None:
+    def send_headers(self, stream: Stream, head: ResponseHeaders, end_stream: bool) -> None:
         head.stream_id = stream.stream_id
         head.end_stream = end_stream
         if self._h1 is not None:
@@ -266,7 +307,7 @@ class HttpConnectionManager(NetworkFilter):
         if end_stream and head.status >= 200:
             stream.finish()
 
-    def send_data(self, stream: ActiveStream, data: bytes, end_stream: bool) -> None:
+    def send_data(self, stream: Stream, data: bytes, end_stream: bool) -> None:
         if self._h1 is not None:
             data = self._h1.encode_data(data, end_stream)
             if not end_stream:
@@ -282,7 +323,7 @@ class HttpConnectionManager(NetworkFilter):
         if end_stream:
             stream.finish()
 
-    def send_trailers(self, stream: ActiveStream, trailers: Headers) -> None:
+    def send_trailers(self, stream: Stream, trailers: Headers) -> None:
         if self._h1 is not None:
             self._write(self._h1.encode_trailers(trailers))
         else:
@@ -291,7 +332,20 @@ class HttpConnectionManager(NetworkFilter):
             self._schedule_flush()
         stream.finish()
 
-    def reset_stream(self, stream: ActiveStream) -> None:
+    def local_reply(self, stream: Stream, status: int, body: bytes) -> None:
+        """A plain-text answer made here (the forwarding path's 502 / 503 / 504)."""
+        if stream.response_started:
+            self.reset_stream(stream)
+            return
+        length = b"%d" % len(body)
+        headers = Headers([(b"content-type", b"text/plain"), (b"content-length", length)])
+        head = ResponseHeaders(status, headers, content_length=len(body))
+        stream.info.status = status
+        stream.info.body_bytes_sent += len(body)
+        self.send_headers(stream, head, False)
+        self.send_data(stream, body, True)
+
+    def reset_stream(self, stream: Stream) -> None:
         """Abort one stream: RST_STREAM on HTTP/2; on HTTP/1 only closing the connection can."""
         if self._h2 is not None:
             self._h2.reset(stream.stream_id)
@@ -302,7 +356,7 @@ class HttpConnectionManager(NetworkFilter):
             self._flush()
             self.callbacks.close(abort=True)
 
-    def stream_read_disable(self, stream: ActiveStream, disable: bool) -> None:
+    def stream_read_disable(self, stream: Stream, disable: bool) -> None:
         """Request-body backpressure: pause the socket (HTTP/1) or the stream's window (HTTP/2)."""
         if self._h1 is not None:
             self.callbacks.read_disable(disable)
@@ -313,7 +367,7 @@ class HttpConnectionManager(NetworkFilter):
             stream.h2_paused -= 1
             self._credit(stream, stream.stream_id, 0)
 
-    def _credit(self, stream: ActiveStream | None, stream_id: int, size: int) -> None:
+    def _credit(self, stream: Stream | None, stream_id: int, size: int) -> None:
         """HTTP/2: give the client its window back, unless this stream's consumer is paused."""
         assert self._h2 is not None
         if stream is None:
@@ -326,7 +380,7 @@ class HttpConnectionManager(NetworkFilter):
             stream.h2_unacked = 0
         self._schedule_flush()
 
-    def stream_finished(self, stream: ActiveStream) -> None:
+    def stream_finished(self, stream: Stream) -> None:
         info = stream.info
         self.streams.pop(stream.stream_id, None)
         shared = self.shared

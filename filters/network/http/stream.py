@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from filters.http.api import STOP, StreamFilter
 from filters.http.route import Route, VirtualHost
+from filters.network.http.prepare import strip_hop_by_hop
 from protocols.http.events import RequestHeaders, ResponseHeaders
 from protocols.http.headers import Headers
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
@@ -18,85 +18,12 @@ from proxy.timers import Deadline
 if TYPE_CHECKING:
     from filters.network.http.manager import HttpConnectionManager
 
-# Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection",
-                        b"transfer-encoding", b"upgrade", b"te", b"trailer"})  # fmt: skip
-UPGRADE_HEADERS = frozenset((b"connection", b"upgrade"))
-
-
-def strip_hop_by_hop(headers: Headers, keep_upgrade: bool) -> bool:
-    """Drop connection-specific fields, and the fields Connection names; whether any."""
-    index = headers.indexed()
-    present = HOP_BY_HOP.intersection(index)
-    if not present:
-        return False
-    doomed = set(present - UPGRADE_HEADERS if keep_upgrade else present)
-    if b"te" in present and all(v.strip().lower() == b"trailers" for v in index[b"te"]):
-        doomed.discard(b"te")  # gRPC needs `te: trailers` end to end
-    if b"connection" in present and not keep_upgrade:
-        for value in index[b"connection"]:
-            for token in value.split(b","):
-                token = token.strip().lower()
-                # (a hop-by-hop field that is not present has nothing to cut)
-                if token and (token in present or token not in HOP_BY_HOP):
-                    doomed.add(token)
-    removed = False
-    for name in doomed:
-        removed = headers.remove(name) or removed
-    return removed
-
-
-# What _prepare_request reads from every request.
-PROXY_FIELDS = frozenset((b"content-type", b"user-agent", b"x-request-id", b"x-forwarded-for",
-                          b"x-forwarded-proto", b"traceparent"))  # fmt: skip
-
-
-def _proxy_fields(headers: Headers) -> dict[bytes, bytes]:
-    """The first value of each PROXY_FIELDS name present, in one pass."""
-    seen: dict[bytes, bytes] = {}
-    for name, value in headers:
-        if name in PROXY_FIELDS and name not in seen:
-            seen[name] = value
-    return seen
-
-
 # HTTP status -> gRPC status for replies the proxy makes itself (gRPC's HTTP mapping).
 GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 413: 8, 429: 14, 502: 14, 503: 14, 504: 4}
 GRPC_DEADLINE_EXCEEDED = 4
 PRECISE_BELOW = 1.0
 """Deadlines shorter than this (seconds) get a loop timer instead of the wheel's slot: up to a
 tick late matters to them (a 300 ms gRPC deadline racing the upstream's own clock)."""
-
-
-def new_ids() -> tuple[bytes, bytes]:
-    """A UUID4-shaped request id and a W3C traceparent, from one random draw."""
-    digits = b"%048x" % (random.getrandbits(192) | 1 << 64 | 1)
-    request_id = b"%s-%s-4%s-a%s-%s" % (digits[:8], digits[8:12], digits[13:16], digits[17:20],
-                                          digits[20:32])  # fmt: skip
-    return request_id, b"00-" + digits[:32] + b"-" + digits[32:] + b"-01"
-
-
-def valid_traceparent(value: bytes) -> bool:
-    parts = value.split(b"-")
-    return (
-        len(parts) >= 4
-        and len(parts[0]) == 2
-        and parts[0] != b"ff"
-        and len(parts[1]) == 32
-        and parts[1] != b"0" * 32
-        and len(parts[2]) == 16
-        and parts[2] != b"0" * 16
-        and len(parts[3]) == 2
-        and all(_is_hex(part) for part in parts[:4])
-    )
-
-
-def _is_hex(value: bytes) -> bool:
-    try:
-        int(value, 16)
-    except ValueError:
-        return False
-    return value == value.lower()
 
 
 class ActiveStream:
@@ -125,18 +52,22 @@ class ActiveStream:
         "vhost",
     )
 
-    def __init__(self, manager: HttpConnectionManager, request: RequestHeaders) -> None:
+    def __init__(
+        self,
+        manager: HttpConnectionManager,
+        request: RequestHeaders,
+        info: HttpStreamInfo,
+        vhost: VirtualHost | None,
+        route: Route | None,
+    ) -> None:
         self.manager = manager
         self.stream_id = request.stream_id
         self.request = request
-        self.info = HttpStreamInfo(
-            manager.shared.listener, manager.callbacks.info.downstream_remote, request.version,
-            request.method, request.path, request.authority,
-        )  # fmt: skip
-        self.vhost: VirtualHost | None = None
-        self.route: Route | None = None
+        self.info = info
+        self.vhost = vhost
+        self.route = route
         self.response_started = False
-        self.request_complete = False
+        self.request_complete = request.end_stream
         self.h2_paused = 0
         self.h2_unacked = 0
         self.done = False
@@ -153,12 +84,10 @@ class ActiveStream:
     # -- set-up -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Prepare headers, resolve the route, make this stream's filters, then decode."""
+        """Make this stream's filters (for the route found), then decode."""
         request = self.request
         shared = self.manager.shared
-        self._prepare_request(request)
-        self.vhost, route = shared.config.route_table.find(request)
-        self.route = route
+        route = self.route
         per_filter = None
         if route is not None:
             self.info.route_name = route.name
@@ -175,46 +104,6 @@ class ActiveStream:
                 encoders.append(filter_)
         encoders.reverse()
         self._run_header_decoders(0, request.end_stream)
-
-    def _prepare_request(self, request: RequestHeaders) -> None:
-        headers = request.headers
-        config = self.manager.shared.config
-        info = self.info
-        seen = _proxy_fields(headers)
-        info.grpc = seen.get(b"content-type", b"").startswith(b"application/grpc")
-        info.user_agent = seen.get(b"user-agent")
-        if strip_hop_by_hop(headers, keep_upgrade=request.upgrade is not None):
-            seen = _proxy_fields(headers)  # (Connection may have named some of them)
-        if request.expect_continue:
-            headers.remove(b"expect")
-        request_id = seen.get(b"x-request-id")
-        parent = seen.get(b"traceparent")
-        new_parent = config.generate_traceparent and not (parent and valid_traceparent(parent))
-        if new_parent or (config.generate_request_id and not request_id):
-            generated_id, traceparent = new_ids()
-        added: list[tuple[bytes, bytes]] = []
-        if config.generate_request_id:
-            if request_id is None:
-                added.append((b"x-request-id", generated_id))
-            info.request_id = request_id or generated_id
-        if config.append_forwarded_for:
-            client = self.manager.client_ip
-            previous = seen.get(b"x-forwarded-for")
-            if previous:
-                headers.remove(b"x-forwarded-for")
-                forwarded = previous + b", " + client
-            else:
-                forwarded = client
-            added.append((b"x-forwarded-for", forwarded))
-            info.forwarded_for = forwarded
-            if b"x-forwarded-proto" not in seen:
-                tls = self.manager.callbacks.info.downstream_tls
-                added.append((b"x-forwarded-proto", b"https" if tls else request.scheme))
-        if new_parent:
-            if parent is not None:
-                headers.remove(b"traceparent")
-            added.append((b"traceparent", traceparent))
-        headers.extend(added)
 
     # -- StreamCallbacks ------------------------------------------------------------------------
 
