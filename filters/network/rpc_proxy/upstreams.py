@@ -1,0 +1,129 @@
+"""Where one caller's messages go: the listener's shared connections, or connections of its own.
+
+- `upstream_connections: shared` (the default): every caller's calls are multiplexed on a few
+  connections per endpoint. When the upstream closes one with a caller's message unread (see
+  proxy/upstream/rpc_pool.py: blame), that caller is a suspect and goes on *probation*: for
+  PROBATION seconds its messages travel on a connection of its own, so if it does it again
+  only its own calls are lost, and then it is cut off. Innocent suspects lose nothing but a
+  shared connection for a while. At most MAX_ON_PROBATION callers per listener are set apart
+  at once (beyond that, suspects stay on the shared connections; counted).
+- `per_client`: each caller has its own connection per endpoint, pinned to the endpoint first
+  chosen in each cluster (a stateful peer such as Neovim keeps one channel per client), and
+  the server's own requests and notifications reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from filters.network.rpc_proxy.config import RpcRoute
+from proxy.upstream.endpoint import Endpoint
+from proxy.upstream.rpc_pool import RpcConnection, RpcPool
+
+if TYPE_CHECKING:
+    from filters.network.rpc_proxy.filter import RpcShared
+    from filters.network.rpc_proxy.session import RpcSession
+
+log = logging.getLogger("mecha.rpc_proxy")
+
+PROBATION = 30.0
+"""Seconds a suspect's messages keep to a connection of their own."""
+MAX_ON_PROBATION = 64
+"""Callers per listener on probation at once: each holds one more upstream connection."""
+
+
+class CallerUpstreams:
+    __slots__ = ("_own", "_pinned", "_probation_until", "_retiring", "session", "shared")
+
+    def __init__(self, session: RpcSession) -> None:
+        self.session = session
+        self.shared: RpcShared = session.shared
+        self._own: dict[Endpoint, RpcPool] | None = {} if self.shared.config.per_client else None
+        """Pools of this caller alone (per_client, or on probation); None: shared ones."""
+        self._pinned: dict[str, Endpoint] = {}
+        self._probation_until = 0.0
+        self._retiring: list[RpcPool] = []
+
+    @property
+    def on_probation(self) -> bool:
+        return self._probation_until > 0.0
+
+    def pick(self, route: RpcRoute, exclude: list[Endpoint]) -> tuple[Endpoint, RpcConnection]:
+        """An endpoint for the route and the connection to send on; UpstreamError if none."""
+        cluster = self.shared.cluster(route)
+        if self.shared.config.per_client:
+            endpoint = self._pinned.get(route.cluster)
+            if endpoint is None:
+                endpoint = self._pinned[route.cluster] = cluster.choose()
+        else:
+            endpoint = cluster.choose(exclude)
+        return endpoint, self._pool(route, endpoint).connection()
+
+    def _pool(self, route: RpcRoute, endpoint: Endpoint) -> RpcPool:
+        if self._retiring:
+            self._close_idle(self._retiring)
+        own = self._own
+        if own is None:
+            return self.shared.pool(route, endpoint)
+        if self.on_probation and self.shared.loop().time() >= self._probation_until:
+            self._end_probation()
+            return self.shared.pool(route, endpoint)
+        pool = own.get(endpoint)
+        if pool is None:
+            owner = self.session if self.shared.config.per_client else None
+            pool = own[endpoint] = self.shared.private_pool(route, endpoint, owner)
+        return pool
+
+    def connections(self) -> list[RpcConnection]:
+        """The connections of this caller alone."""
+        return [c for pool in (self._own or {}).values() for c in pool.connections]
+
+    # -- blame --------------------------------------------------------------------------------
+
+    def suspected(self, connection: RpcConnection) -> bool:
+        """The upstream closed `connection` with a message of this caller unread: True when
+        the caller is to be cut off (it was already alone on that connection)."""
+        if self.shared.config.per_client:
+            return False  # its connection is its own: losing it ends the caller anyway
+        if self.on_probation:
+            if any(connection.pool is pool for pool in (self._own or {}).values()):
+                return True
+            self._probation_until = self.shared.loop().time() + PROBATION
+            return False
+        if self.shared.on_probation >= MAX_ON_PROBATION:
+            self.shared.stats.probation_overflow += 1
+            return False
+        self._start_probation()
+        return False
+
+    def _start_probation(self) -> None:
+        self.shared.on_probation += 1
+        self.shared.stats.probations += 1
+        self._own = {}
+        self._probation_until = self.shared.loop().time() + PROBATION
+        log.info("%s: %s goes on a connection of its own for %.0fs: an upstream closed a "
+                 "shared connection with its message unread", self.shared.listener,
+                 self.session.callbacks.info.downstream_remote, PROBATION)  # fmt: skip
+
+    def _end_probation(self) -> None:
+        self.shared.on_probation -= 1
+        self._probation_until = 0.0
+        self._retiring += (self._own or {}).values()
+        self._own = None
+        self._close_idle(self._retiring)
+
+    @staticmethod
+    def _close_idle(pools: list[RpcPool]) -> None:
+        for pool in [p for p in pools if not p.in_flight]:
+            pools.remove(pool)
+            pool.close()
+
+    def close(self) -> None:
+        if self.on_probation:
+            self.shared.on_probation -= 1
+            self._probation_until = 0.0
+        for pool in [*(self._own or {}).values(), *self._retiring]:
+            pool.close()
+        self._own = None if not self.shared.config.per_client else {}
+        self._retiring = []
