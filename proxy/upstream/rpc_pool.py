@@ -279,6 +279,8 @@ class RpcConnection(PipelinedConnection):
 
     def close(self, abort: bool = False) -> None:
         self._closing = True
+        if self.transport is None:  # not connected (yet): nothing will call connection_lost
+            self.fail("connection closed by mecha")
         super().close(abort)
 
     def fail(self, reason: str) -> None:

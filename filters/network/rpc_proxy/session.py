@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
 from filters.network.rpc_proxy.call import ProxiedCall
-from filters.network.rpc_proxy.upstreams import CallerUpstreams
+from filters.network.rpc_proxy.upstreams import PROBATION, CallerUpstreams, Verdict
 from protocols.rpc.api import Frame, FrameKind, RpcError
 from proxy.upstream.cluster import UpstreamError
 from proxy.upstream.rpc_pool import RpcConnection
@@ -51,7 +51,7 @@ class RpcSession(NetworkFilter):
         self._flush_scheduled = False
         self._handling = False
         self.calls: set[ProxiedCall] = set()
-        self.upstreams = CallerUpstreams(self)
+        self.upstreams = CallerUpstreams(shared, self if shared.config.per_client else None)
         self._server_calls: dict[int, tuple[RpcConnection, int]] = {}
         """id towards the caller -> (connection, the server's id) of the server's requests"""
         self._next_server_id = 0
@@ -159,7 +159,7 @@ class RpcSession(NetworkFilter):
         for client_id, (owner, _) in list(self._server_calls.items()):
             if owner is connection:
                 del self._server_calls[client_id]
-        if not self.closed_for_input:
+        if not self.closed and not self.closed_for_input:
             log.info("%s: closing %s: its upstream %s: %s", self.shared.listener,
                      self.callbacks.info.downstream_remote, connection.endpoint.address,
                      reason)  # fmt: skip
@@ -179,14 +179,20 @@ class RpcSession(NetworkFilter):
     # -- blame ----------------------------------------------------------------------------------
 
     def suspected(self, connection: RpcConnection) -> None:
-        if self.closed or self.cut_off or not self.upstreams.suspected(connection):
+        if self.closed or self.cut_off:
             return
-        self.cut_off = (f"the upstream closed connections twice with a message of this client "
-                        f"unread (the last: {connection.endpoint.address})")  # fmt: skip
-        self.shared.stats.cut_off += 1
-        log.warning("%s: cutting off %s: %s", self.shared.listener,
-                    self.callbacks.info.downstream_remote, self.cut_off)  # fmt: skip
-        self.close_when_answered()
+        verdict = self.upstreams.suspected(connection)
+        remote = self.callbacks.info.downstream_remote
+        if verdict is Verdict.PROBATION:
+            log.info("%s: %s goes on a connection of its own for %.0fs: %s closed a shared "
+                     "connection with its message unread", self.shared.listener, remote,
+                     PROBATION, connection.endpoint.address)  # fmt: skip
+        elif verdict is Verdict.CUT_OFF:
+            self.cut_off = (f"the upstream closed connections twice with a message of this "
+                            f"client unread (the last: {connection.endpoint.address})")  # fmt: skip
+            self.shared.stats.cut_off += 1
+            log.warning("%s: cutting off %s: %s", self.shared.listener, remote, self.cut_off)
+            self.close_when_answered()
 
     # -- answers --------------------------------------------------------------------------------
 

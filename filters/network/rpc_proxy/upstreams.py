@@ -14,18 +14,15 @@
 
 from __future__ import annotations
 
-import logging
+import enum
 from typing import TYPE_CHECKING
 
 from filters.network.rpc_proxy.config import RpcRoute
 from proxy.upstream.endpoint import Endpoint
-from proxy.upstream.rpc_pool import RpcConnection, RpcPool
+from proxy.upstream.rpc_pool import Owner, RpcConnection, RpcPool
 
 if TYPE_CHECKING:
     from filters.network.rpc_proxy.filter import RpcShared
-    from filters.network.rpc_proxy.session import RpcSession
-
-log = logging.getLogger("mecha.rpc_proxy")
 
 PROBATION = 30.0
 """Seconds a suspect's messages keep to a connection of their own."""
@@ -33,13 +30,23 @@ MAX_ON_PROBATION = 64
 """Callers per listener on probation at once: each holds one more upstream connection."""
 
 
-class CallerUpstreams:
-    __slots__ = ("_own", "_pinned", "_probation_until", "_retiring", "session", "shared")
+class Verdict(enum.Enum):
+    """What becomes of a suspect (see `CallerUpstreams.suspected`)."""
 
-    def __init__(self, session: RpcSession) -> None:
-        self.session = session
-        self.shared: RpcShared = session.shared
-        self._own: dict[Endpoint, RpcPool] | None = {} if self.shared.config.per_client else None
+    NONE = "none"
+    PROBATION = "probation"
+    CUT_OFF = "cut off"
+
+
+class CallerUpstreams:
+    __slots__ = ("_own", "_owner", "_pinned", "_probation_until", "_retiring", "shared")
+
+    def __init__(self, shared: RpcShared, owner: Owner | None) -> None:
+        self.shared = shared
+        self._owner = owner
+        """Who hears the server on this caller's own connections (per_client); dropped on
+        close, which breaks the cycle session -> upstreams -> session."""
+        self._own: dict[Endpoint, RpcPool] | None = {} if shared.config.per_client else None
         """Pools of this caller alone (per_client, or on probation); None: shared ones."""
         self._pinned: dict[str, Endpoint] = {}
         self._probation_until = 0.0
@@ -71,8 +78,7 @@ class CallerUpstreams:
             return self.shared.pool(route, endpoint)
         pool = own.get(endpoint)
         if pool is None:
-            owner = self.session if self.shared.config.per_client else None
-            pool = own[endpoint] = self.shared.private_pool(route, endpoint, owner)
+            pool = own[endpoint] = self.shared.private_pool(route, endpoint, self._owner)
         return pool
 
     def connections(self) -> list[RpcConnection]:
@@ -81,30 +87,24 @@ class CallerUpstreams:
 
     # -- blame --------------------------------------------------------------------------------
 
-    def suspected(self, connection: RpcConnection) -> bool:
-        """The upstream closed `connection` with a message of this caller unread: True when
-        the caller is to be cut off (it was already alone on that connection)."""
+    def suspected(self, connection: RpcConnection) -> Verdict:
+        """The upstream closed `connection` with a message of this caller unread: cut off
+        when the caller was alone on it (on probation), else set apart (or kept apart)."""
         if self.shared.config.per_client:
-            return False  # its connection is its own: losing it ends the caller anyway
+            return Verdict.NONE  # its connection is its own: losing it ends the caller anyway
         if self.on_probation:
             if any(connection.pool is pool for pool in (self._own or {}).values()):
-                return True
+                return Verdict.CUT_OFF
             self._probation_until = self.shared.loop().time() + PROBATION
-            return False
+            return Verdict.NONE
         if self.shared.on_probation >= MAX_ON_PROBATION:
             self.shared.stats.probation_overflow += 1
-            return False
-        self._start_probation()
-        return False
-
-    def _start_probation(self) -> None:
+            return Verdict.NONE
         self.shared.on_probation += 1
         self.shared.stats.probations += 1
         self._own = {}
         self._probation_until = self.shared.loop().time() + PROBATION
-        log.info("%s: %s goes on a connection of its own for %.0fs: an upstream closed a "
-                 "shared connection with its message unread", self.shared.listener,
-                 self.session.callbacks.info.downstream_remote, PROBATION)  # fmt: skip
+        return Verdict.PROBATION
 
     def _end_probation(self) -> None:
         self.shared.on_probation -= 1
@@ -125,5 +125,6 @@ class CallerUpstreams:
             self._probation_until = 0.0
         for pool in [*(self._own or {}).values(), *self._retiring]:
             pool.close()
-        self._own = None if not self.shared.config.per_client else {}
+        self._own = None
         self._retiring = []
+        self._owner = None
