@@ -18,6 +18,7 @@ import enum
 from typing import TYPE_CHECKING
 
 from filters.network.rpc_proxy.config import RpcRoute
+from proxy.timers import Deadline
 from proxy.upstream.endpoint import Endpoint
 from proxy.upstream.rpc_pool import Owner, RpcConnection, RpcPool
 
@@ -39,7 +40,7 @@ class Verdict(enum.Enum):
 
 
 class CallerUpstreams:
-    __slots__ = ("_own", "_owner", "_pinned", "_probation_until", "_retiring", "shared")
+    __slots__ = ("_own", "_owner", "_pinned", "_probation", "_retiring", "shared")
 
     def __init__(self, shared: RpcShared, owner: Owner | None) -> None:
         self.shared = shared
@@ -49,12 +50,14 @@ class CallerUpstreams:
         self._own: dict[Endpoint, RpcPool] | None = {} if shared.config.per_client else None
         """Pools of this caller alone (per_client, or on probation); None: shared ones."""
         self._pinned: dict[str, Endpoint] = {}
-        self._probation_until = 0.0
+        self._probation: Deadline | None = None
+        """While on probation: when it ends."""
         self._retiring: list[RpcPool] = []
+        """Pools of a probation that ended, closed once nothing is in flight on them."""
 
     @property
     def on_probation(self) -> bool:
-        return self._probation_until > 0.0
+        return self._probation is not None
 
     def pick(self, route: RpcRoute, exclude: list[Endpoint]) -> tuple[Endpoint, RpcConnection]:
         """An endpoint for the route and the connection to send on; UpstreamError if none."""
@@ -72,9 +75,6 @@ class CallerUpstreams:
             self._close_idle(self._retiring)
         own = self._own
         if own is None:
-            return self.shared.pool(route, endpoint)
-        if self.on_probation and self.shared.loop().time() >= self._probation_until:
-            self._end_probation()
             return self.shared.pool(route, endpoint)
         pool = own.get(endpoint)
         if pool is None:
@@ -95,7 +95,7 @@ class CallerUpstreams:
         if self.on_probation:
             if any(connection.pool is pool for pool in (self._own or {}).values()):
                 return Verdict.CUT_OFF
-            self._probation_until = self.shared.loop().time() + PROBATION
+            self._set_probation()  # suspected again, on a shared connection: longer apart
             return Verdict.NONE
         if self.shared.on_probation >= MAX_ON_PROBATION:
             self.shared.stats.probation_overflow += 1
@@ -103,12 +103,17 @@ class CallerUpstreams:
         self.shared.on_probation += 1
         self.shared.stats.probations += 1
         self._own = {}
-        self._probation_until = self.shared.loop().time() + PROBATION
+        self._set_probation()
         return Verdict.PROBATION
+
+    def _set_probation(self) -> None:
+        if self._probation is not None:
+            self._probation.cancel()
+        self._probation = self.shared.timers.call_later(PROBATION, self._end_probation)
 
     def _end_probation(self) -> None:
         self.shared.on_probation -= 1
-        self._probation_until = 0.0
+        self._probation = None
         self._retiring += (self._own or {}).values()
         self._own = None
         self._close_idle(self._retiring)
@@ -120,9 +125,10 @@ class CallerUpstreams:
             pool.close()
 
     def close(self) -> None:
-        if self.on_probation:
+        if self._probation is not None:
+            self._probation.cancel()
+            self._probation = None
             self.shared.on_probation -= 1
-            self._probation_until = 0.0
         for pool in [*(self._own or {}).values(), *self._retiring]:
             pool.close()
         self._own = None
