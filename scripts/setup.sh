@@ -22,6 +22,7 @@ TEST_COMMANDS=(
   iptables:iptables
   ip6tables:iptables
   ip:iproute2
+  nvim:neovim
 )
 
 apt_install_missing() {

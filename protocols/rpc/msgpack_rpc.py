@@ -4,7 +4,9 @@ Messages, each one msgpack array on a plain stream (no other framing):
     request       [0, msgid, method, params]
     response      [1, msgid, error, result]
     notification  [2, method, params]          (ONEWAY: no msgid, no response)
-msgid is a uint32, method a str (UTF-8), params an array; error and result are anything.
+msgid is a uint32, method a str or a bin holding UTF-8 (the spec says str; Neovim and its
+clients, pynvim among them, send bin, and servers take either: the frame is forwarded as it
+came, the name is only read to route on), params an array; error and result are anything.
 Any valid msgpack encoding of these is accepted (an array16 header, a type or msgid in a
 wider or signed integer format), as msgpack itself accepts it.
 
@@ -60,6 +62,9 @@ _INT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0x
 """uint8..uint64, int8..int64: bytes after the format byte (fixints are read directly)."""
 _STR_WIDTHS = {0xD9: 1, 0xDA: 2, 0xDB: 4}
 _ARRAY_WIDTHS = {0xDC: 2, 0xDD: 4}
+_BIN_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_NAME_WIDTHS = {**_STR_WIDTHS, **_BIN_WIDTHS}
+"""A method name is a str or a bin: Neovim and its clients (pynvim) send names as bin."""
 
 
 def _formats() -> tuple[list[tuple[int, int, int] | None], list[tuple[int, int, int] | None]]:
@@ -82,7 +87,7 @@ def _formats() -> tuple[list[tuple[int, int, int] | None], list[tuple[int, int, 
     fixed[0xD8] = (18, 0, 0)  # fixext16
     for b, width in _INT_WIDTHS.items():
         fixed[b] = (1 + width, 0, 0)
-    for b, width in ((0xC4, 1), (0xC5, 2), (0xC6, 4), *_STR_WIDTHS.items()):
+    for b, width in (*_BIN_WIDTHS.items(), *_STR_WIDTHS.items()):
         var[b] = (width, 0, 0)  # bin, str
     for b, width in ((0xC7, 1), (0xC8, 2), (0xC9, 4)):
         var[b] = (width, 1, 0)  # ext: a type byte follows the length
@@ -144,8 +149,8 @@ def _routing(raw: bytes, pos: int) -> str:
     first = raw[pos]
     if 0xA0 <= first <= 0xBF:  # fixstr, the usual
         start, stop = pos + 1, pos + 1 + (first & 0x1F)
-    elif first in _STR_WIDTHS:
-        start = pos + 1 + _STR_WIDTHS[first]
+    elif (width := _NAME_WIDTHS.get(first)) is not None:
+        start = pos + 1 + width
         stop = start + int.from_bytes(raw[pos + 1 : start])
     else:
         raise RpcError("method is not a string")

@@ -6,6 +6,14 @@ matching command. Writes are gathered and flushed once per loop iteration: one s
 carries many clients' commands. A connection that fails answers every command in flight
 with an -ERR, and the pool refuses new commands for a short backoff instead of stalling
 clients on a dead shard.
+
+One client's command can make Redis close a shared connection: a length past the server's
+own limits (`proto-max-bulk-len` below the proxy's `max_bulk`) is answered with
+`-ERR Protocol error: ...`, and Redis closes the connection without running anything it
+received after that command. So when a connection ends right after such a reply, the
+commands still in flight were never run: they are sent again on a fresh connection (no
+backoff: the server is fine), and the command that drew the error hears `refused` (its
+client is closed, as Redis would have closed it). Only that client loses anything.
 """
 
 from __future__ import annotations
@@ -32,10 +40,18 @@ log = logging.getLogger("mecha.redis_pool")
 BUFFER_LIMIT = 4 << 20
 
 
+PROTOCOL_ERROR = b"-ERR Protocol error"
+"""The reply after which Redis closes the connection, having run nothing sent after it."""
+
+
 class Completion(Protocol):
     """Whoever sent a command: receives exactly one raw reply span for it."""
 
     def complete(self, reply: bytes) -> None: ...
+
+    def refused(self) -> None:
+        """Redis answered the command with a protocol error and closed the connection
+        (called after `complete`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +82,9 @@ class _Discard:
             text = reply[1:].strip().decode("utf-8", "replace")
             log.error("redis %s: %s failed: %s", self.connection.endpoint.address, self.what, text)
             self.connection.fail(f"{self.what} failed: {text}")
+
+    def refused(self) -> None:
+        pass
 
 
 class RedisPool:
@@ -126,6 +145,11 @@ class RedisPool:
             log.exception("redis %s: connecting failed", self.endpoint.address)
             connection.fail(str(exc))
 
+    def connection_refused_one(self, connection: RedisConnection) -> None:
+        """Redis closed `connection` over one command: it is up, so no backoff."""
+        if connection in self.connections:
+            self.connections.remove(connection)
+
     def connection_failed(self, connection: RedisConnection, reason: str) -> None:
         if connection in self.connections:
             self.connections.remove(connection)
@@ -141,13 +165,17 @@ class RedisPool:
 
 
 class RedisConnection(PipelinedConnection):
-    __slots__ = ("_handshake", "_parser", "_progress", "_watchdog", "failed", "in_flight", "pool")
+    __slots__ = ("_handshake", "_parser", "_progress", "_refused", "_watchdog", "failed",
+                 "in_flight", "pool")  # fmt: skip
 
     def __init__(self, pool: RedisPool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
         self.pool = pool
-        self.in_flight: deque[Completion] = deque()
+        self.in_flight: deque[tuple[Completion, bytes]] = deque()
+        """(who sent it, the command) in send order; the command, to send it again."""
         self.failed = False
+        self._refused: Completion | None = None
+        """The command Redis answered with a protocol error: it closes the connection next."""
         self._handshake: list[bytes] = self._handshake_commands(pool.settings)
         self._parser = ReplyParser(pool.settings.limits)
         self._progress = 0.0
@@ -180,13 +208,13 @@ class RedisConnection(PipelinedConnection):
             return
         if not self.in_flight:
             self._progress = self._loop.time()
-        self.in_flight.append(request)
+        self.in_flight.append((request, command))
         self.queue(command)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         for command in reversed(self._handshake):
-            self.in_flight.appendleft(_Discard(self, "AUTH/HELLO"))
+            self.in_flight.appendleft((_Discard(self, "AUTH/HELLO"), command))
             self._out.insert(0, command)
         self.ready = True
         self._progress = asyncio.get_running_loop().time()
@@ -211,14 +239,33 @@ class RedisConnection(PipelinedConnection):
             if not in_flight:
                 self.fail("reply without a command")
                 return
-            in_flight.popleft().complete(span)
+            request = in_flight.popleft()[0]
+            if span[0] == 45 and span.startswith(PROTOCOL_ERROR):  # 45: "-"
+                self._refused = request
+            request.complete(span)
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._refused is not None and not self.failed:
+            self._send_unread_again(self._refused)
+            return
         self.fail(f"connection lost ({exc})" if exc else "connection closed")
+
+    def _send_unread_again(self, culprit: Completion) -> None:
+        """Redis closed the connection after refusing one command: the commands after it
+        were never run, so they go out again on a fresh connection."""
+        self._stop()
+        unread, self.in_flight = self.in_flight, deque()
+        log.warning("redis %s: closed the connection after a protocol error in a client's "
+                    "command; %d commands sent after it go out again", self.endpoint.address,
+                    len(unread))  # fmt: skip
+        self.pool.connection_refused_one(self)
+        culprit.refused()
+        for request, command in unread:
+            self.pool.send(command, request)
 
     # -- failure --------------------------------------------------------------------------------
 
@@ -240,15 +287,18 @@ class RedisConnection(PipelinedConnection):
         """Answer everything in flight with an error and drop the connection."""
         if self.failed:
             return
-        self.failed = True
-        self.ready = False
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._stop()
         log.warning("redis %s: %s", self.endpoint.address, reason)
         self.pool.connection_failed(self, reason)
         error = error_span(f"upstream {self.endpoint.address}: {reason}")
         in_flight, self.in_flight = self.in_flight, deque()
-        for request in in_flight:
+        for request, _ in in_flight:
             request.complete(error)
-        self._out.clear()
         self.close(abort=True)
+
+    def _stop(self) -> None:
+        self.failed = True
+        self.ready = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._out.clear()

@@ -235,3 +235,41 @@ def test_redis_cli(tmp_path: Path, shards: list[int]) -> None:
         piped = "".join(f"SET pipe:{i} {i}\r\n" for i in range(500))
         assert "errors: 0, replies: 500" in cli("--pipe", stdin=piped)
         assert cli("get", "pipe:499") == "499"
+
+
+BUSY = "local i = 0 while i < 100000000 do i = i + 1 end return i"
+"""About a second of Lua: Redis reads nothing else meanwhile, so what follows queues up."""
+
+
+def test_a_command_redis_refuses_by_closing_costs_only_its_own_client(tmp_path: Path) -> None:
+    """The server's proto-max-bulk-len is below the proxy's max_bulk: Redis answers the big
+    SET with a protocol error and closes the shared connection, dropping everything queued
+    behind it. Those commands are sent again; the client that sent the SET is closed."""
+    (tmp_path / "s").mkdir()
+    server = redis_server(tmp_path / "s", "--proto-max-bulk-len", "1mb")
+    with server as port, run_mecha(tmp_path, redis_proxy_config([port])) as mecha:
+        resp2 = {"protocol": 2}  # the culprit's: one shared connection per protocol
+        slow = threading.Thread(target=lambda: client(mecha, **resp2).eval(BUSY, 0))
+        slow.start()
+        time.sleep(0.2)  # Redis is busy with the script
+        culprit = socket.create_connection(("127.0.0.1", mecha.port("redis")), timeout=10)
+        culprit.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$2000000\r\n" + b"x" * 2_000_000
+                        + b"\r\n")  # fmt: skip
+        time.sleep(0.2)
+        victims = [client(mecha, **resp2) for _ in range(20)]
+        answers: list[object] = [None] * 20
+
+        def incr(i: int) -> None:
+            answers[i] = victims[i].incr(f"victim:{i}")
+
+        threads = [threading.Thread(target=incr, args=(i,)) for i in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in [slow, *threads]:
+            thread.join(10)
+        assert recv_all(culprit).startswith(b"-ERR Protocol error: invalid bulk length")
+        culprit.close()  # recv_all read to the end: mecha closed it
+        assert answers == [1] * 20
+        assert "20 commands sent after it go out again" in mecha.logs()
+        assert client(mecha, **resp2).incr("after") == 1  # and no backoff: the server is up
+        assert mecha.metric("mecha_redis_protocol_errors_total", listener="redis") == 1

@@ -144,3 +144,79 @@ def test_a_caller_that_half_closes_still_gets_its_answers(
         unpacker.feed(received)
         answers = sorted(unpacker, key=lambda message: message[1])
         assert answers == [[1, 7, None, 5], [1, 8, None, 2]]  # then mecha closed the connection
+
+
+# -- one caller's message makes the upstream close a shared connection -----------------------
+
+POISON = msgpack.packb([0, 1, "echo", [{1: "integer keys"}]])
+"""A message the peer cannot decode (msgpack's strict_map_key): it closes the connection."""
+POISON_NOTE = msgpack.packb([2, "log", [{1: "integer keys"}]])
+SHARING: list[dict[str, Any]] = [
+    {"name": "reads", "match": {"method": "sleep"}, "cluster": "app", "idempotent": True},
+    {"name": "writes", "match": {"prefix": ""}, "cluster": "app"},
+]
+
+
+async def next_message(reader: asyncio.StreamReader) -> Any:
+    """The next msgpack message from `reader`; None at EOF."""
+    unpacker = msgpack.Unpacker(raw=False)
+    while True:
+        for message in unpacker:
+            return message
+        data = await asyncio.wait_for(reader.read(4096), 5)
+        if not data:
+            return None
+        unpacker.feed(data)
+
+
+def in_flight(port: int, method: str, count: int) -> list[asyncio.Task[Any]]:
+    """`count` callers, each on its own connection, each with one 0.5s call in flight."""
+    return [asyncio.create_task(acall(port, method, 0.5, i)) for i in range(count)]
+
+
+async def test_a_poisonous_caller_is_cut_off_and_the_others_carry_on(
+    tmp_path: Path, server: PeerServer
+) -> None:
+    with run_mecha(tmp_path, config(SHARING, {"app": [server.port]})) as mecha:
+        port = mecha.port("rpc")
+        reads, writes = in_flight(port, "sleep", 10), in_flight(port, "pause", 10)
+        await asyncio.sleep(0.2)  # twenty calls in flight on the one shared connection
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(POISON)
+        first = await next_message(reader)
+        assert first[:2] == [1, 1] and "connection closed by the server" in first[2]
+        assert await asyncio.gather(*reads) == list(range(10))  # retried: idempotent
+        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+            assert isinstance(outcome, RPCResponseError)
+            assert "connection closed by the server with 21 calls in flight" in str(outcome)
+            assert "not retried: route 'writes' is not idempotent" in str(outcome)
+        assert mecha.metric("mecha_rpc_probations_total", listener="rpc") == 21
+
+        others = in_flight(port, "pause", 20)  # new callers on a fresh shared connection
+        await asyncio.sleep(0.2)
+        writer.write(POISON)  # the suspect's own connection, this time
+        second = await next_message(reader)
+        assert "closed connections twice with a message of this client unread" in second[2]
+        assert await next_message(reader) is None  # cut off
+        assert await asyncio.gather(*others) == list(range(20))  # no one else lost a call
+        assert mecha.metric("mecha_rpc_cut_off_total", listener="rpc") == 1
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_poisonous_notification_is_traced_to_its_sender(
+    tmp_path: Path, server: PeerServer
+) -> None:
+    with run_mecha(tmp_path, config(SHARING, {"app": [server.port]})) as mecha:
+        port = mecha.port("rpc")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(POISON_NOTE)
+        mecha.wait_metric("mecha_rpc_probations_total", 1, listener="rpc")
+        others = in_flight(port, "pause", 10)
+        await asyncio.sleep(0.2)
+        writer.write(POISON_NOTE)
+        assert await next_message(reader) is None  # cut off
+        assert await asyncio.gather(*others) == list(range(10))
+        assert mecha.metric("mecha_rpc_cut_off_total", listener="rpc") == 1
+        writer.close()
+        await writer.wait_closed()

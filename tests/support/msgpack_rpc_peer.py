@@ -3,7 +3,9 @@
 `start_server(port)` serves on 127.0.0.1 from a thread with its own event loop and returns
 a handle (`port`, `notifications`, `close()`; also a context manager). Methods:
 `echo(*params) -> list`, `add(a, b)`, `sleep(seconds, value) -> value` (replies out of
-order when calls overlap), `fail(message)` (an error response); any notification is
+order when calls overlap; `pause` is the same), `fail(message)` (an error response); a message
+it cannot decode (a map with integer keys: msgpack's strict_map_key) makes it close the
+connection, with whatever calls it had in flight; any notification is
 recorded as `(method, params)` in `handle.notifications`. `call(port, method, *params)`
 is one call over a fresh connection from synchronous code; `acall` and `pipelined` (many
 overlapping calls on one connection, msgids 0, 1, ...) are the coroutines behind it, and
@@ -56,6 +58,10 @@ class Methods:
     async def sleep(self, seconds: float, value: Any) -> Any:
         await asyncio.sleep(seconds)
         return value
+
+    async def pause(self, seconds: float, value: Any) -> Any:
+        """`sleep` under another name, for routes that treat the two differently."""
+        return await self.sleep(seconds, value)
 
     def fail(self, message: str) -> None:
         raise RuntimeError(message)

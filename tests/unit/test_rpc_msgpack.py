@@ -89,6 +89,12 @@ MESSAGES: list[tuple[bytes, Seen]] = [
     (b"\x94\x00\xd2\x00\x00\x00\x07\xa1m\x90", (REQ, 7, "m")),  # int32, not negative
     (b"\x94\x00\x01\xd9\x01m\x90", (REQ, 1, "m")),  # str8 method
     (b"\x94\x00\x01\xdb\x00\x00\x00\x01m\xdd\x00\x00\x00\x00", (REQ, 1, "m")),  # str32, array32
+    # method names as bin, as Neovim's clients send them (pynvim: bin8)
+    (pack([0, 1, b"nvim_get_api_info", []]), (REQ, 1, "nvim_get_api_info")),
+    (pack([2, b"nvim_set_client_info", ["py"]]), (ONEWAY, None, "nvim_set_client_info")),
+    (pack([0, 2, "é".encode() * 200, []]), (REQ, 2, "é" * 200)),  # bin16
+    (b"\x94\x00\x03\xc6\x00\x00\x00\x01m\x90", (REQ, 3, "m")),  # bin32
+    (pack([0, 4, b"", []]), (REQ, 4, "")),
 ]
 
 
@@ -180,11 +186,14 @@ BAD: list[tuple[bytes, str]] = [
     (pack([0, True, "m", []]), "msgid is not an integer"),
     (pack([0, None, "m", []]), "msgid is not an integer"),
     (pack([0, 1.0, "m", []]), "msgid is not an integer"),
-    (pack([0, 1, b"m", []]), "method is not a string"),
+    (pack([0, 1, 1.5, []]), "method is not a string"),
+    (pack([0, 1, None, []]), "method is not a string"),
     (pack([0, 1, 7, []]), "method is not a string"),
     (pack([2, None, []]), "method is not a string"),
     (b"\x94\x00\x01\xa2\xc3\x28\x90", "method is not valid UTF-8"),
     (b"\x93\x02\xa1\xff\x90", "method is not valid UTF-8"),
+    (b"\x94\x00\x01\xc4\x02\xc3\x28\x90", "method is not valid UTF-8"),  # as bin8
+    (pack([0, 1, b"m", {}]), "params is not an array"),
     (pack([0, 1, "m", {"a": 1}]), "params is not an array"),
     (pack([0, 1, "m", "a"]), "params is not an array"),
     (pack([2, "m", None]), "params is not an array"),

@@ -36,6 +36,9 @@ class Reply:
         self.data = reply
         self.session.reply_ready()
 
+    def refused(self) -> None:
+        self.session.refused_by_upstream()
+
 
 class ClusterReply(Reply):
     """A command to a Redis Cluster node: follows redirections before answering.
@@ -144,7 +147,11 @@ class Split(Reply):
 class Part:
     """A Completion that hands its reply to a Split."""
 
-    __slots__ = ("complete",)
+    __slots__ = ("complete", "session")
 
-    def __init__(self, complete: Callable[[bytes], None]) -> None:
+    def __init__(self, session: RedisSession, complete: Callable[[bytes], None]) -> None:
+        self.session = session
         self.complete = complete
+
+    def refused(self) -> None:
+        self.session.refused_by_upstream()

@@ -190,7 +190,7 @@ class RedisSession(NetworkFilter):
             for position in positions:
                 start = spec.first + position * per_key
                 part_args.extend(args[start : start + per_key])
-            completion = Part(split.part(index, positions))
+            completion = Part(self, split.part(index, positions))
             self.shared.pools[self.resp3](endpoint).send(encode_command(part_args), completion)
 
     def _forward_cluster(self, name: bytes, spec: Spec, args: list[bytes], keys: list[bytes],
@@ -258,6 +258,18 @@ class RedisSession(NetworkFilter):
             self.callbacks.write(out[0] if len(out) == 1 else b"".join(out))
         if self._closing and not self.queue:
             self.callbacks.close()
+
+    def refused_by_upstream(self) -> None:
+        """Redis answered one of this client's commands with a protocol error and closed
+        the shared connection (only this client's command was lost): close this client, as
+        Redis would have, once its replies are out."""
+        if self._closing:
+            return
+        self.shared.stats.protocol_errors += 1
+        log.warning("%s: closing %s: a command of its made the upstream close its connection "
+                    "with a protocol error", self.shared.stats.listener,
+                    self.callbacks.info.downstream_remote)  # fmt: skip
+        self.close_after_replies()
 
     def close_after_replies(self) -> None:
         self._closing = True

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from filters.network.api import ConnectionCallbacks, FactoryContext, FilterFactory, NetworkFilter
@@ -17,10 +18,10 @@ from protocols.rpc import lookup
 from proxy.timers import TimerWheel
 from proxy.upstream.cluster import Cluster, ClusterManager
 from proxy.upstream.endpoint import Endpoint
-from proxy.upstream.rpc_pool import RpcPool, RpcPoolSettings
+from proxy.upstream.rpc_pool import Owner, RpcPool, RpcPoolSettings
 
 if TYPE_CHECKING:
-    from filters.network.rpc_proxy.session import ProxiedCall
+    from filters.network.rpc_proxy.call import ProxiedCall
 
 log = logging.getLogger("mecha.rpc_proxy")
 
@@ -38,7 +39,10 @@ class RpcShared:
         self._clusters = {route.name: clusters[route.cluster] for route in config.routes}
         self._settings = RpcPoolSettings(self.codec, config.max_message_size,
                                          config.connections_per_endpoint)  # fmt: skip
+        self._private_settings = replace(self._settings, connections=1)
         self._pools: dict[Endpoint, RpcPool] = {}
+        self.on_probation = 0
+        """Callers set apart on connections of their own (filters/network/rpc_proxy/upstreams)."""
         self._routes: dict[str, RpcRoute | None] = {}
         self._access_log = access_log
 
@@ -61,6 +65,10 @@ class RpcShared:
         if pool is None:
             pool = self._pools[endpoint] = RpcPool(self.cluster(route), endpoint, self._settings)
         return pool
+
+    def private_pool(self, route: RpcRoute, endpoint: Endpoint, owner: Owner | None) -> RpcPool:
+        """A pool of one connection for one caller (its owner, if it hears the server)."""
+        return RpcPool(self.cluster(route), endpoint, self._private_settings, owner)
 
     @staticmethod
     def loop() -> asyncio.AbstractEventLoop:

@@ -1,17 +1,20 @@
-"""One caller connection of rpc_proxy: frames in, routed calls out, responses back by id."""
+"""One caller connection of rpc_proxy: frames in, routed calls out, responses back by id.
+
+With `upstream_connections: per_client` the session is also the owner of its upstream
+connections (proxy/upstream/rpc_pool.py): a request the server sends is given an id of the
+session's own towards the caller, and the caller's response goes back under the server's id.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
-from filters.network.rpc_proxy.config import RpcRoute
+from filters.network.rpc_proxy.call import ProxiedCall
+from filters.network.rpc_proxy.upstreams import PROBATION, CallerUpstreams, Verdict
 from protocols.rpc.api import Frame, FrameKind, RpcError
-from proxy.timers import Deadline
 from proxy.upstream.cluster import UpstreamError
-from proxy.upstream.endpoint import Endpoint
 from proxy.upstream.rpc_pool import RpcConnection
 
 if TYPE_CHECKING:
@@ -19,18 +22,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mecha.rpc_proxy")
 
+MAX_SERVER_CALLS = 4096
+"""Requests from the server a caller may have unanswered; beyond, the proxy answers them."""
+
 
 class RpcSession(NetworkFilter):
     __slots__ = (
         "_decoder",
         "_flush_scheduled",
         "_handling",
+        "_next_server_id",
         "_out",
+        "_server_calls",
         "callbacks",
         "calls",
         "closed",
         "closed_for_input",
+        "cut_off",
         "shared",
+        "upstreams",
     )  # fmt: skip
 
     def __init__(self, shared: RpcShared, callbacks: ConnectionCallbacks) -> None:
@@ -41,12 +51,22 @@ class RpcSession(NetworkFilter):
         self._flush_scheduled = False
         self._handling = False
         self.calls: set[ProxiedCall] = set()
+        self.upstreams = CallerUpstreams(shared, self if shared.config.per_client else None)
+        self._server_calls: dict[int, tuple[RpcConnection, int]] = {}
+        """id towards the caller -> (connection, the server's id) of the server's requests"""
+        self._next_server_id = 0
         self.closed = False
         self.closed_for_input = False
         """The caller sent EOF or garbage: close once every call has been answered."""
+        self.cut_off = ""
+        """Why the caller was cut off ('' while it was not)."""
+
+    @property
+    def may_retry(self) -> bool:
+        return not self.closed and not self.cut_off and not self.shared.config.per_client
 
     def on_data(self, data: bytes, end_stream: bool) -> FilterStatus:
-        if data:
+        if data and not self.closed_for_input:
             try:
                 frames = self._decoder.feed(data)
             except RpcError as error:
@@ -72,7 +92,7 @@ class RpcSession(NetworkFilter):
                 elif kind is FrameKind.ONEWAY:
                     self._notify(frame)
                 else:
-                    log.debug("%s: dropped a response sent by a caller", self.shared.listener)
+                    self._answer_server(frame)
         finally:
             self._handling = False
 
@@ -94,11 +114,85 @@ class RpcSession(NetworkFilter):
             self.shared.stats.no_route += 1
             return
         try:
-            endpoint = self.shared.cluster(route).choose()
+            _, connection = self.upstreams.pick(route, [])
         except UpstreamError:
             return
-        if self.shared.pool(route, endpoint).connection().send_oneway(frame):
+        if connection.send_oneway(frame, self):
             self.shared.stats.notifications += 1
+
+    # -- the server's requests and notifications (per_client) ----------------------------------
+
+    def on_server_request(self, frame: Frame, connection: RpcConnection) -> None:
+        server_id = frame.request_id or 0
+        if self.closed_for_input or len(self._server_calls) >= MAX_SERVER_CALLS:
+            self.shared.stats.server_requests_refused += 1
+            reason = "closing" if self.closed_for_input else "too many requests unanswered"
+            connection.refuse(server_id, f"mecha: the client cannot take it: {reason}")
+            return
+        client_id = self._allocate_server_id()
+        self._server_calls[client_id] = (connection, server_id)
+        self.shared.stats.server_requests += 1
+        self.reply(self.shared.codec.with_request_id(frame, client_id))
+
+    def _allocate_server_id(self) -> int:
+        limit = self.shared.codec.max_request_id
+        client_id = self._next_server_id
+        while client_id in self._server_calls:
+            client_id = (client_id + 1) & limit
+        self._next_server_id = (client_id + 1) & limit
+        return client_id
+
+    def _answer_server(self, frame: Frame) -> None:
+        entry = self._server_calls.pop(frame.request_id or 0, None)
+        if entry is None:
+            log.debug("%s: dropped a response to no request", self.shared.listener)
+            return
+        connection, server_id = entry
+        connection.send_response(frame, server_id)
+
+    def on_server_notification(self, frame: Frame, connection: RpcConnection) -> None:
+        self.shared.stats.server_notifications += 1
+        self.reply(frame.raw)
+
+    def on_upstream_lost(self, connection: RpcConnection, reason: str) -> None:
+        """This caller's own upstream connection failed: so does the caller, as with TCP."""
+        for client_id, (owner, _) in list(self._server_calls.items()):
+            if owner is connection:
+                del self._server_calls[client_id]
+        if not self.closed and not self.closed_for_input:
+            log.info("%s: closing %s: its upstream %s: %s", self.shared.listener,
+                     self.callbacks.info.downstream_remote, connection.endpoint.address,
+                     reason)  # fmt: skip
+            self.close_when_answered()
+
+    def on_upstream_write_paused(self, paused: bool) -> None:
+        self.callbacks.read_disable(paused)
+
+    def on_above_write_buffer_high_watermark(self) -> None:
+        for connection in self.upstreams.connections():  # the server's notifications wait
+            connection.read_disable(True)
+
+    def on_below_write_buffer_low_watermark(self) -> None:
+        for connection in self.upstreams.connections():
+            connection.read_disable(False)
+
+    # -- blame ----------------------------------------------------------------------------------
+
+    def suspected(self, connection: RpcConnection) -> None:
+        if self.closed or self.cut_off:
+            return
+        verdict = self.upstreams.suspected(connection)
+        remote = self.callbacks.info.downstream_remote
+        if verdict is Verdict.PROBATION:
+            log.info("%s: %s goes on a connection of its own for %.0fs: %s closed a shared "
+                     "connection with its message unread", self.shared.listener, remote,
+                     PROBATION, connection.endpoint.address)  # fmt: skip
+        elif verdict is Verdict.CUT_OFF:
+            self.cut_off = (f"the upstream closed connections twice with a message of this "
+                            f"client unread (the last: {connection.endpoint.address})")  # fmt: skip
+            self.shared.stats.cut_off += 1
+            log.warning("%s: cutting off %s: %s", self.shared.listener, remote, self.cut_off)
+            self.close_when_answered()
 
     # -- answers --------------------------------------------------------------------------------
 
@@ -129,103 +223,5 @@ class RpcSession(NetworkFilter):
         self.closed = True
         for call in list(self.calls):
             call.abandon()
-
-
-class ProxiedCall:
-    """One caller's request: tries endpoints, times out, answers with the caller's id."""
-
-    __slots__ = ("_deadline", "attempts", "connection", "frame", "route", "session", "started",
-                 "tried", "upstream_id")  # fmt: skip
-
-    def __init__(self, session: RpcSession, frame: Frame, route: RpcRoute) -> None:
-        self.session = session
-        self.frame = frame
-        self.route = route
-        self.started = time.monotonic()
-        self.attempts = 0
-        self.tried: list[Endpoint] = []
-        self.connection: RpcConnection | None = None
-        self.upstream_id: int | None = None
-        self._deadline: Deadline | None = None
-
-    def attempt(self) -> None:
-        shared = self.session.shared
-        self.attempts += 1
-        try:
-            endpoint = shared.cluster(self.route).choose(self.tried)
-        except UpstreamError as error:
-            self._answer_error(error.reason, timed_out=False)
-            return
-        self.tried.append(endpoint)
-        connection = shared.pool(self.route, endpoint).connection()
-        self.connection = connection
-        self.upstream_id = connection.send_request(self.frame, self)
-        if self.upstream_id is not None and self.route.timeout is not None:
-            self._deadline = shared.timers.call_later(self.route.timeout, self._timed_out)
-
-    # -- Call (the pool's view) -------------------------------------------------------------
-
-    def on_response(self, frame: Frame, connection: RpcConnection) -> None:
-        self._stop_timer()
-        shared = self.session.shared
-        codec = shared.codec
-        request_id = self.frame.request_id or 0
-        failed = codec.response_failed(frame)
-        shared.record(self, failed, timed_out=False)
-        self._finish(codec.with_request_id(frame, request_id))
-
-    def on_failure(self, reason: str) -> None:
-        self._stop_timer()
-        self.connection = None
-        if self._retry():
-            return
-        self._answer_error(reason, timed_out=False)
-
-    # -- endings ---------------------------------------------------------------------------------
-
-    def _timed_out(self) -> None:
-        self._deadline = None
-        if self.connection is not None and self.upstream_id is not None:
-            self.connection.forget(self.upstream_id)
-        self.connection = None
-        if self._retry():
-            return
-        host = str(self.tried[-1].address) if self.tried else "-"
-        reason = f"timeout after {self.route.timeout}s calling {self.frame.method} on {host}"
-        self._answer_error(reason, timed_out=True)
-
-    def _retry(self) -> bool:
-        if (
-            self.route.idempotent
-            and self.attempts <= self.route.retries
-            and not self.session.closed
-        ):
-            self.attempt()
-            return True
-        return False
-
-    def _answer_error(self, reason: str, timed_out: bool) -> None:
-        shared = self.session.shared
-        shared.record(self, True, timed_out=timed_out)
-        message = f"mecha: {reason}"
-        self._finish(shared.codec.error_response(self.frame.request_id or 0, message))
-
-    def _stop_timer(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _finish(self, answer: bytes) -> None:
-        """Answer the caller; the last answer a closing caller waited for closes it."""
-        session = self.session
-        session.calls.discard(self)
-        session.reply(answer)
-        if session.closed_for_input and not session.calls:
-            session.close_when_answered()
-
-    def abandon(self) -> None:
-        """The caller left: forget the upstream side."""
-        self._stop_timer()
-        if self.connection is not None and self.upstream_id is not None:
-            self.connection.forget(self.upstream_id)
-        self.session.calls.discard(self)
+        self._server_calls.clear()
+        self.upstreams.close()

@@ -13,6 +13,18 @@ MAX_METHODS = 1000
 """Method names come from clients: beyond this many, new ones share the label "other"."""
 
 
+LISTENER_COUNTERS = (
+    ("server_requests", "Requests from upstream servers relayed to their client (per_client)"),
+    ("server_requests_refused", "Requests from upstream servers the proxy answered itself"),
+    ("server_notifications", "Notifications from upstream servers relayed to their client"),
+    ("probations", "Clients set apart after an upstream closed a shared connection with "
+                   "their message unread"),
+    ("probation_overflow", "Suspect clients left on shared connections (too many set apart)"),
+    ("cut_off", "Clients cut off: upstreams closed connections twice with their message unread"),
+)  # fmt: skip
+"""RpcStats attributes exported as mecha_rpc_<name>_total{listener}."""
+
+
 class MethodSeries:
     __slots__ = ("buckets", "calls", "errors", "timeouts", "total")
 
@@ -37,6 +49,15 @@ class RpcStats:
         self.notifications = 0
         self.protocol_errors = 0
         self.no_route = 0
+        self.server_requests = 0
+        """Requests from servers relayed to a caller (per_client)."""
+        self.server_requests_refused = 0
+        self.server_notifications = 0
+        self.probations = 0
+        """Callers set apart after an upstream closed a shared connection on their message."""
+        self.probation_overflow = 0
+        """Suspects left on the shared connections: MAX_ON_PROBATION callers were set apart."""
+        self.cut_off = 0
 
     def series(self, method: str) -> MethodSeries:
         series = self.methods.get(method)
@@ -67,9 +88,15 @@ class RpcStatsCollector(Collector):
         broken = CounterMetricFamily("mecha_rpc_protocol_errors",
                                      "Connections closed for malformed messages",
                                      labels=["listener"])  # fmt: skip
+        per_listener = [
+            CounterMetricFamily(f"mecha_rpc_{name}", text, labels=["listener"])
+            for name, text in LISTENER_COUNTERS
+        ]
         for stats in self.stats:
             notes.add_metric([stats.listener], stats.notifications)
             broken.add_metric([stats.listener], stats.protocol_errors)
+            for family, (name, _) in zip(per_listener, LISTENER_COUNTERS, strict=True):
+                family.add_metric([stats.listener], getattr(stats, name))
             for method, series in list(stats.methods.items()):
                 key = [stats.listener, method]
                 calls.add_metric(key, series.calls)
@@ -80,4 +107,4 @@ class RpcStatsCollector(Collector):
                     cumulative += count
                     buckets.append((bound, cumulative))
                 latency.add_metric(key, buckets, series.total)
-        yield from (calls, errors, timeouts, latency, notes, broken)
+        yield from (calls, errors, timeouts, latency, notes, broken, *per_listener)
