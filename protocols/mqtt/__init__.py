@@ -7,7 +7,8 @@ decode.py        MqttDecoder(max_packet_size, role): bytes -> packets, with the 
 encode.py        encode(packet, version) -> bytes
 properties.py    MQTT 5 property identifiers, types, where each is allowed; wire types
 reason_codes.py  MQTT 5 reason codes per packet; 3.1.1 CONNACK return codes
-topics.py        topic name / filter validation, `matches`, TopicMatcher (a trie)
+topics.py        topic name / filter validation, `matches`, TopicMatcher (a trie),
+                 `overlap` / `covers` (two filters compared by the topics they match)
 errors.py        MqttError: malformed input, with the MQTT 5 reason code to answer with
 
 Where the codec chooses (the spec leaves room, or it is stricter than the text):
@@ -54,7 +55,15 @@ from protocols.mqtt.packets import (
     Will,
 )
 from protocols.mqtt.reason_codes import ConnackReturnCode, ReasonCode
-from protocols.mqtt.topics import TopicMatcher, is_topic_filter, is_topic_name, matches
+from protocols.mqtt.topics import (
+    TopicMatcher,
+    covers,
+    is_topic_filter,
+    is_topic_name,
+    matches,
+    overlap,
+    split_shared,
+)
 
 __all__ = [
     "NO_PROPERTIES",
@@ -84,8 +93,11 @@ __all__ = [
     "Unsuback",
     "Unsubscribe",
     "Will",
+    "covers",
     "encode",
     "is_topic_filter",
     "is_topic_name",
     "matches",
+    "overlap",
+    "split_shared",
 ]

@@ -15,7 +15,8 @@ filter (`shared=False`).
 
 `matches` tests one filter against one topic; `TopicMatcher` holds many filters in a trie
 of levels, so a lookup costs one step per level and per matching wildcard, whatever the
-number of filters.
+number of filters. `overlap` and `covers` compare two filters by the topics they match
+(what an ACL asks of a subscription), under the same rules, `$` included.
 """
 
 from __future__ import annotations
@@ -92,6 +93,48 @@ def matches(topic_filter: str, topic: str) -> bool:
         if i >= count or (part != "+" and part != levels[i]):
             return False
     return len(parts) == count
+
+
+def overlap(first: str, second: str) -> bool:
+    """Is there a topic name that both filters (valid, not shared) match?"""
+    if _dollar_excluded(first, second) or _dollar_excluded(second, first):
+        return False
+    if {first, second} == {"+", "/#"}:
+        return False  # the one topic both match would be "", which is no topic name
+    a, b = first.split("/"), second.split("/")
+    for i in range(min(len(a), len(b))):
+        if a[i] == "#" or b[i] == "#":
+            return True
+        if a[i] != b[i] and a[i] != "+" and b[i] != "+":
+            return False
+    # One filter ran out: the other matches a topic that ends here only through `/#`.
+    longer = a if len(a) > len(b) else b
+    return abs(len(a) - len(b)) <= 1 and (len(a) == len(b) or longer[-1] == "#")
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Does `outer` match every topic name that `inner` matches (both valid, not shared)?"""
+    if _dollar_excluded(outer, inner):
+        return False
+    a, b = outer.split("/"), inner.split("/")
+    for i, level in enumerate(a):
+        if level == "#":
+            return True
+        if i >= len(b):
+            return False
+        if b[i] == "#":
+            # `inner` matches any further levels, and none unless that leaves "" (no topic):
+            # only `+/#` takes every further level and never none.
+            return a[i:] == ["+", "#"] and not "/".join(b[:i])
+        if level != "+" and level != b[i]:
+            return False
+    return len(a) == len(b)
+
+
+def _dollar_excluded(wild: str, literal: str) -> bool:
+    """`wild` starts with a wildcard and `literal` only matches topics starting with `$`,
+    which no such filter matches (MQTT-4.7.2-1)."""
+    return wild[:1] in ("+", "#") and literal[:1] == "$"
 
 
 class _Node(Generic[T]):

@@ -1,5 +1,6 @@
 """Topic names, topic filters and matching: the examples of MQTT 3.1.1 section 4.7 and
-MQTT 5.0 sections 4.7-4.8, and TopicMatcher checked against `matches` on generated filters."""
+MQTT 5.0 sections 4.7-4.8, TopicMatcher checked against `matches` on generated filters, and
+`overlap` / `covers` checked against every topic a brute-force search can build."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from hypothesis import strategies as st
 
 from protocols.mqtt.topics import (
     TopicMatcher,
+    covers,
     is_topic_filter,
     is_topic_name,
     matches,
+    overlap,
     split_shared,
 )
+from tests.unit.mqtt_reference import LITERALS, SHORT_FILTERS, all_topics, reference
 
 TOPIC_NAMES = [
     ("sport/tennis/player1", True), ("/", True), ("//", True), ("/finance", True),
@@ -153,23 +157,6 @@ FILTERS = st.builds(
 ).filter(bool)
 
 
-def reference(topic_filter: str, topic: str) -> bool:
-    """Matching written a second way: recursively, level by level."""
-
-    def go(parts: list[str], levels: list[str]) -> bool:
-        if not parts:
-            return not levels
-        if parts[0] == "#":
-            return True
-        if not levels:
-            return False
-        return parts[0] in ("+", levels[0]) and go(parts[1:], levels[1:])
-
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    return go(topic_filter.split("/"), topic.split("/"))
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.lists(FILTERS, max_size=12), st.lists(TOPICS, min_size=1, max_size=6))
 def test_matcher_agrees_with_matches(filters: list[str], topics: list[str]) -> None:
@@ -184,3 +171,61 @@ def test_matcher_agrees_with_matches(filters: list[str], topics: list[str]) -> N
     for i, topic_filter in enumerate(filters):
         assert matcher.remove(topic_filter, i)
     assert len(matcher) == 0 and not matcher._root.children
+
+
+# -- two filters: overlap and covers ----------------------------------------------------------
+
+FILTER_PAIRS = [
+    # (first, second, some topic matches both, first matches all that second matches)
+    ("#", "+/+", True, True), ("#", "a/+", True, True), ("+/+", "a/+", True, True),
+    ("a/#", "a", True, True), ("a/#", "a/b/c", True, True), ("a/+", "a/#", True, False),
+    ("a/b/#", "a", False, False), ("+", "+/#", True, False), ("a/+", "b/+", False, False),
+    ("a//b", "a/+/b", True, False), ("a/+/b", "a//b", True, True),
+    ("+/#", "#", True, True), ("a/+/#", "a/#", True, False), ("+/+/#", "#", True, False),
+    # "" is no topic name: `/#` matches "/" and "/a", not ""; `+` matches "a", not ""
+    ("+", "/#", False, False), ("/#", "+", False, False), ("+/+/#", "/#", True, True),
+    ("/+/#", "/#", True, True), ("+/#", "/#", True, True),
+    # 4.7.2: a filter starting with a wildcard matches no topic starting with $
+    ("$SYS/#", "#", False, False), ("$SYS/#", "+/+", False, False),
+    ("$SYS/#", "+/#", False, False), ("#", "$SYS/#", False, False),
+    ("+/monitor", "$SYS/monitor", False, False), ("$SYS/#", "$SYS/+", True, True),
+    ("$SYS/+", "$SYS/#", True, False), ("#", "$SYS", False, False),
+    ("a/#", "a/$b", True, True), ("+/+", "a/$b", True, True), ("$x", "$x", True, True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("first", "second", "overlapping", "covering"), FILTER_PAIRS)
+def test_overlap_and_covers(first: str, second: str, overlapping: bool, covering: bool) -> None:
+    assert overlap(first, second) is overlapping
+    assert overlap(second, first) is overlapping
+    assert covers(first, second) is covering
+
+
+BRUTE_TOPICS = all_topics([*LITERALS, "z", "$z"], 4)
+
+
+def brute_force_agrees(first: str, second: str, topics: list[str]) -> None:
+    firsts = {topic for topic in topics if reference(first, topic)}
+    seconds = {topic for topic in topics if reference(second, topic)}
+    assert overlap(first, second) is bool(firsts & seconds)
+    assert covers(first, second) is (seconds <= firsts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SHORT_FILTERS, SHORT_FILTERS)
+def test_overlap_and_covers_agree_with_brute_force(first: str, second: str) -> None:
+    brute_force_agrees(first, second, BRUTE_TOPICS)
+
+
+def test_overlap_and_covers_on_every_pair_of_small_filters() -> None:
+    """Every filter of up to two levels and `#` over a, "", $x, +: all pairs."""
+    levels = ["a", "", "$x", "+"]
+    heads: list[list[str]] = [[]] + [[x] for x in levels] + [[x, y] for x in levels for y in levels]
+    filters = [f for head in heads for tail in ([], ["#"]) if (f := "/".join(head + tail))]
+    topics = all_topics(["a", "", "$x", "z", "$z"], 3)
+    matched = {f: {topic for topic in topics if reference(f, topic)} for f in filters}
+    for first in filters:
+        for second in filters:
+            both = matched[first] & matched[second]
+            assert overlap(first, second) is bool(both), (first, second)
+            assert covers(first, second) is (matched[second] <= matched[first]), (first, second)

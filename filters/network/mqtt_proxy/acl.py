@@ -2,41 +2,19 @@
 
 Rules are tried in order and the first that applies decides. An allow rule must cover
 everything the subscription could receive; a deny rule applies as soon as it overlaps it
-(so `deny secret/#` refuses a subscription to `#`).
+(so `deny secret/#` refuses a subscription to `#`). Both follow the spec's matching rules
+(protocols/mqtt/topics.py), `$` topics included: `deny $SYS/#` does not refuse `#` or `+/+`,
+which never receive `$SYS/...`.
+
+A shared subscription `$share/{name}/{filter}` receives what `filter` matches; a broker
+that does not share (or a 3.1.1 client's broker that reads it literally) delivers what the
+whole string matches. Both readings must be allowed.
 """
 
 from __future__ import annotations
 
 from filters.network.mqtt_proxy.config import AclRule
-
-
-def _covers(rule: list[str], wanted: list[str]) -> bool:
-    """Every topic `wanted` matches is matched by `rule`."""
-    for index, level in enumerate(rule):
-        if level == "#":
-            return True
-        if index >= len(wanted):
-            return False
-        other = wanted[index]
-        if other == "#" or (other == "+" and level != "+") or (level not in ("+", other)):
-            return False
-    return len(rule) == len(wanted)
-
-
-def _overlaps(rule: list[str], wanted: list[str]) -> bool:
-    """Some topic matches both."""
-    for index, level in enumerate(rule):
-        if level == "#":
-            return True
-        if index >= len(wanted):
-            return False
-        other = wanted[index]
-        if other == "#":
-            return True
-        if level != "+" and other != "+" and level != other:
-            return False
-    return len(rule) == len(wanted) or (len(wanted) == len(rule) + 1 and wanted[-1] == "#")
-
+from protocols.mqtt import covers, overlap, split_shared
 
 CACHE_SIZE = 10_000
 """Decisions remembered (clients choose topics and user names: the cache stays bounded)."""
@@ -44,7 +22,7 @@ CACHE_SIZE = 10_000
 
 class Acl:
     def __init__(self, rules: tuple[AclRule, ...], default_allow: bool) -> None:
-        self._rules = [(rule, rule.topic.split("/")) for rule in rules]
+        self._rules = rules
         self._default = default_allow
         self._decisions: dict[tuple[str, str, str | None], bool] = {}
 
@@ -54,19 +32,20 @@ class Acl:
         decision = self._decisions.get(key)
         if decision is None:
             decision = self._decide(action, topic_or_filter, username)
+            if action == "subscribe" and (shared := split_shared(topic_or_filter)):
+                decision = decision and self._decide(action, shared[1], username)
             if len(self._decisions) < CACHE_SIZE:
                 self._decisions[key] = decision
         return decision
 
     def _decide(self, action: str, topic_or_filter: str, username: str | None) -> bool:
-        wanted = topic_or_filter.split("/")
-        for rule, levels in self._rules:
+        for rule in self._rules:
             if rule.action not in (action, "both"):
                 continue
             if rule.users is not None and username not in rule.users:
                 continue
-            if rule.allow and _covers(levels, wanted):
+            if rule.allow and covers(rule.topic, topic_or_filter):
                 return True
-            if not rule.allow and _overlaps(levels, wanted):
+            if not rule.allow and overlap(rule.topic, topic_or_filter):
                 return False
         return self._default
