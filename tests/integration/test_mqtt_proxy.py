@@ -13,7 +13,7 @@ import pytest
 from filters.network.mqtt_proxy.session import FULL_READ
 from protocols.mqtt import Connack, Connect, MqttDecoder, Packet, Puback, Publish, encode
 from tests.support.mecha import mqtt_proxy_config, run_mecha
-from tests.support.mqtt import Client, mosquitto
+from tests.support.mqtt import Client, mosquitto, wait_for
 from tests.support.net import free_port, recv_all
 
 pytestmark = pytest.mark.integration
@@ -23,13 +23,6 @@ pytestmark = pytest.mark.integration
 def broker(tmp_path: Path) -> Iterator[int]:
     with mosquitto(tmp_path) as port:
         yield port
-
-
-def wait_for(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("version", [4, 5])
