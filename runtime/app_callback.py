@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from dapr.proto.runtime.v1 import appcallback_pb2
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError
 
+from protocols import strict_json
 from protocols.grpc.framing import encode_message, format_timeout
 from protocols.grpc.status import StatusCode
 from protocols.http.headers import Headers
@@ -111,7 +111,7 @@ def _data(event: dict[str, Any]) -> bytes:
         return b""
     if isinstance(data, str):
         return data.encode()
-    return json.dumps(data, separators=(",", ":")).encode()
+    return strict_json.dumps(data)
 
 
 class AppCallback:

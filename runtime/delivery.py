@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from protocols import strict_json
 from protocols.http.headers import Headers
 from runtime import cloudevents
 from runtime.app_channel import AppCallError, AppUnavailable
@@ -132,8 +132,8 @@ class Delivery:
         if answer.status == 404:
             return []
         try:
-            entries = json.loads(answer.body or b"[]")
-        except ValueError:
+            entries = strict_json.loads(answer.body or b"[]")
+        except strict_json.JsonError:
             log.warning("app's /dapr/subscribe is not JSON; ignored")
             return []
         specs = (_from_app(entry) for entry in (entries if isinstance(entries, list) else []))
@@ -229,7 +229,7 @@ class Delivery:
         if raw and event is None:
             body, content_type = message.data, "application/octet-stream"
         else:
-            body, content_type = json.dumps(event).encode(), cloudevents.CLOUDEVENT_CONTENT_TYPE
+            body, content_type = strict_json.dumps(event), cloudevents.CLOUDEVENT_CONTENT_TYPE
         headers = Headers([(b"content-type", content_type.encode())])
         try:
             answer = await app.request("POST", path if path.startswith("/") else "/" + path,
@@ -296,9 +296,9 @@ class Delivery:
             app = self.runtime.app
             if app is None:
                 return
-            body = json.dumps({"id": subscription_id, "items": {
+            body = strict_json.dumps({"id": subscription_id, "items": {
                 key: {"value": item.value, "version": item.version, "metadata": dict(item.metadata)}
-                for key, item in items.items()}}).encode()  # fmt: skip
+                for key, item in items.items()}})  # fmt: skip
             headers = Headers([(b"content-type", b"application/json")])
             for key in items:
                 try:
@@ -338,8 +338,8 @@ def _outcome(status: int, body: bytes, spec: SubscriptionSpec) -> Outcome:
     if not body.strip():
         return Outcome.SUCCESS
     try:
-        answer = json.loads(body)
-    except ValueError:
+        answer = strict_json.loads(body)
+    except strict_json.JsonError:
         return Outcome.SUCCESS  # Dapr treats a non-JSON 2xx body as success
     status_text = (
         str(answer.get("status", "SUCCESS")).upper() if isinstance(answer, dict) else "SUCCESS"

@@ -7,10 +7,11 @@ when the subscription is loaded, naming the rule (no silent "never matches").
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
+
+from protocols import strict_json
 
 Rule = Callable[[dict[str, Any]], bool]
 
@@ -94,9 +95,12 @@ class _Parser:
         kind, literal = self._take()
         if kind != "literal":
             raise RuleError(f"expected a value in rule {self.text!r}")
-        expected = (
-            json.loads(literal.replace("'", '"')) if literal[0] in "'\"" else json.loads(literal)
-        )
+        try:
+            expected = strict_json.loads(
+                literal.replace("'", '"') if literal[0] in "'\"" else literal
+            )
+        except strict_json.JsonError as error:
+            raise RuleError(f"bad value {literal!r} in rule {self.text!r}: {error}") from None
         fields = path.split(".")[1:]
         equal = operator == "=="
         return lambda event: (_lookup(event, fields) == expected) is equal

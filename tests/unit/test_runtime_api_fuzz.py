@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from filters.http.runtime_api import meta, paths, state
 from filters.http.runtime_api.base import Answer, ApiError, ApiRequest, split_target
 from filters.http.runtime_api.invoke import split_invoke_path
+from protocols import strict_json
 from protocols.http.headers import Headers
 from proxy.upstream.cluster import ClusterManager
 from runtime.config import ComponentSpec, RuntimeConfig
@@ -104,7 +105,26 @@ SHAPED = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(FIELDS, inner, max_size=5),
     max_leaves=16,
 )
-BODIES = st.one_of(st.binary(max_size=64), SHAPED.map(lambda v: json.dumps(v).encode()))
+BAD_JSON = [
+    b"[" * 100_000,
+    b'"\\ud800"',
+    b"NaN",
+    b"1e999999",
+    b"-Infinity",
+    b'{"',
+    b"\xff",
+]
+"""Texts the standard library reads (or recurses on) that are no JSON the API accepts."""
+BAD_VALUES = st.sampled_from(BAD_JSON[:5])
+BODIES = st.one_of(
+    st.binary(max_size=64),
+    SHAPED.map(lambda v: json.dumps(v).encode()),
+    st.sampled_from(BAD_JSON),
+    # a bad value where a good one could be: inside items, operations, entries
+    st.tuples(SHAPED.map(json.dumps), BAD_VALUES).map(
+        lambda p: p[0].replace("null", p[1].decode(), 1).encode()
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +144,15 @@ async def _started(config: RuntimeConfig) -> Runtime:
     return instance
 
 
-def _serve(runtime: Runtime, method: str, target: bytes, body: bytes) -> Answer | None:
+def _serve(
+    runtime: Runtime, method: str, target: bytes, body: bytes, headers: Headers | None = None
+) -> Answer | None:
     parts, query = split_target(target)
     found = paths.find(method, parts)
     if found is None or found.handler is None or found.handler is meta.shutdown:
         return None  # no handler (shutdown stops the process: not for a fuzzer)
     handler, args = found.handler, found.args
-    request = ApiRequest(method, parts, query, Headers(), body)
+    request = ApiRequest(method, parts, query, headers or Headers(), body)
     loop: asyncio.AbstractEventLoop = runtime.loop  # type: ignore[attr-defined]
 
     async def call() -> Answer:
@@ -166,6 +188,7 @@ def test_any_request_gets_an_answer(
     if answer is None:
         return
     assert 200 <= answer.status < 600
+    strict_json.loads(answer.body or b"null")  # every answer is JSON (or empty)
     if answer.status >= 400:
         error = json.loads(answer.body)
         assert error["errorCode"].startswith("ERR_") and error["message"]
@@ -201,3 +224,68 @@ def test_paths_prefer_literal_segments() -> None:
     wrong = paths.find("PATCH", ["v1.0", "state", "s"])
     assert wrong is not None and wrong.handler is None
     assert paths.find("GET", ["v2", "state"]) is None
+
+
+# -- bad JSON: Dapr's 400, never a traceback; what is stored is JSON ---------------------------
+
+JSON_BODIES = [
+    ("POST", b"/v1.0/state/statestore", "ERR_MALFORMED_REQUEST"),
+    ("POST", b"/v1.0/state/statestore/transaction", "ERR_MALFORMED_REQUEST"),
+    ("POST", b"/v1.0/state/statestore/bulk", "ERR_MALFORMED_REQUEST"),
+    ("POST", b"/v1.0-alpha1/lock/lockstore", "ERR_MALFORMED_REQUEST"),
+    ("POST", b"/v1.0-alpha1/publish/bulk/pubsub/t", "ERR_PUBSUB_EVENTS_SER"),
+]
+
+
+@pytest.mark.parametrize(("method", "target", "code"), JSON_BODIES)
+@pytest.mark.parametrize("body", BAD_JSON)
+def test_a_bad_json_body_is_a_400(
+    runtime: Runtime, method: str, target: bytes, code: str, body: bytes
+) -> None:
+    answer = _serve(runtime, method, target, body)
+    assert answer is not None and answer.status == 400
+    assert json.loads(answer.body)["errorCode"] == code
+
+
+@pytest.mark.parametrize("value", [v for v in BAD_JSON if v != b'{"'])
+def test_a_bad_value_inside_good_json_is_a_400(runtime: Runtime, value: bytes) -> None:
+    body = b'[{"key": "bad", "value": ' + value + b"}]"
+    answer = _serve(runtime, "POST", b"/v1.0/state/statestore", body)
+    assert answer is not None and answer.status == 400
+    assert json.loads(answer.body)["errorCode"] == "ERR_MALFORMED_REQUEST"
+    got = _serve(runtime, "GET", b"/v1.0/state/statestore/bad", b"")
+    assert got is not None and got.status == 204  # nothing stored
+
+
+@pytest.mark.parametrize(
+    "body", [b"{", b"[1, 2]", b'"event"', b"[" * 100_000, b'{"id": NaN}', b'{"a": "\\udfff"}']
+)
+def test_a_bad_cloud_event_is_a_400(runtime: Runtime, body: bytes) -> None:
+    headers = Headers([(b"content-type", b"application/cloudevents+json")])
+    answer = _serve(runtime, "POST", b"/v1.0/publish/pubsub/t", body, headers)
+    assert answer is not None and answer.status == 400
+    assert json.loads(answer.body)["errorCode"] == "ERR_PUBSUB_CLOUD_EVENTS_SER"
+    entries = b'[{"entryId": "1", "event": ' + (body if body[:1] == b"{" else b"[1]") + b","
+    entries += b' "contentType": "application/cloudevents+json"}]'
+    bulk = _serve(runtime, "POST", b"/v1.0-alpha1/publish/bulk/pubsub/t", entries)
+    assert bulk is not None and bulk.status == 400
+
+
+NEAR_JSON = st.text(alphabet='[]{}",:\\ 0123456789.eE+-tfnrualsNIy\u00e9u', max_size=40)
+
+
+@FUZZ
+@given(value=NEAR_JSON)
+def test_what_is_stored_is_json(runtime: Runtime, value: str) -> None:
+    """Any text as an item's value: refused with a 400, or stored as JSON that reads back as
+    the same value."""
+    body = b'[{"key": "fuzzed", "value": ' + value.encode() + b"}]"
+    saved = _serve(runtime, "POST", b"/v1.0/state/statestore", body)
+    assert saved is not None
+    if saved.status == 400:
+        assert json.loads(saved.body)["errorCode"] == "ERR_MALFORMED_REQUEST"
+        return
+    assert saved.status == 204
+    got = _serve(runtime, "GET", b"/v1.0/state/statestore/fuzzed", b"")
+    assert got is not None and got.status == 200
+    assert strict_json.loads(got.body) == strict_json.loads(value)

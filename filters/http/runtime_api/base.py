@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
+from protocols import strict_json
 from protocols.http.headers import Headers
 from runtime.components.errors import (
     BadMetadata,
@@ -32,8 +32,9 @@ class ApiError(Exception):
         self.message = message
 
     def answer(self) -> Answer:
-        body = json.dumps({"errorCode": self.code, "message": self.message}).encode()
-        return Answer(self.status, body)
+        # A message may quote what a client sent: nothing in it may make the answer fail.
+        message = self.message.encode(errors="replace").decode()
+        return Answer(self.status, strict_json.dumps({"errorCode": self.code, "message": message}))
 
 
 def split_target(target: bytes) -> tuple[list[str], list[tuple[str, str]]]:
@@ -62,13 +63,14 @@ class ApiRequest:
         value = self.headers.get(name)
         return value.decode("latin-1") if value is not None else None
 
-    def json(self, what: str = "request body") -> Any:
+    def json(self, what: str = "request body", code: str = "ERR_MALFORMED_REQUEST") -> Any:
+        """The body's JSON value; bad JSON (protocols/strict_json.py) is a 400 with `code`."""
         if not self.body.strip():
-            raise ApiError(400, "ERR_MALFORMED_REQUEST", f"{what} is empty")
+            raise ApiError(400, code, f"{what} is empty")
         try:
-            return json.loads(self.body)
-        except ValueError as error:
-            raise ApiError(400, "ERR_MALFORMED_REQUEST", f"{what} is not JSON: {error}") from None
+            return strict_json.loads(self.body)
+        except strict_json.JsonError as error:
+            raise ApiError(400, code, f"{what} is not valid JSON: {error}") from None
 
 
 @dataclass(slots=True)
@@ -80,7 +82,7 @@ class Answer:
 
 
 def json_answer(value: Any, status: int = 200) -> Answer:
-    return Answer(status, json.dumps(value, separators=(",", ":")).encode())
+    return Answer(status, strict_json.dumps(value))
 
 
 NO_CONTENT = Answer(204)
@@ -131,21 +133,23 @@ def string_map(value: Any, what: str) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise malformed(f"{what} must be an object of strings")
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+    return {
+        str(k): v if isinstance(v, str) else strict_json.dumps(v).decode() for k, v in value.items()
+    }
 
 
 def data_bytes(value: Any) -> bytes:
     """A JSON `data` field as the bytes a component gets: strings as text, the rest as JSON."""
     if isinstance(value, str):
         return value.encode()
-    return json.dumps(value, separators=(",", ":")).encode()
+    return strict_json.dumps(value)
 
 
 def embed(data: bytes) -> Any:
     """Stored bytes inside a JSON answer: as JSON when they are, else text, else base64."""
     try:
-        return json.loads(data)
-    except ValueError:
+        return strict_json.loads(data)
+    except strict_json.JsonError:
         pass
     try:
         return data.decode()

@@ -1,7 +1,8 @@
 """`/v1.0/publish/{pubsub}/{topic}` and `/v1.0-alpha1/publish/bulk/{pubsub}/{topic}`.
 
 The body becomes a CloudEvent as Dapr builds it (or completes one the publisher built, for
-`application/cloudevents+json`); `metadata.rawPayload=true` publishes it unwrapped. A
+`application/cloudevents+json`: one that is not a JSON object is a 400
+ERR_PUBSUB_CLOUD_EVENTS_SER); `metadata.rawPayload=true` publishes it unwrapped. A
 pub/sub component's `allowedTopics` and `publishingScopes` metadata limit what may be
 published (403), as in Dapr.
 """
@@ -9,7 +10,6 @@ published (403), as in Dapr.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from filters.http.runtime_api.base import (
@@ -23,6 +23,7 @@ from filters.http.runtime_api.base import (
     malformed,
     string_map,
 )
+from protocols import strict_json
 from runtime import cloudevents
 from runtime.components.api import PubSub
 from runtime.components.errors import ComponentError
@@ -72,9 +73,14 @@ def event_bytes(runtime: Runtime, pubsub: str, topic: str, data: bytes, content_
     """What goes to the broker: a CloudEvent as Dapr builds it, or the raw payload."""
     if metadata.get("rawPayload") == "true":
         return data
-    return cloudevents.envelope(
-        data, content_type, topic, pubsub, runtime.config.app_id, traceparent
-    )
+    try:
+        return cloudevents.envelope(
+            data, content_type, topic, pubsub, runtime.config.app_id, traceparent
+        )
+    except cloudevents.InvalidCloudEvent as error:
+        # Dapr's code; 400 because the request is at fault (Dapr's HTTP API says 500).
+        message = f"cannot create cloudevent: {error}"
+        raise ApiError(400, "ERR_PUBSUB_CLOUD_EVENTS_SER", message) from None
 
 
 async def publish_event(pubsub: PubSub, name: str, topic: str, event: bytes,
@@ -116,13 +122,14 @@ def _entry(value: Any) -> BulkEntry:
     if isinstance(event, str) and "json" not in content_type:
         payload = event.encode()
     else:
-        payload = json.dumps(event, separators=(",", ":")).encode()
+        payload = strict_json.dumps(event)
     return entry_id, payload, content_type, string_map(value.get("metadata"), "metadata")
 
 
 async def bulk_publish(runtime: Runtime, request: ApiRequest, name: str, topic: str) -> Answer:
     pubsub = checked_pubsub(runtime, name, topic)
-    entries = request.json()
+    entries = request.json(f"the bulk request for topic {topic} pubsub {name}",
+                           "ERR_PUBSUB_EVENTS_SER")  # fmt: skip
     if not isinstance(entries, list):
         raise malformed("the body must be a JSON array of entries")
     parsed = [_entry(entry) for entry in entries]
@@ -145,14 +152,14 @@ async def bulk_publish(runtime: Runtime, request: ApiRequest, name: str, topic: 
 async def publish_entries(runtime: Runtime, pubsub: PubSub, name: str, topic: str,
                           entries: list[BulkEntry], traceparent: str | None,
                           ) -> list[tuple[str, str]]:  # fmt: skip
-    """Publish each entry (concurrently); (entryId, error) of the ones that failed."""
-
-    async def one(data: bytes, content_type: str, metadata: dict[str, str]) -> None:
-        event = event_bytes(runtime, name, topic, data, content_type, metadata, traceparent)
-        await pubsub.publish(topic, event, metadata)
-
+    """Publish each entry (concurrently); (entryId, error) of the ones that failed. An entry
+    that cannot become an event fails the whole request, before anything is published."""
+    events = [
+        (event_bytes(runtime, name, topic, data, content_type, metadata, traceparent), metadata)
+        for _, data, content_type, metadata in entries
+    ]
     results = await asyncio.gather(
-        *(one(data, content_type, metadata) for _, data, content_type, metadata in entries),
+        *(pubsub.publish(topic, event, metadata) for event, metadata in events),
         return_exceptions=True,
     )
     return [

@@ -8,7 +8,6 @@ Values are JSON: a saved value is stored as its JSON text and a get answers that
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from filters.http.runtime_api.base import (
     malformed,
     string_map,
 )
+from protocols import strict_json
 from protocols.http.headers import Headers
 from runtime.components.api import (
     Concurrency,
@@ -117,7 +117,7 @@ def _raw(metadata: dict[str, str]) -> bool:
 
 
 def _encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return strict_json.dumps(value)
 
 
 def require_feature(

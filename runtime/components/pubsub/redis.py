@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -49,6 +48,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from protocols import strict_json
 from runtime.components.api import (
     Delivery,
     Message,
@@ -125,7 +125,7 @@ class RedisStreamsPubSub:
     async def publish(self, topic: str, data: bytes, metadata: Metadata) -> None:
         fields: dict[str, bytes | str] = {"data": data}
         if metadata:
-            fields["metadata"] = json.dumps(dict(metadata))
+            fields["metadata"] = strict_json.dumps(dict(metadata))
         cap = {"maxlen": self.max_len, "approximate": True} if self.max_len else {}
         async with guarded(f"publish to {topic!r}", self.settings.deadline):
             await self.client.xadd(topic, fields, **cap)  # type: ignore[arg-type]
@@ -393,8 +393,8 @@ def _metadata(raw: bytes | None) -> dict[str, str]:
     if not raw:
         return {}
     try:
-        value: Any = json.loads(raw)
-    except ValueError:
+        value: Any = strict_json.loads(raw)
+    except strict_json.JsonError:
         return {}
     if not isinstance(value, dict):
         return {}

@@ -20,10 +20,10 @@ where two leaves get one name (`{"a:b": 1, "a": {"b": 2}}`) is refused.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
+from protocols import strict_json
 from runtime.components.api import Metadata
 from runtime.components.errors import BadMetadata, NotFound
 from runtime.components.metadata import flag
@@ -64,10 +64,10 @@ class FileSecretStore:
 
 def _load(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_bytes())
+        document = strict_json.loads(path.read_bytes())
     except OSError as error:
         raise BadMetadata("secretsFile", f"cannot read {path}: {error.strerror or error}") from None
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+    except strict_json.JsonError as error:
         raise BadMetadata("secretsFile", f"{path} is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise BadMetadata("secretsFile", f"{path}: expected a JSON object at the top")
@@ -114,4 +114,4 @@ def _text(value: Any) -> str:
         return value
     if value is None:
         return ""
-    return json.dumps(value)
+    return strict_json.dumps(value).decode()
