@@ -10,6 +10,10 @@ from typing import TextIO
 log = logging.getLogger("mecha.accesslog")
 
 
+class AccessLogError(Exception):
+    """An access-log file cannot be opened; the message is one line for the operator."""
+
+
 class AccessLogSink:
     """Collects lines and flushes them together from a `call_soon` callback."""
 
@@ -31,13 +35,13 @@ class AccessLogSink:
             return
         lines, self._pending = self._pending, []
         try:
-            stream = self._open()
+            stream = self.open()
             stream.write("\n".join(lines) + "\n")
             stream.flush()
         except OSError as exc:
             log.warning("access log %s: %s (%d lines lost)", self.path, exc, len(lines))
 
-    def _open(self) -> TextIO:
+    def open(self) -> TextIO:
         if self._stream is None:
             if self.path == "stdout":
                 self._stream = sys.stdout
@@ -64,6 +68,16 @@ class AccessLogs:
         if path not in self._sinks:
             self._sinks[path] = AccessLogSink(path)
         return self._sinks[path]
+
+    def open(self) -> None:
+        """Open every file now: a path mecha cannot write to stops the start-up (as Envoy's
+        does) instead of losing the lines of every request that follows."""
+        for sink in self._sinks.values():
+            try:
+                sink.open()
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise AccessLogError(f"cannot open access log {sink.path}: {reason}") from None
 
     def close(self) -> None:
         for sink in self._sinks.values():

@@ -14,11 +14,14 @@ from typing import TypeVar
 import uvloop
 
 from protocols.grpc import dapr_messages
+from proxy.accesslog import AccessLogError
 from proxy.config.parse import load_config
 from proxy.config.reader import ConfigError
 from proxy.listener import BindError
 from proxy.server import Server
+from runtime.runtime import RuntimeStartError
 
+log = logging.getLogger("mecha")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 T = TypeVar("T")
 
@@ -54,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     _process_arguments(run)
     validate = commands.add_parser("validate", help="check a config file and exit")
     validate.add_argument("-c", "--config", type=Path, required=True)
+    validate.add_argument("--strict", action="store_true",
+                          help="refuse what mecha would read past and warn about (unknown "
+                          "kinds and keys in Dapr resource files)")  # fmt: skip
     _iptables_parser(commands)
     return parser
 
@@ -125,18 +131,24 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     dapr_messages.use_bare_packages()  # before the runtime gRPC filter imports them
     if args.command == "validate":
-        return validate(args.config)
+        return validate(args.config, args.strict)
     if args.command == "iptables":
         return iptables(args)
     return run(args.config or default_config_path(), args)
 
 
-def validate(path: Path) -> int:
+def validate(path: Path, strict: bool = False) -> int:
+    """The same check `mecha run` makes before it starts anything."""
     try:
         config = load_config(path)
     except ConfigError as error:
         _report(path, error)
         return 1
+    if strict and config.warnings:
+        _report(path, ConfigError(config.warnings))
+        return 1
+    for warning in config.warnings:
+        print(f"mecha: {path}: warning: {warning}", file=sys.stderr)
     print(f"{path}: ok ({len(config.listeners)} listeners, {len(config.clusters)} clusters)")
     return 0
 
@@ -185,8 +197,11 @@ def run(path: Path, args: argparse.Namespace) -> int:
     except ConfigError as error:
         _report(path, error)
         return 1
+    for warning in config.warnings:
+        logging.getLogger("mecha.config").warning("%s", warning)
     if args.worker is None and args.workers != 1:
         return workers.supervise(path, config, args)
+    server: Server | None = None
     try:
         takeover = None
         if args.worker is not None:
@@ -203,8 +218,15 @@ def run(path: Path, args: argparse.Namespace) -> int:
                 runner.run(workers.serve_worker(server, args.worker_admin, *share))
             else:
                 runner.run(hot_restart.serve(server, handover_path, takeover))
-    except (BindError, hot_restart.HotRestartError) as error:
+    except (BindError, AccessLogError, hot_restart.HotRestartError, RuntimeStartError) as error:
         print(f"mecha: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if server is not None and server.live.is_set():
+            raise  # a fault while serving is a bug: its traceback says where
+        # Any other start-up failure is one line too; -l debug has the traceback.
+        log.debug("start-up failed", exc_info=error)
+        print(f"mecha: start-up failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -184,6 +184,8 @@ class Reloader:
             config = await asyncio.to_thread(self.load, self.path)
         except ConfigError as error:
             return self._rejected(trigger, [str(problem) for problem in error.problems])
+        for warning in config.warnings:
+            log.warning("config reload (%s): %s", trigger, warning)
         diff = diff_configs(self.server.config, config)
         if diff.empty and not diff.restart_needed:
             log.info("config reload (%s): unchanged (version %s)", trigger, self.server.version)

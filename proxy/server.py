@@ -88,6 +88,7 @@ class Server:
     async def start(self) -> None:
         """Admin first (so /ready answers while warming), then clusters, the runtime's
         components, then listeners."""
+        self.access_logs.open()
         if self.admin:
             await self.admin.start()
         try:

@@ -2,11 +2,18 @@
 
 Components come from `runtime.components` (mecha YAML) and from Dapr resource files in
 `runtime.components_path` (`kind: Component` and `kind: Subscription`, as Dapr reads them),
-so existing Dapr component files work unchanged.
+so existing Dapr component files work unchanged. What mecha does not use in those files
+(another kind, a `spec` key it does not know) is a warning naming the file and the key,
+never a silent skip.
+
+`scopes` limit a component or a subscription to the listed app ids, as in Dapr. A
+subscription this app makes must name a pub/sub loaded for it and routing rules that
+compile: checked here, so `mecha validate` and `mecha run` refuse the same files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +23,20 @@ import yaml
 from proxy.config.loader import expand_env
 from proxy.config.reader import ConfigError, Node, Problem
 from runtime.components import registry
+from runtime.routing_rules import RuleError, compile_rule
 
 RESERVED_APP_ID = "mecha"
+RESOURCE_KEYS = ("apiVersion", "kind", "metadata", "spec", "scopes", "auth")
+COMPONENT_SPEC_KEYS = ("type", "version", "metadata", "initTimeout", "ignoreErrors")
+SUBSCRIPTION_SPEC_KEYS = ("pubsubname", "topic", "route", "routes", "deadLetterTopic", "metadata")
+UNSUPPORTED_SPEC_KEYS = {"Subscription": ("bulkSubscribe",)}
+"""Dapr keys mecha reads past: a warning says they have no effect."""
+METADATA_ITEM_KEYS = ("name", "value", "secretKeyRef")
+
+
+def in_scope(scopes: tuple[str, ...], app_id: str) -> bool:
+    """Dapr's `scopes`: no list means every app."""
+    return not scopes or app_id in scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +63,9 @@ class ComponentSpec:
     def block(self) -> str:
         return registry.block_of(self.type)
 
+    def serves(self, app_id: str) -> bool:
+        return in_scope(self.scopes, app_id)
+
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionSpec:
@@ -55,6 +77,10 @@ class SubscriptionSpec:
     dead_letter_topic: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     source: str = "declarative"
+    scopes: tuple[str, ...] = ()
+
+    def serves(self, app_id: str) -> bool:
+        return in_scope(self.scopes, app_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +104,19 @@ class RuntimeConfig:
     delivery_retries: int = 10
     delivery_backoff: float = 0.2
 
+    def scoped_components(self) -> list[ComponentSpec]:
+        """The components this app loads (secret stores first: others may need them)."""
+        specs = [spec for spec in self.components if spec.serves(self.app_id)]
+        return sorted(specs, key=lambda spec: spec.block != "secretstores")
 
-def parse_runtime(node: Node, base_dir: Path | None = None) -> RuntimeConfig:
+    def scoped_subscriptions(self) -> list[SubscriptionSpec]:
+        return [spec for spec in self.subscriptions if spec.serves(self.app_id)]
+
+
+def parse_runtime(
+    node: Node, base_dir: Path | None = None, warnings: list[Problem] | None = None
+) -> RuntimeConfig:
+    """`warnings` collects what is read past (unknown kinds and keys in Dapr files)."""
     node.only("app_id", "app_port", "app_host", "app_protocol", "api_token", "app_token",
               "components", "components_path", "subscriptions", "invoke", "max_request_body",
               "delivery")  # fmt: skip
@@ -97,21 +134,24 @@ def parse_runtime(node: Node, base_dir: Path | None = None) -> RuntimeConfig:
         path = Path(node.text("components_path"))
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
-        found, declared = _resource_files(node, path)
+        found, declared = _resource_files(node, path, [] if warnings is None else warnings)
         components += found
         subscriptions += declared
     _unique_names(node, components)
     token = node.text("api_token", "")
     app_token = node.text("app_token", "")
     port = node.integer("app_port", 0, minimum=0, maximum=65535)
+    app_id = node.text("app_id", RESERVED_APP_ID)
+    loaded = [c for c in components if c is not None]
+    _check_subscriptions(node, app_id, loaded, [s for s in subscriptions if s is not None])
     return RuntimeConfig(
-        app_id=node.text("app_id", RESERVED_APP_ID),
+        app_id=app_id,
         app_port=port or None,
         app_host=node.text("app_host", "127.0.0.1"),
         app_protocol=node.choice("app_protocol", ("http", "grpc"), "http"),
         api_token=token or None,
         app_token=app_token or None,
-        components=tuple(c for c in components if c is not None),
+        components=tuple(loaded),
         subscriptions=tuple(s for s in subscriptions if s is not None),
         invoke_clusters={str(k): str(v) for k, v in clusters.items()},
         invoke_dns=_dns_template(invoke),
@@ -133,6 +173,55 @@ def _dns_template(node: Node) -> str | None:
                      "'{app_id}.default.svc.cluster.local:80'", "dns")  # fmt: skip
         return None
     return template
+
+
+def _check_subscriptions(node: Node, app_id: str, components: list[ComponentSpec],
+                         subscriptions: list[SubscriptionSpec]) -> None:  # fmt: skip
+    """Each subscription of this app names a pub/sub loaded for it, on a topic it may use."""
+    by_name = {spec.name: spec for spec in components}
+    for subscription in subscriptions:
+        if not subscription.serves(app_id) or not subscription.pubsub:
+            continue
+        pubsub = by_name.get(subscription.pubsub)
+        problem = _pubsub_problem(subscription, pubsub, app_id, components)
+        if problem is not None:
+            node.problems.append(Problem(f"{subscription.source}.pubsubname", problem))
+
+
+def _pubsub_problem(subscription: SubscriptionSpec, pubsub: ComponentSpec | None, app_id: str,
+                    components: list[ComponentSpec]) -> str | None:  # fmt: skip
+    name = subscription.pubsub
+    if pubsub is None:
+        known = [c.name for c in components if c.block == "pubsub" and c.serves(app_id)]
+        return f"pubsub {name!r} is not declared (pub/sub components: {', '.join(known) or 'none'})"
+    if pubsub.block != "pubsub":
+        return f"{name!r} is a {pubsub.block} component, not a pub/sub"
+    if not pubsub.serves(app_id):
+        return (f"pubsub {name!r} is not loaded for app {app_id!r} "
+                f"(its scopes: {', '.join(pubsub.scopes)})")  # fmt: skip
+    if not topic_allowed(pubsub.metadata, app_id, subscription.topic, "subscriptionScopes"):
+        return f"topic {subscription.topic!r} of pubsub {name!r} is not allowed for app {app_id!r}"
+    return None
+
+
+def topic_allowed(metadata: Mapping[str, str | SecretRef], app_id: str, topic: str,
+                  scopes_key: str) -> bool:  # fmt: skip
+    """A pub/sub's `allowedTopics` (every app) and `publishingScopes` / `subscriptionScopes`
+    (`app1=t1,t2;app2=t3`: an app listed may use only its topics), as Dapr reads them."""
+    allowed = metadata.get("allowedTopics")
+    if isinstance(allowed, str) and allowed.strip() and topic not in _names(allowed):
+        return False
+    scopes = metadata.get(scopes_key)
+    if isinstance(scopes, str) and scopes.strip():
+        for scope in scopes.split(";"):
+            app, _, topics = scope.partition("=")
+            if app.strip() == app_id:
+                return topic in _names(topics)
+    return True
+
+
+def _names(listed: str) -> set[str]:
+    return {name.strip() for name in listed.split(",") if name.strip()}
 
 
 def _unique_names(node: Node, components: list[ComponentSpec | None]) -> None:
@@ -199,13 +288,13 @@ def _strings(node: Node, key: str) -> list[str]:
 def _subscription(node: Node) -> SubscriptionSpec | None:
     if not node.expect_mapping():
         return None
-    node.only("pubsubname", "topic", "route", "routes", "deadLetterTopic", "metadata")
+    node.only("pubsubname", "topic", "route", "routes", "deadLetterTopic", "metadata", "scopes")
     routes = node.section("routes")
     routes.only("rules", "default")
     rules = []
     for rule in routes.items("rules"):
         rule.only("match", "path")
-        rules.append((rule.text("match"), rule.text("path")))
+        rules.append((_rule(rule), rule.text("path")))
     metadata = node.child("metadata").value or {}
     return SubscriptionSpec(
         pubsub=node.text("pubsubname"),
@@ -217,11 +306,23 @@ def _subscription(node: Node) -> SubscriptionSpec | None:
         if isinstance(metadata, dict)
         else {},
         source=node.path,
+        scopes=tuple(_strings(node, "scopes")),
     )
 
 
+def _rule(node: Node) -> str:
+    """A routing rule's match, refused here when the CEL subset cannot compile it."""
+    match = node.text("match")
+    if match:
+        try:
+            compile_rule(match)
+        except RuleError as error:
+            node.problem(str(error), "match")
+    return match
+
+
 def _resource_files(
-    node: Node, path: Path
+    node: Node, path: Path, warnings: list[Problem]
 ) -> tuple[list[ComponentSpec | None], list[SubscriptionSpec | None]]:
     """Dapr resource files: every `kind: Component` and `kind: Subscription` document."""
     if not path.is_dir():
@@ -236,24 +337,52 @@ def _resource_files(
             node.problem(f"{file}: {exc}", "components_path")
             continue
         for index, document in enumerate(documents):
-            if not isinstance(document, dict):
+            where = _resource(node, f"{file}[{index}]", document, warnings)
+            if where is None:
                 continue
-            try:
-                document = expand_env(document)
-            except ConfigError as error:
-                node.problems.extend(
-                    Problem(f"{file}[{index}].{p.path}", p.message) for p in error.problems
-                )
-                continue
-            where = Node(document, f"{file}[{index}]", node.problems)
             if document.get("kind") == "Component":
-                components.append(_dapr_component(where))
-            elif document.get("kind") == "Subscription":
-                subscriptions.append(_dapr_subscription(where))
+                components.append(_dapr_component(where, warnings))
+            else:
+                subscriptions.append(_dapr_subscription(where, warnings))
     return components, subscriptions
 
 
-def _dapr_component(node: Node) -> ComponentSpec | None:
+def _resource(node: Node, path: str, document: Any, warnings: list[Problem]) -> Node | None:
+    """The expanded document, if it is a kind mecha reads; a warning says what is skipped."""
+    if document is None:
+        return None  # an empty document (a trailing `---`)
+    kind = document.get("kind") if isinstance(document, dict) else None
+    if kind not in ("Component", "Subscription"):
+        what = f"kind {kind!r} is" if kind else "a document without a kind is"
+        warnings.append(Problem(f"{path}.kind", f"{what} not supported by mecha: ignored"))
+        return None
+    try:
+        document = expand_env(document)
+    except ConfigError as error:
+        node.problems.extend(Problem(f"{path}.{p.path}", p.message) for p in error.problems)
+        return None
+    where = Node(document, path, node.problems)
+    _warn_unknown(where, RESOURCE_KEYS, warnings)
+    spec_keys = COMPONENT_SPEC_KEYS if kind == "Component" else SUBSCRIPTION_SPEC_KEYS
+    _warn_unknown(where.child("spec"), spec_keys, warnings, UNSUPPORTED_SPEC_KEYS.get(kind, ()))
+    return where
+
+
+def _warn_unknown(node: Node, known: tuple[str, ...], warnings: list[Problem],
+                  unsupported: tuple[str, ...] = ()) -> None:  # fmt: skip
+    if not isinstance(node.value, dict):
+        return
+    for key in node.value:
+        if key in unsupported:
+            message = "not supported by mecha: ignored"
+        elif key not in known:
+            message = f"unknown key (expected one of: {', '.join(known)}): ignored"
+        else:
+            continue
+        warnings.append(Problem(f"{node.path}.{key}", message))
+
+
+def _dapr_component(node: Node, warnings: list[Problem]) -> ComponentSpec | None:
     meta, spec = node.section("metadata"), node.section("spec")
     kind = spec.text("type")
     if kind and not registry.known(kind):
@@ -262,6 +391,7 @@ def _dapr_component(node: Node) -> ComponentSpec | None:
     items: dict[str, Any] = {}
     for item in spec.items("metadata"):
         item_value = item.value if isinstance(item.value, dict) else {}
+        _warn_unknown(item, METADATA_ITEM_KEYS, warnings)
         name = str(item_value.get("name", ""))
         if "secretKeyRef" in item_value:
             items[name] = {"secretKeyRef": item_value["secretKeyRef"]}
@@ -280,11 +410,9 @@ def _dapr_component(node: Node) -> ComponentSpec | None:
     )
 
 
-def _dapr_subscription(node: Node) -> SubscriptionSpec | None:
+def _dapr_subscription(node: Node, warnings: list[Problem]) -> SubscriptionSpec | None:
     spec = node.section("spec")
-    converted = {
-        key: spec.child(key).value
-        for key in ("pubsubname", "topic", "route", "routes", "deadLetterTopic", "metadata")
-        if spec.has(key)
-    }
+    converted = {key: spec.child(key).value for key in SUBSCRIPTION_SPEC_KEYS if spec.has(key)}
+    if node.has("scopes"):
+        converted["scopes"] = node.child("scopes").value
     return _subscription(Node(converted, spec.path, node.problems))

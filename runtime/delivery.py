@@ -39,9 +39,9 @@ from runtime.components.api import (
     Delivery as Outcome,
 )
 from runtime.components.errors import ComponentError
-from runtime.config import SubscriptionSpec
+from runtime.config import SubscriptionSpec, topic_allowed
 from runtime.routing_rules import Rule, RuleError, compile_rule
-from runtime.runtime import UnknownComponent
+from runtime.runtime import RuntimeStartError, UnknownComponent
 
 if TYPE_CHECKING:
     from runtime.app_callback import AppCallback
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("mecha.delivery")
 
 APP_SUBSCRIBE_WAIT = 10.0
+
+
+class SubscriptionRefused(Exception):
+    """A subscription cannot be made; the message names it and why."""
 
 
 @dataclass
@@ -78,12 +82,27 @@ class Delivery:
             self.callback = AppCallback(runtime.app)
 
     async def start(self) -> None:
-        for spec in self.runtime.config.subscriptions:
-            await self._subscribe(spec, "DECLARATIVE")
+        """Declared subscriptions and input bindings; RuntimeStartError when one cannot be
+        made, unless its component may fail (`ignoreErrors`)."""
+        for spec in self.runtime.config.scoped_subscriptions():
+            try:
+                await self._subscribe(spec, "DECLARATIVE")
+            except SubscriptionRefused as error:
+                self._start_failed(spec.pubsub, str(error))
         if self.runtime.app is not None:
             self._spawn(self._programmatic(), "dapr-subscribe")
             for name, binding in self.runtime.input_bindings():
-                self._bindings[name] = await binding.read(self._binding_handler(name))
+                try:
+                    self._bindings[name] = await binding.read(self._binding_handler(name))
+                except ComponentError as error:
+                    self._start_failed(name, f"input binding {name!r} cannot be read: {error}")
+
+    def _start_failed(self, component: str, message: str) -> None:
+        loaded = self.runtime.components.get(component)
+        if loaded is not None and loaded.spec.ignore_errors:
+            log.warning("%s; ignored (ignoreErrors of %r)", message, component)
+            return
+        raise RuntimeStartError(message)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -121,7 +140,10 @@ class Delivery:
                 log.warning("app's ListTopicSubscriptions failed (%s): none taken", error)
                 return
         for spec in specs:
-            await self._subscribe(spec, "PROGRAMMATIC")
+            try:
+                await self._subscribe(spec, "PROGRAMMATIC")
+            except SubscriptionRefused as error:
+                log.error("%s", error)
 
     async def _app_subscriptions(self) -> list[SubscriptionSpec]:
         if self.callback is not None:
@@ -140,18 +162,27 @@ class Delivery:
         return [spec for spec in specs if spec is not None]
 
     async def _subscribe(self, spec: SubscriptionSpec, kind: str) -> None:
+        """Raises SubscriptionRefused."""
+        refused = f"subscription to {spec.pubsub}/{spec.topic} ({spec.source}) refused"
         try:
             rules = [(compile_rule(match), path) for match, path in spec.rules]
             pubsub = self.runtime.pubsub(spec.pubsub)
-        except (RuleError, UnknownComponent) as error:
-            log.error("subscription to %s/%s (%s) refused: %s", spec.pubsub, spec.topic,
-                      spec.source, error)  # fmt: skip
-            return
-        active = ActiveSubscription(spec, kind, rules)
-        metadata = {"consumerGroup": self.runtime.config.app_id, **spec.metadata}
-        active.handle = await pubsub.subscribe(spec.topic, self._handler(active), metadata)
+            self._check_topic(spec)
+            active = ActiveSubscription(spec, kind, rules)
+            metadata = {"consumerGroup": self.runtime.config.app_id, **spec.metadata}
+            active.handle = await pubsub.subscribe(spec.topic, self._handler(active), metadata)
+        except (RuleError, UnknownComponent, ComponentError) as error:
+            raise SubscriptionRefused(f"{refused}: {error}") from None
         self.subscriptions.append(active)
         log.info("subscribed to %s/%s (%s)", spec.pubsub, spec.topic, kind.lower())
+
+    def _check_topic(self, spec: SubscriptionSpec) -> None:
+        """The pub/sub's `allowedTopics` and `subscriptionScopes`, as Dapr applies them."""
+        app_id = self.runtime.config.app_id
+        metadata = self.runtime.components[spec.pubsub].spec.metadata
+        if not topic_allowed(metadata, app_id, spec.topic, "subscriptionScopes"):
+            raise ComponentError(f"topic {spec.topic!r} is not allowed for app {app_id!r}",
+                                 retryable=False)  # fmt: skip
 
     async def subscribe_stream(self, spec: SubscriptionSpec,
                                deliver: Callable[[Message], Awaitable[Outcome]],

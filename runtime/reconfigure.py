@@ -25,9 +25,8 @@ async def start_components(
     started: dict[str, LoadedComponent] = {}
     try:
         for spec in sorted(specs, key=lambda s: s.block != "secretstores"):
-            if spec.scopes and runtime.config.app_id not in spec.scopes:
-                continue
-            started[spec.name] = await runtime.load_component(spec)
+            if spec.serves(runtime.config.app_id):
+                started[spec.name] = await runtime.load_component(spec)
     except RuntimeStartError:
         await close_components(started.values())
         raise

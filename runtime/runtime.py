@@ -1,9 +1,11 @@
 """The application runtime: components by name, the app channel, subscriptions.
 
 Built once per process from the `runtime:` config and shared by the HTTP and gRPC APIs.
-Secret stores start first, so other components' `secretKeyRef` metadata can be resolved;
-a component that fails to start stops mecha's start-up (unless `ignore_errors`), naming
-the component and its declaration.
+Only the components scoped to this app id load. Secret stores start first, so other
+components' `secretKeyRef` metadata can be resolved; a component that fails to start stops
+mecha's start-up with one RuntimeStartError naming the component, its declaration and the
+reason (a metadata key, for bad metadata), unless it has `ignore_errors` (Dapr's
+`ignoreErrors`): then a warning, and the runtime runs without it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ T = TypeVar("T")
 
 
 class RuntimeStartError(Exception):
-    """A component could not start; the message names it."""
+    """Something the runtime's config declares could not start; the message, one line,
+    names it and where it is declared."""
 
 
 class UnknownComponent(Exception):
@@ -82,10 +85,11 @@ class Runtime:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        specs = sorted(self.config.components, key=lambda s: s.block != "secretstores")
-        for spec in specs:
-            if spec.scopes and self.config.app_id not in spec.scopes:
-                continue
+        for spec in self.config.components:
+            if not spec.serves(self.config.app_id):
+                log.info("component %r is scoped to %s: not loaded for app %r",
+                         spec.name, ", ".join(spec.scopes), self.config.app_id)  # fmt: skip
+        for spec in self.config.scoped_components():
             await self._start_component(spec)
         self.outbound_ready = True
         await self.delivery.start()
@@ -101,14 +105,14 @@ class Runtime:
             metadata = await self._resolve(spec)
             async with asyncio.timeout(spec.init_timeout):
                 await loaded.instance.init(metadata)
-        except (ComponentError, TimeoutError, UnknownComponent) as error:
-            loaded.error = str(error) or "init timed out"
-            where = f"component {spec.name!r} ({spec.type}, {spec.source})"
-            message = f"{where} failed to start: {loaded.error}"
+        except Exception as error:  # whatever a backend raises, the operator gets one line
+            loaded.error = _reason(error, spec)
+            await _close_quietly(loaded)
+            message = f"component {spec.name!r} ({spec.type}, {spec.source}) failed to start: "
             if spec.ignore_errors:
-                log.warning("%s; ignored", message)
+                log.warning("%s%s; ignored (ignoreErrors)", message, loaded.error)
                 return loaded
-            raise RuntimeStartError(message) from None
+            raise RuntimeStartError(message + loaded.error) from None
         loaded.ready = True
         loaded.capabilities = _capabilities(loaded.instance)
         log.info("component %r (%s) ready", spec.name, spec.type)
@@ -212,6 +216,24 @@ class Runtime:
         if choice == "name":
             return f"{store}||"
         return "" if choice == "none" else f"{choice}||"
+
+
+def _reason(error: Exception, spec: ComponentSpec) -> str:
+    """Why init failed, in one line; an unexpected exception keeps its traceback for -l debug."""
+    if isinstance(error, TimeoutError):
+        return f"init timed out after {spec.init_timeout:g}s"
+    if isinstance(error, ComponentError | UnknownComponent):
+        return str(error)
+    log.debug("component %r init raised", spec.name, exc_info=error)
+    return f"{type(error).__name__}: {error}"
+
+
+async def _close_quietly(loaded: LoadedComponent) -> None:
+    """Release what a failed init may have opened (a pool, a socket, a task)."""
+    try:
+        await loaded.instance.close()
+    except Exception as error:  # a half-made component may fail to close, too
+        log.debug("component %r failed to close after a failed init: %r", loaded.spec.name, error)
 
 
 def _capabilities(instance: Any) -> list[str]:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from proxy.config.reader import Problem
 from proxy.config.tls import DownstreamTls, UpstreamTls
 from proxy.config.units import Address
 
@@ -164,3 +165,6 @@ class Config:
     """The expanded YAML document, kept for /config_dump."""
     file_digests: Mapping[str, str] = field(default_factory=dict)
     """SHA-256 of each file the YAML names under a `*_file` key, as read at parse time."""
+    warnings: tuple[Problem, ...] = ()
+    """What was read past (unknown kinds and keys in Dapr files): `validate --strict` refuses
+    them, `run` logs them."""

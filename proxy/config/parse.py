@@ -24,7 +24,7 @@ from proxy.config.model import (
     OutlierDetection,
     RedisClusterSettings,
 )
-from proxy.config.reader import Node
+from proxy.config.reader import Node, Problem
 from proxy.config.tls import parse_upstream_tls
 from proxy.config.units import Address, parse_address
 from proxy.upstream.lb import LOAD_BALANCERS
@@ -49,7 +49,10 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
     root.only("admin", "listeners", "clusters", "drain_timeout", "runtime")
     clusters = tuple(_cluster(node, base_dir) for node in root.items("clusters"))
     _unique(root, "clusters", [c.name for c in clusters])
-    runtime = parse_runtime(root.section("runtime"), base_dir) if root.has("runtime") else None
+    warnings: list[Problem] = []
+    runtime = (
+        parse_runtime(root.section("runtime"), base_dir, warnings) if root.has("runtime") else None
+    )
     context = ParseContext(frozenset(c.name for c in clusters), {c.name: c for c in clusters},
                            runtime, base_dir)  # fmt: skip
     listeners = tuple(parse_listener(node, context) for node in root.items("listeners"))
@@ -63,6 +66,7 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
         document=root.value,
         runtime=runtime,
         file_digests=dict(_file_digests(root.value, base_dir)),
+        warnings=tuple(warnings),
     )
     root.raise_if_problems()
     return config

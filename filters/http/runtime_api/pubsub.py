@@ -27,6 +27,7 @@ from protocols import strict_json
 from runtime import cloudevents
 from runtime.components.api import PubSub
 from runtime.components.errors import ComponentError
+from runtime.config import topic_allowed
 from runtime.runtime import Runtime
 
 PUBSUBS = Block(
@@ -52,20 +53,7 @@ def checked_pubsub(runtime: Runtime, name: str, topic: str) -> PubSub:
 
 def _allowed(runtime: Runtime, name: str, topic: str) -> bool:
     metadata = runtime.components[name].spec.metadata
-    allowed = metadata.get("allowedTopics")
-    if isinstance(allowed, str) and allowed.strip() and topic not in _names(allowed):
-        return False
-    scopes = metadata.get("publishingScopes")
-    if isinstance(scopes, str) and scopes.strip():
-        for scope in scopes.split(";"):
-            app, _, topics = scope.partition("=")
-            if app.strip() == runtime.config.app_id:
-                return topic in _names(topics)
-    return True
-
-
-def _names(listed: str) -> set[str]:
-    return {name.strip() for name in listed.split(",") if name.strip()}
+    return topic_allowed(metadata, runtime.config.app_id, topic, "publishingScopes")
 
 
 def event_bytes(runtime: Runtime, pubsub: str, topic: str, data: bytes, content_type: str,

@@ -84,8 +84,13 @@ class SqliteDatabase:
         self._connection: sqlite3.Connection | None = None
 
     async def open(self) -> None:
+        """BadMetadata naming `connectionString` when the database cannot be opened."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._connection = await self._submit(self._connect)
+        try:
+            self._connection = await self._submit(self._connect)
+        except ComponentError as error:
+            await self.close()  # the worker thread goes with the failed open
+            raise BadMetadata("connectionString", f"cannot open the database: {error}") from None
 
     def _connect(self) -> sqlite3.Connection:
         uri = self.path.startswith("file:")
