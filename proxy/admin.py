@@ -1,17 +1,22 @@
 """The admin endpoint: a small HTTP/1.1 server (h11) for operators and probes.
 
 /ready, /metrics, /config_dump, /clusters, /listeners. Views only read state, so they
-run inline on the event loop.
+run inline on the event loop; the few that change something (POST /reload) answer only
+peers on loopback or in `admin.allow_mutations_from`, since the admin may be reachable from
+further away than its operator meant. The same server serves the health listener: a
+read-only pair of probe paths, for an address the kubelet can reach.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,8 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mecha.admin")
 
 _MAX_REQUEST = 64 * 1024
-POST_ONLY = frozenset({"/reload"})
-"""Views that change something answer POST only."""
+MUTATING = frozenset({"/reload"})
+"""Views that change something: POST only, from loopback or `admin.allow_mutations_from`."""
+Networks = tuple[IPv4Network | IPv6Network, ...]
 _RELOAD_STATUS = {"applied": 200, "unchanged": 200, "rejected": 400}
 
 
@@ -127,22 +133,51 @@ def _describe_cluster(cluster: Cluster) -> dict[str, Any]:
     }
 
 
+class HealthViews:
+    """The health listener's views: only what probes ask, nothing to read or change."""
+
+    def __init__(self, ready: View) -> None:
+        self.routes: dict[str, tuple[str, View]] = {
+            "/healthz/ready": ("200 once serving, 503 while starting or draining", ready),
+            "/healthz/live": ("200 while the process answers", self.live),
+        }
+
+    def live(self, query: dict[str, list[str]]) -> Response:
+        return Response(200, b"LIVE\n")
+
+
 class Routes(Protocol):
     """Any set of admin views: path -> (what it shows, view)."""
 
     routes: dict[str, tuple[str, View]]
 
 
+def may_mutate(peer: object, allowed: Networks) -> bool:
+    """A peer on loopback (or a unix socket: a worker's private admin), or an allowed one."""
+    if not isinstance(peer, tuple):
+        return True
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or any(address in network for network in allowed)
+
+
 class _AdminProtocol(asyncio.Protocol):
-    def __init__(self, views: Routes) -> None:
+    def __init__(self, views: Routes, allowed: Networks = ()) -> None:
         self.views = views
+        self.allowed = allowed
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
         self.transport: asyncio.Transport | None = None
         self.request: h11.Request | None = None
         self.pending: asyncio.Task[Response] | None = None
+        self.peer: object = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername")
 
     def data_received(self, data: bytes) -> None:
         self.h11.receive_data(data)
@@ -176,10 +211,16 @@ class _AdminProtocol(asyncio.Protocol):
         url = urlsplit(request.target.decode("ascii", "replace"))
         method = request.method.decode()
         route = self.views.routes.get(url.path)
+        mutating = url.path in MUTATING
         if route is None:
-            response = Response(404, b"not found; GET / lists the admin endpoints\n")
-        elif method not in (("POST",) if url.path in POST_ONLY else ("GET", "HEAD")):
+            listed = "/" in self.views.routes  # the health listener keeps its paths to itself
+            response = Response(404, b"not found; GET / lists the admin endpoints\n" if listed
+                                else b"not found\n")  # fmt: skip
+        elif method not in (("POST",) if mutating else ("GET", "HEAD")):
             response = Response(405, b"method not allowed\n")
+        elif mutating and not may_mutate(self.peer, self.allowed):
+            log.warning("admin: refused %s %s from %s", method, url.path, self.peer)
+            response = Response(403, b"only from loopback or admin.allow_mutations_from\n")
         else:
             answer = route[1](parse_qs(url.query))
             if not isinstance(answer, Response):
@@ -231,9 +272,12 @@ class _AdminProtocol(asyncio.Protocol):
 
 
 class AdminServer:
-    def __init__(self, address: Address, views: Routes) -> None:
+    def __init__(self, address: Address, views: Routes, allow_mutations_from: Networks = (),
+                 name: str = "admin") -> None:  # fmt: skip
         self.address = address
         self.views = views
+        self.allowed = allow_mutations_from
+        self.name = name
         self.bound: Address | None = None
         self.socket: socket.socket | None = None
         self._server: asyncio.Server | None = None
@@ -241,16 +285,19 @@ class AdminServer:
     async def start(self, inherited: socket.socket | None = None) -> None:
         """Bind the address, or serve on `inherited` (a hot restart's socket)."""
         loop = asyncio.get_running_loop()
-        self.socket = sock = inherited or bind_socket(self.address, "admin")
-        self._server = await loop.create_server(lambda: _AdminProtocol(self.views), sock=sock)
+        self.socket = sock = inherited or bind_socket(self.address, self.name)
+        self._server = await loop.create_server(self._protocol, sock=sock)
         host, port = sock.getsockname()[:2]
         self.bound = Address(host, port)
-        log.info("admin listening on %s", self.bound)
+        log.info("%s listening on %s", self.name, self.bound)
+
+    def _protocol(self) -> _AdminProtocol:
+        return _AdminProtocol(self.views, self.allowed)
 
     async def start_unix(self, path: str) -> None:
         """Serve on a unix socket (a worker's private admin, read by its supervisor)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: _AdminProtocol(self.views), path)
+        self._server = await loop.create_unix_server(self._protocol, path)
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -37,7 +37,8 @@ MAX_SOCKETS = 250
 MAX_LINE = 64 * 1024
 HANDOVER_TIMEOUT = 10.0
 ADMIN_SOCKET = "@admin"
-"""The admin's listening socket, in the list of handed-over sockets."""
+HEALTH_SOCKET = "@health"
+"""The admin's and the health listener's sockets, in the list of handed-over sockets."""
 
 
 class HotRestartError(Exception):
@@ -148,8 +149,9 @@ class HandoverServer:
         if op == "drain":
             log.info("hot restart: the new process is live; draining")
             self._close_socket()
-            if self.server.admin is not None:
-                await self.server.admin.stop()
+            for endpoint in (self.server.admin, self.server.health):
+                if endpoint is not None:
+                    await endpoint.stop()
             await _send(conn, b'{"draining": true}\n')
             self.server.request_stop("hot restart")
             return False
@@ -166,9 +168,10 @@ class HandoverServer:
                 entries.append({"name": name, "address": str(address), "bound": str(bound)})
                 fds.append(sock.fileno())
 
-        admin = self.server.admin
-        if admin is not None:
-            add(ADMIN_SOCKET, admin.address, admin.socket)
+        for name, endpoint in ((ADMIN_SOCKET, self.server.admin),
+                               (HEALTH_SOCKET, self.server.health)):  # fmt: skip
+            if endpoint is not None:
+                add(name, endpoint.address, endpoint.socket)
         for listener in self.server.listeners:
             add(listener.name, listener.config.address, listener.socket)
         return entries[:MAX_SOCKETS], fds[:MAX_SOCKETS]
@@ -238,7 +241,8 @@ class Takeover:
     def __init__(self, conn: socket.socket, handed: list[Handed]) -> None:
         self.conn = conn
         self.handed = handed
-        self._admin: socket.socket | None = None
+        self._kept: dict[str, socket.socket] = {}
+        """The admin's and health listener's sockets, taken once this process is live."""
 
     @classmethod
     def connect(cls, path: Path, timeout: float = HANDOVER_TIMEOUT) -> Takeover:
@@ -255,25 +259,33 @@ class Takeover:
         return cls(conn, handed)
 
     def adopt(self, server: Server) -> None:
-        """Give `server` the sockets it has listeners for; the admin's is kept for later."""
+        """Give `server` the sockets it has listeners for; the admin's and the health
+        listener's are kept for later."""
         config = server.config
+        endpoints = {ADMIN_SOCKET: config.admin, HEALTH_SOCKET: config.health}
         for handed in self.handed:
-            if handed.name == ADMIN_SOCKET:
-                if config.admin is not None and same_address(config.admin.address, handed):
-                    self._admin = handed.sock
+            if handed.name in endpoints:
+                wanted = endpoints[handed.name]
+                if wanted is not None and same_address(wanted.address, handed):
+                    self._kept[handed.name] = handed.sock
                 continue
             for listener in config.listeners:
                 if listener.name == handed.name and same_address(listener.address, handed):
                     server.inherited[handed.name] = handed.sock
-        taken = len(server.inherited) + (self._admin is not None)
+        taken = len(server.inherited) + len(self._kept)
         log.info("hot restart: serving on %d of %d handed-over sockets", taken, len(self.handed))
 
-    async def finish(self, server: Server, admin: AdminServer | None) -> None:
-        """`server` is live: take the admin socket, then tell the old process to drain."""
+    async def finish(
+        self, server: Server, admin: AdminServer | None, health: AdminServer | None
+    ) -> None:
+        """`server` is live: take the admin's and health listener's sockets, then tell the
+        old process to drain."""
         if admin is not None:
             server.admin = admin
-            await admin.start(self._admin)
-            self._admin = None
+            await admin.start(self._kept.pop(ADMIN_SOCKET, None))
+        if health is not None:
+            server.health = health
+            await health.start(self._kept.pop(HEALTH_SOCKET, None))
         await self._drain_old()
         self.close(server)
 
@@ -293,13 +305,14 @@ class Takeover:
         """Close the connection and every received socket no listener took."""
         self.conn.close()
         used = {id(sock) for sock in server.inherited.values()}
+        used |= {id(sock) for sock in self._kept.values()}
         for handed in self.handed:
-            if handed.sock is not self._admin and id(handed.sock) not in used:
+            if id(handed.sock) not in used:
                 handed.sock.close()
         server.inherited.clear()
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
+        for sock in self._kept.values():
+            sock.close()
+        self._kept.clear()
         self.handed = []
 
 
@@ -338,13 +351,13 @@ async def serve(
 ) -> None:
     """Run `server`; once live, finish a takeover and hand sockets over at `handover_path`.
 
-    The admin socket of a takeover is taken only when the new process is live, so that
-    probes keep reaching a ready process while it warms up.
+    The admin's and health listener's sockets of a takeover are taken only when the new
+    process is live, so that probes keep reaching a ready process while it warms up.
     """
-    admin = server.admin
+    admin, health = server.admin, server.health
     if takeover is not None:
         takeover.adopt(server)
-        server.admin = None
+        server.admin = server.health = None
     serving = asyncio.create_task(server.run(), name="server")
     live = asyncio.create_task(server.live.wait(), name="server-live")
     handover = HandoverServer(server, handover_path) if handover_path else None
@@ -352,7 +365,7 @@ async def serve(
         await asyncio.wait({serving, live}, return_when=asyncio.FIRST_COMPLETED)
         if server.live.is_set():
             if takeover is not None:
-                await takeover.finish(server, admin)
+                await takeover.finish(server, admin, health)
             if handover is not None:
                 await handover.start()
         await serving

@@ -19,11 +19,12 @@ from filters.network import registry
 from filters.network.api import FilterFactory
 from proxy import heap
 from proxy.accesslog import AccessLogs
-from proxy.admin import AdminServer, AdminViews
+from proxy.admin import AdminServer, AdminViews, HealthViews
 from proxy.config.model import Config, FilterConfig, ListenerConfig
 from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
 from proxy.metrics import Metrics, ServerCollector
+from proxy.redact import redact
 from proxy.reload import ReloadCollector, Reloader, config_path
 from proxy.upstream.cluster import ClusterManager
 from runtime.runtime import Runtime
@@ -50,7 +51,17 @@ class Server:
         self.access_logs = AccessLogs()
         self.singletons: dict[str, object] = {}
         self.listeners = [self._listener(lc) for lc in config.listeners]
-        self.admin = AdminServer(config.admin.address, AdminViews(self)) if config.admin else None
+        views = AdminViews(self)
+        self.admin = (
+            AdminServer(config.admin.address, views, config.admin.allow_mutations_from)
+            if config.admin
+            else None
+        )
+        self.health = (
+            AdminServer(config.health.address, HealthViews(views.ready), name="health listener")
+            if config.health
+            else None
+        )
         self.metrics.add(ServerCollector(lambda: self.listeners, lambda: self.cluster_manager))
         self.reloader = Reloader(self, config_path(source))
         self.metrics.add(ReloadCollector(self.reloader))
@@ -86,12 +97,13 @@ class Server:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Admin first (so /ready answers while warming), then clusters, the runtime's
-        components, then listeners."""
-        self.access_logs.open()
-        if self.admin:
-            await self.admin.start()
+        """Admin and health first (so /ready answers while warming), then clusters, the
+        runtime's components, then listeners."""
         try:
+            self.access_logs.open()
+            for endpoint in (self.admin, self.health):
+                if endpoint is not None:
+                    await endpoint.start()
             await self.cluster_manager.start(CLUSTER_WARMING_TIMEOUT)
             if self.runtime is not None:
                 await self.runtime.start()
@@ -145,22 +157,28 @@ class Server:
         if self.runtime is not None:
             await self.runtime.stop()
         await self.cluster_manager.stop()
-        if self.admin:
-            await self.admin.stop()
+        for endpoint in (self.admin, self.health):
+            if endpoint is not None:
+                await endpoint.stop()
         self.access_logs.close()
         self.state = "stopped"
 
     # -- introspection ------------------------------------------------------------------------
 
     def config_dump(self) -> dict[str, Any]:
+        """The config in force, its secrets redacted (tokens, passwords, URL userinfo, and
+        whatever a `secretKeyRef` resolved to)."""
         loaded = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))
-        return {
+        secrets = self.runtime.resolved_secrets if self.runtime is not None else ()
+        dump = {
             "version": self.version,
             "loaded_at": loaded,
             "source": self.source,
             "config": self.config.document,
             "reload": self.reloader.status(),
         }
+        redacted: dict[str, Any] = redact(dump, secrets)
+        return redacted
 
 
 class ListenerContext:

@@ -6,9 +6,9 @@ with SO_REUSEPORT, so the kernel spreads new connections across them. Ephemeral 
 restarted worker gets the same port. The supervisor forwards SIGTERM, SIGINT and SIGHUP,
 restarts a worker that dies (with backoff) and exits when all have drained.
 
-Admin: the supervisor alone serves the configured admin address. Each worker answers on a
-private unix socket; /metrics sums the workers' expositions, /ready is 200 when every
-worker is, and the other views are worker 0's.
+Admin: the supervisor alone serves the configured admin address (and the health listener).
+Each worker answers on a private unix socket; /metrics sums the workers' expositions, /ready
+is 200 when every worker is, and the other views are worker 0's.
 
 The runtime (components, deliveries, input bindings) and every listener that carries
 `runtime_api` or `runtime_grpc` live in worker 0 only: in-memory state, pub/sub, locks and
@@ -38,7 +38,7 @@ from urllib.parse import urlencode
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.admin import AdminServer, AdminViews, Response, View
+from proxy.admin import AdminServer, AdminViews, HealthViews, Response, View
 from proxy.config.model import Config, ListenerConfig
 from proxy.config.parse import load_config
 from proxy.config.units import Address
@@ -74,7 +74,7 @@ def carries_runtime(listener: ListenerConfig) -> bool:
 
 def worker_config(config: Config, index: int, ports: list[str]) -> Config:
     """Worker `index`'s share of `config`: reuse_port listeners on the supervisor's ports,
-    no admin of its own, and the runtime only in worker 0."""
+    no admin or health listener of its own, and the runtime only in worker 0."""
     assigned = {name: int(port) for name, _, port in (entry.rpartition("=") for entry in ports)}
     listeners = []
     for listener in config.listeners:
@@ -85,7 +85,8 @@ def worker_config(config: Config, index: int, ports: list[str]) -> Config:
             address = Address(address.host, assigned[listener.name])
         listeners.append(dataclasses.replace(listener, address=address, reuse_port=True))
     runtime = config.runtime if index == 0 else None
-    return dataclasses.replace(config, listeners=tuple(listeners), admin=None, runtime=runtime)
+    return dataclasses.replace(config, listeners=tuple(listeners), admin=None, health=None,
+                               runtime=runtime)  # fmt: skip
 
 
 async def serve_worker(
@@ -190,16 +191,29 @@ class Supervisor:
         self.workers = [Worker(i, str(workdir / f"worker-{i}.sock")) for i in range(count)]
         self.stopping = asyncio.Event()
         self.failed = False
+        views = SupervisorViews(self)
         self.admin = (
-            AdminServer(config.admin.address, SupervisorViews(self)) if config.admin else None
+            AdminServer(config.admin.address, views, config.admin.allow_mutations_from)
+            if config.admin
+            else None
+        )
+        self.health = (
+            AdminServer(config.health.address, HealthViews(views.ready), name="health listener")
+            if config.health
+            else None
         )
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in FORWARDED:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        if self.admin is not None:
-            await self.admin.start()
+        try:
+            for endpoint in (self.admin, self.health):
+                if endpoint is not None:
+                    await endpoint.start()
+        except BindError:
+            await self._stop_endpoints()
+            raise
         keepers = [
             loop.create_task(self._keep(worker), name=f"worker-{worker.index}")
             for worker in self.workers
@@ -211,9 +225,13 @@ class Supervisor:
             await self.stopping.wait()
             codes = await asyncio.gather(*keepers)
         finally:
-            if self.admin is not None:
-                await self.admin.stop()
+            await self._stop_endpoints()
         return 1 if self.failed or any(codes) else 0
+
+    async def _stop_endpoints(self) -> None:
+        for endpoint in (self.admin, self.health):
+            if endpoint is not None:
+                await endpoint.stop()
 
     async def _started(self) -> bool:
         """Wait until every worker is ready; False when one dies first."""

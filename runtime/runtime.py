@@ -68,6 +68,8 @@ class Runtime:
         self.clusters = clusters
         self.components: dict[str, LoadedComponent] = {}
         self.extended_metadata: dict[str, str] = {}
+        self.resolved_secrets: set[str] = set()
+        """Values `secretKeyRef`s resolved to: the admin's /config_dump never shows them."""
         self.app: AppChannel | None = None
         self.outbound_ready = False
         self.on_shutdown: Callable[[], None] = lambda: None
@@ -141,7 +143,9 @@ class Runtime:
         values = await store.instance.get(ref.name, {})
         if ref.key not in values:
             raise ComponentError(f"secret {ref.name!r} has no key {ref.key!r}", retryable=False)
-        return str(values[ref.key])
+        value = str(values[ref.key])
+        self.resolved_secrets.add(value)
+        return value
 
     async def stop(self) -> None:
         await self.delivery.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from proxy.config.reader import Problem
@@ -18,6 +19,16 @@ MIB = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
+    address: Address
+    allow_mutations_from: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Peers besides loopback that may use the views that change something (POST /reload)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """A read-only listener for probes (`/healthz/ready`, `/healthz/live`), apart from the
+    admin, so the admin can stay on loopback (Istio's 15021)."""
+
     address: Address
 
 
@@ -158,6 +169,7 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     clusters: tuple[ClusterConfig, ...]
     admin: AdminConfig | None
+    health: HealthConfig | None = None
     drain_timeout: float = 15.0
     runtime: RuntimeConfig | None = None
     """The application runtime (components, app channel); None: mesh only."""

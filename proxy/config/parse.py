@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from proxy.config.model import (
     Config,
     EndpointConfig,
     HealthCheckConfig,
+    HealthConfig,
     HttpPoolSettings,
     ListenerConfig,
     OriginalDstSettings,
@@ -33,6 +35,8 @@ from runtime.config import parse_runtime
 CLUSTER_TYPES = ("static", "strict_dns", "redis_cluster", "original_dst")
 DNS_FAMILIES = ("auto", "v4_only", "v6_only")
 DEFAULT_ADMIN = Address("127.0.0.1", 15000)
+DEFAULT_HEALTH = Address("0.0.0.0", 15021)
+"""Probes come from the kubelet on the pod's address, as for Istio's 15021."""
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -46,7 +50,7 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
     if not isinstance(root.value, dict):
         root.problem("the config must be a mapping with listeners, clusters and admin")
         root.raise_if_problems()
-    root.only("admin", "listeners", "clusters", "drain_timeout", "runtime")
+    root.only("admin", "health", "listeners", "clusters", "drain_timeout", "runtime")
     clusters = tuple(_cluster(node, base_dir) for node in root.items("clusters"))
     _unique(root, "clusters", [c.name for c in clusters])
     warnings: list[Problem] = []
@@ -57,11 +61,13 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
                            runtime, base_dir)  # fmt: skip
     listeners = tuple(parse_listener(node, context) for node in root.items("listeners"))
     _unique(root, "listeners", [listener.name for listener in listeners])
-    _unique_addresses(root, listeners)
+    admin, health = _admin(root), _health(root)
+    _unique_addresses(root, listeners, admin, health)
     config = Config(
         listeners=listeners,
         clusters=clusters,
-        admin=_admin(root),
+        admin=admin,
+        health=health,
         drain_timeout=root.duration("drain_timeout", 15.0),
         document=root.value,
         runtime=runtime,
@@ -98,24 +104,50 @@ def _unique(root: Node, section: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def _unique_addresses(root: Node, listeners: tuple[ListenerConfig, ...]) -> None:
+def _unique_addresses(root: Node, listeners: tuple[ListenerConfig, ...],
+                      admin: AdminConfig | None, health: HealthConfig | None) -> None:  # fmt: skip
     seen: dict[Address, str] = {}
+    for what, config in (("the admin", admin), ("the health listener", health)):
+        if config is not None and config.address.port:
+            if config.address in seen:
+                root.problem(f"{config.address} is already used by {seen[config.address]}",
+                             "health.address")  # fmt: skip
+            seen[config.address] = what
     for index, listener in enumerate(listeners):
         address = listener.address
         if address.port and address in seen and not listener.reuse_port:
             root.problem(
-                f"{address} is already used by listener {seen[address]!r}",
-                f"listeners[{index}].address",
+                f"{address} is already used by {seen[address]}", f"listeners[{index}].address"
             )
-        seen.setdefault(address, listener.name)
+        seen.setdefault(address, f"listener {listener.name!r}")
 
 
 def _admin(root: Node) -> AdminConfig | None:
     if root.child("admin").value is False:  # `admin: false` turns the admin server off
         return None
     node = root.section("admin")
+    node.only("address", "allow_mutations_from")
+    return AdminConfig(
+        address=node.address("address", DEFAULT_ADMIN),
+        allow_mutations_from=tuple(_networks(node, "allow_mutations_from")),
+    )
+
+
+def _networks(node: Node, key: str) -> Iterator[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A list of addresses or CIDRs (`10.0.0.0/8`, `fd00::1`)."""
+    for item in node.items(key):
+        try:
+            yield ipaddress.ip_network(str(item.value), strict=False)
+        except ValueError:
+            item.problem(f"expected an address or a CIDR, got {item.value!r}")
+
+
+def _health(root: Node) -> HealthConfig | None:
+    if not root.has("health"):
+        return None
+    node = root.section("health")
     node.only("address")
-    return AdminConfig(address=node.address("address", DEFAULT_ADMIN))
+    return HealthConfig(address=node.address("address", DEFAULT_HEALTH))
 
 
 def _cluster(node: Node, base_dir: Path | None = None) -> ClusterConfig:

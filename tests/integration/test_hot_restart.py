@@ -10,6 +10,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import pytest
 
 from tests.support.http_backend import http_backend
 from tests.support.mecha import ROOT, Mecha, http_config, mecha_argv, run_mecha, tcp_proxy_config
+from tests.support.net import free_ports
 from tests.support.peers import echo, echo_once, tcp_server
 
 pytestmark = pytest.mark.integration
@@ -180,3 +183,42 @@ def test_hot_restart_under_wrk_load_fails_no_request(tmp_path: Path) -> None:
         assert "Socket errors" not in output, output
         assert "Non-2xx" not in output, output
     assert '"GET / HTTP/1.1" 200' in new_log  # the new process served part of the load
+
+
+def test_the_successor_takes_the_health_listener_over(tmp_path: Path) -> None:
+    """Probes keep getting answers while one process hands over to the next: the health
+    listener's socket goes across like the others'."""
+    handover = tmp_path / "hot-restart.sock"
+    health, admin = free_ports(2)
+    url = f"http://127.0.0.1:{health}/healthz/ready"
+    answers: list[int | str] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    answers.append(response.status)
+            except (OSError, urllib.error.HTTPError) as exc:
+                answers.append(repr(exc))
+            time.sleep(0.01)
+
+    with tcp_server(echo) as upstream:
+        config = {**tcp_proxy_config([upstream]), "health": {"address": f"127.0.0.1:{health}"},
+                  "admin": {"address": f"127.0.0.1:{admin}"}}  # fmt: skip
+        with run_mecha(tmp_path, config, args=("--hot-restart-socket", str(handover))) as old:
+            prober = threading.Thread(target=probe, name="probes")
+            prober.start()
+            try:
+                with successor(old, handover) as new:
+                    assert old.wait(timeout=25) == 0, old.logs()
+                    time.sleep(0.3)  # the new process alone answers now
+                    stop.set()
+                    prober.join(10)
+                    new_logs = (tmp_path / "new.stderr").read_text()
+                    assert "serving on 3 of 3 handed-over sockets" in new_logs
+                    assert new.poll() is None
+            finally:
+                stop.set()
+                prober.join(10)
+    assert answers and set(answers) == {200}, [a for a in answers if a != 200][:5]

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from tests.support.mecha import ROOT, Mecha, mecha_argv, run_mecha, tcp_proxy_config
+from tests.support.net import free_ports
 from tests.support.peers import echo, echo_once, tcp_server
 
 pytestmark = pytest.mark.integration
@@ -173,3 +175,20 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}".encode() in done.stderr
     assert b"a worker exited while starting" in done.stderr
+
+
+def test_the_supervisor_serves_the_health_listener(tmp_path: Path) -> None:
+    """Probes ask the supervisor, which is ready when every worker is; mutations stay on the
+    admin, and on loopback."""
+    health, admin = free_ports(2)
+    config = {**tcp_proxy_config([1]), "health": {"address": f"127.0.0.1:{health}"},
+              "admin": {"address": f"127.0.0.1:{admin}"}}  # fmt: skip
+    with run_mecha(tmp_path, config, args=("--workers", "2")) as mecha:
+        url = f"http://127.0.0.1:{health}/healthz/ready"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.read() == b"LIVE\n"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{health}/workers", timeout=5)
+        assert missing.value.code == 404
+        missing.value.close()
+        assert mecha.post("/reload")[0] == 200

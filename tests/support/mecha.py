@@ -137,8 +137,9 @@ def run_mecha(
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
 ) -> Iterator[Mecha]:
-    """Start mecha on `config` (a dict gets a free admin port) and wait until /ready."""
-    admin_port = free_port()
+    """Start mecha on `config` (a dict without an admin address gets a free admin port) and
+    wait until /ready."""
+    admin_port = _admin_port(config) or free_port()
     path = write_config(workdir, config, admin_port)
     with (workdir / "mecha.stdout").open("wb") as out, (workdir / "mecha.stderr").open("wb") as err:
         process = subprocess.Popen(
@@ -156,6 +157,15 @@ def run_mecha(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _admin_port(config: dict[str, Any] | str) -> int | None:
+    """The port of an admin address the config sets itself (on any host: probed on
+    127.0.0.1)."""
+    admin = config.get("admin") if isinstance(config, dict) else None
+    if isinstance(admin, dict) and "address" in admin:
+        return int(str(admin["address"]).rsplit(":", 1)[1])
+    return None
 
 
 def _wait_ready(mecha: Mecha, timeout: float = 15.0) -> None:

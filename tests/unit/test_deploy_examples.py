@@ -5,18 +5,23 @@ from __future__ import annotations
 import configparser
 import contextlib
 import io
+import ipaddress
 import shlex
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from proxy.cli import main
+from proxy.config.model import Config
 from proxy.config.parse import load_config
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 ADMIN_PORT = 15000
+HEALTH_PORT = 15021
 
 
 def manifests() -> dict[str, dict[str, Any]]:
@@ -43,13 +48,41 @@ def test_kinds() -> None:
     assert objects["ConfigMap"]["apiVersion"] == "v1"
 
 
-def test_the_configmap_holds_a_valid_config(tmp_path: Path) -> None:
+def sidecar_config(tmp_path: Path) -> Config:
     path = tmp_path / "mecha.yaml"
     path.write_text(manifests()["ConfigMap"]["data"]["mecha.yaml"])
-    config = load_config(path, environ={})
+    return load_config(path, environ={})
+
+
+def test_the_configmap_holds_a_valid_config(tmp_path: Path) -> None:
+    config = sidecar_config(tmp_path)
     assert config.admin is not None and config.admin.address.port == ADMIN_PORT
     ports = {listener.name: listener.address.port for listener in config.listeners}
     assert ports["outbound"] == 15001 and ports["inbound"] == 15006
+
+
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_config_keeps_the_admin_on_loopback(path: Path) -> None:
+    config = load_config(path, environ={})
+    assert config.admin is not None
+    assert ipaddress.ip_address(config.admin.address.host).is_loopback
+    assert config.admin.allow_mutations_from == ()
+
+
+def test_the_sidecar_admin_is_on_loopback_and_probes_use_the_health_listener(
+    tmp_path: Path,
+) -> None:
+    config = sidecar_config(tmp_path)
+    assert config.admin is not None and config.admin.allow_mutations_from == ()
+    assert ipaddress.ip_address(config.admin.address.host).is_loopback
+    assert config.health is not None
+    assert (config.health.address.host, config.health.address.port) == ("0.0.0.0", HEALTH_PORT)
+    mecha = container(pod_spec(), "mecha")
+    exposed = {port["containerPort"] for port in mecha["ports"]}
+    assert exposed == {HEALTH_PORT}  # the admin port is not declared to the pod network
 
 
 def test_the_sidecar_mounts_the_configmap_and_runs_it() -> None:
@@ -64,9 +97,18 @@ def test_the_sidecar_mounts_the_configmap_and_runs_it() -> None:
     assert config_path.name in manifests()["ConfigMap"]["data"]
 
 
-def test_readiness_is_ready_on_the_admin_port() -> None:
-    probe = container(pod_spec(), "mecha")["readinessProbe"]["httpGet"]
-    assert (probe["path"], probe["port"]) == ("/ready", ADMIN_PORT)
+def probe_port(mecha: dict[str, Any], port: int | str) -> int:
+    """A probe's port, by number or by the container port's name."""
+    if isinstance(port, int):
+        return port
+    return int(next(p["containerPort"] for p in mecha["ports"] if p["name"] == port))
+
+
+def test_probes_ask_the_health_listener() -> None:
+    mecha = container(pod_spec(), "mecha")
+    ready, live = mecha["readinessProbe"]["httpGet"], mecha["livenessProbe"]["httpGet"]
+    assert (ready["path"], probe_port(mecha, ready["port"])) == ("/healthz/ready", HEALTH_PORT)
+    assert (live["path"], probe_port(mecha, live["port"])) == ("/healthz/live", HEALTH_PORT)
 
 
 def test_the_init_container_applies_rules_mecha_iptables_accepts() -> None:
@@ -81,13 +123,12 @@ def test_the_init_container_applies_rules_mecha_iptables_accepts() -> None:
     rules = printed.getvalue()
     proxy_uid = container(spec, "mecha")["securityContext"]["runAsUser"]
     assert f"--uid-owner {proxy_uid} -j RETURN" in rules
-    assert "--dport 15000 -j RETURN" in rules  # the kubelet's probes are not redirected
+    assert f"--dport {HEALTH_PORT} -j RETURN" in rules  # the kubelet's probes are not redirected
+    assert f"--dport {ADMIN_PORT} -j RETURN" not in rules  # the admin is not reachable
 
 
 def test_the_grace_period_outlasts_the_drain(tmp_path: Path) -> None:
-    path = tmp_path / "mecha.yaml"
-    path.write_text(manifests()["ConfigMap"]["data"]["mecha.yaml"])
-    drain = load_config(path, environ={}).drain_timeout
+    drain = sidecar_config(tmp_path).drain_timeout
     assert pod_spec()["terminationGracePeriodSeconds"] > drain
 
 
