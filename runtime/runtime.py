@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from proxy.config.model import ClusterConfig, EndpointConfig
 from proxy.config.units import Address
+from proxy.redact import redact_text
 from proxy.upstream.cluster import ClusterManager
 from runtime.app_channel import AppChannel
 from runtime.components import registry
@@ -108,7 +109,8 @@ class Runtime:
             async with asyncio.timeout(spec.init_timeout):
                 await loaded.instance.init(metadata)
         except Exception as error:  # whatever a backend raises, the operator gets one line
-            loaded.error = _reason(error, spec)
+            # What a backend says may quote its URL or a secret it was given.
+            loaded.error = redact_text(_reason(error, spec), self.resolved_secrets)
             await _close_quietly(loaded)
             message = f"component {spec.name!r} ({spec.type}, {spec.source}) failed to start: "
             if spec.ignore_errors:

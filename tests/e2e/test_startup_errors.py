@@ -63,6 +63,16 @@ def redis_not_there(workdir: Path) -> tuple[dict[str, Any], str]:
     )
 
 
+def nats_with_credentials_unreachable(workdir: Path) -> tuple[dict[str, Any], str]:
+    url = f"nats://app:pw-4e1d@127.0.0.1:{free_port()}"
+    bus = {"name": "bus", "type": "pubsub.jetstream",
+           "metadata": {"natsURL": url, "connectTimeout": "1s"}}  # fmt: skip
+    return runtime(bus), (  # the line names the server, never its password
+        "mecha: component 'bus' (pubsub.jetstream, runtime.components[0]) failed to start: "
+        f"jetstream: cannot connect to {url.replace('pw-4e1d', '[redacted]')}: "
+    )
+
+
 def bad_metadata(workdir: Path) -> tuple[dict[str, Any], str]:
     backoff = {"redeliverInitialInterval": "2s", "redeliverMaxInterval": "1s"}
     odd = {"name": "pubsub", "type": "pubsub.in-memory", "metadata": backoff}
@@ -96,6 +106,7 @@ CASES: dict[str, Case] = {
     "secrets-file-missing": secrets_in_a_dapr_file,
     "sqlite-folder-missing": sqlite_in_a_missing_folder,
     "redis-unreachable": redis_not_there,
+    "nats-unreachable": nats_with_credentials_unreachable,
     "bad-metadata": bad_metadata,
     "access-log-unwritable": unwritable_access_log,
 }

@@ -74,6 +74,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from proxy.redact import redact_text
 from runtime.components.api import (
     Delivery,
     Message,
@@ -195,7 +196,7 @@ class JetStreamPubSub:
         except (*_NATS_ERRORS, ValueError) as error:
             with contextlib.suppress(*_NATS_ERRORS):
                 await nc.close()
-            where = ", ".join(self.settings.servers)
+            where = _servers(self.settings.servers)
             raise ComponentError(f"jetstream: cannot connect to {where}: {_why(error)}") from None
         self._nc = nc
         self._js = nc.jetstream(timeout=self.settings.timeout)
@@ -221,7 +222,7 @@ class JetStreamPubSub:
     async def _on_disconnected(self) -> None:
         if self._nc is None:
             return  # close()
-        where = ", ".join(self.settings.servers)
+        where = _servers(self.settings.servers)
         log.warning("jetstream: disconnected from %s; reconnecting", where)
 
     async def _on_reconnected(self) -> None:
@@ -565,6 +566,11 @@ def _headers(metadata: Metadata) -> dict[str, str]:
 
 def _metadata(headers: Mapping[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in (headers or {}).items() if not k.startswith("Nats-")}
+
+
+def _servers(servers: tuple[str, ...] | list[str]) -> str:
+    """The servers for a message: `nats://user:pass@host` keeps its password out of logs."""
+    return ", ".join(redact_text(server) for server in servers)
 
 
 def _why(error: BaseException) -> str:
