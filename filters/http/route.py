@@ -182,11 +182,15 @@ class Route:
     forwards_only: bool = field(default=False, init=False, compare=False)
     """The route sends requests to a cluster as they are (no redirect, direct response,
     rewrite or retry policy): the connection manager may take its forwarding path."""
+    as_bytes: bool = field(default=False, init=False, compare=False)
+    """... and changes no header either: HTTP/1.1 may go through as bytes."""
 
     def __post_init__(self) -> None:
         action = self.action
         plain = action is not None and not action.rewrites and action.retry_policy is None
         object.__setattr__(self, "forwards_only", plain)
+        untouched = not (self.request_headers.active or self.response_headers.active)
+        object.__setattr__(self, "as_bytes", plain and untouched)
 
 
 class RouteIndex:
@@ -224,6 +228,11 @@ class RouteIndex:
         self._lengths = sorted({len(prefix) for prefix in self._prefixes})
         path_only = all(not r.match.headers and r.match.methods is None for r in routes)
         self._cache: dict[bytes, Route | None] | None = {} if path_only else None
+
+    @property
+    def path_only(self) -> bool:
+        """No route looks past the path: decisions are remembered per path."""
+        return self._cache is not None
 
     def find(self, request: RequestHeaders, path: bytes) -> Route | None:
         cache = self._cache
@@ -265,6 +274,10 @@ class RouteIndex:
         return found
 
 
+_NO_REQUEST = RequestHeaders(b"", b"", b"", Headers())
+"""What path-only matching is given for a request (it never looks at it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class VirtualHost:
     name: str
@@ -273,9 +286,13 @@ class VirtualHost:
     request_headers: HeaderMutation = HeaderMutation()
     response_headers: HeaderMutation = HeaderMutation()
     index: RouteIndex = field(init=False, compare=False, repr=False)
+    as_bytes: bool = field(default=False, init=False, compare=False)
+    """No header mutation here: HTTP/1.1 requests may be forwarded as bytes."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", RouteIndex(self.routes))
+        untouched = not (self.request_headers.active or self.response_headers.active)
+        object.__setattr__(self, "as_bytes", untouched)
 
 
 class RouteTable:
@@ -331,6 +348,16 @@ class RouteTable:
             if bare.startswith(prefix):
                 return vhost
         return self._default
+
+    def find_by_path(self, authority: bytes, target: bytes) -> tuple[VirtualHost, Route] | None:
+        """The route of a request whose route can be told by host and path alone (no route
+        of its virtual host looks at headers or methods), or None."""
+        vhost = self.virtual_host(authority)
+        if vhost is None or not vhost.index.path_only:
+            return None
+        query = target.find(b"?")
+        route = vhost.index.find(_NO_REQUEST, target if query < 0 else target[:query])
+        return None if route is None else (vhost, route)
 
     def find(self, request: RequestHeaders) -> tuple[VirtualHost | None, Route | None]:
         vhost = self.virtual_host(request.authority)

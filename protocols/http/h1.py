@@ -279,6 +279,21 @@ class H1ServerCodec(_Codec):
             return not self._keep or (self._eof and not self._buf)
         return state >= _CLOSED
 
+    @property
+    def idle(self) -> bool:
+        """Waiting for a head with nothing buffered: the next bytes start a request."""
+        return self._state == _HEAD and not self._buf and self._send == _IDLE
+
+    def forwarded(self, method: bytes) -> None:
+        """A request went by without this codec (forwarded as bytes, its body counted by
+        the caller) and its response must be framed here: take it as received."""
+        if not self.idle:
+            raise RuntimeError("a request is in progress")
+        self._method = method
+        self._http10 = False
+        self._tunnel_req = False
+        self._state = _DONE
+
     def next_message(self) -> list[Event]:
         """Start the next exchange: parse the pipelined bytes already buffered."""
         state = self._state
@@ -390,6 +405,16 @@ class H1ClientCodec(_Codec):
         super().__init__(limits)
         self._pending: deque[tuple[bytes, bool]] = deque()
         """(method, is a tunnel request) of each request whose response is owed."""
+
+    @property
+    def limits(self) -> H1Limits:
+        return self._limits
+
+    def expect_response(self, method: bytes) -> None:
+        """A request went out without this codec (forwarded as bytes): read its response."""
+        if self._send != _IDLE or self._state != _HEAD or self._buf:
+            raise RuntimeError("this connection is not idle")
+        self._pending.append((method, False))
 
     def _fail(self, exc: HttpError) -> HttpError:
         return super()._fail(HttpError(exc.reason, 502))

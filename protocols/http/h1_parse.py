@@ -59,10 +59,10 @@ _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = rb"[" + _TCHAR + rb"]+"
 _VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
 _FIELD_LINES = rb"((?:" + _TOKEN + rb":" + _VALUE + rb"\r\n)*)"
-_REQUEST_HEAD = re.compile(
+REQUEST_HEAD = re.compile(
     rb"(" + _TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])\r\n" + _FIELD_LINES, re.ASCII
 )
-_RESPONSE_HEAD = re.compile(
+RESPONSE_HEAD = re.compile(
     rb"(HTTP/1\.[01]) ([0-9]{3})(?: (" + _VALUE + rb"))?\r\n" + _FIELD_LINES, re.ASCII
 )
 _REQUEST_LINE = re.compile(_TOKEN + rb" [\x21-\x7e]+ (HTTP/[0-9]\.[0-9])")
@@ -77,7 +77,7 @@ _HOST_VALUE = re.compile(_HOST + rb"(?::[0-9]*)?")
 _AUTHORITY_FORM = re.compile(_HOST + rb":[0-9]+")
 _ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]+)(.*)")
 _BARE = re.compile(rb"\r(?=[^\n])|(?<!\r)\n|\x00")
-_TCHARS = frozenset(b"".join(re.findall(rb"[" + _TCHAR + rb"]", bytes(range(128)))))
+TCHARS = frozenset(b"".join(re.findall(rb"[" + _TCHAR + rb"]", bytes(range(128)))))
 
 _BODY_OR_UPGRADE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
 _NO_TOKENS: frozenset[bytes] = frozenset()
@@ -104,7 +104,7 @@ def check_partial(buf: bytes, start: int, scan: int, max_head: int, response: bo
     first = buf[start]
     if first == 0x0D and size == 1:  # maybe an empty line before the start line
         return
-    if (first != 0x48) if response else (first not in _TCHARS):
+    if (first != 0x48) if response else (first not in TCHARS):
         raise HttpError("malformed start line")
     if _BARE.search(buf, start + scan) is not None:
         raise HttpError("bare CR, LF or NUL in head")
@@ -224,12 +224,20 @@ def _check_chunked(values: list[bytes]) -> None:
     raise HttpError("unsupported transfer coding", 501)
 
 
+def good_host(host: bytes) -> bool:
+    """Whether `host` is a valid Host value (remembered for the few that recur)."""
+    if host in _GOOD_HOSTS:
+        return True
+    if _HOST_VALUE.fullmatch(host) is None:
+        return False
+    if len(_GOOD_HOSTS) < 1024:
+        _GOOD_HOSTS.add(host)
+    return True
+
+
 def _check_host(host: bytes) -> bytes:
-    if host not in _GOOD_HOSTS:
-        if _HOST_VALUE.fullmatch(host) is None:
-            raise HttpError("invalid Host header")
-        if len(_GOOD_HOSTS) < 1024:
-            _GOOD_HOSTS.add(host)
+    if not good_host(host):
+        raise HttpError("invalid Host header")
     return host
 
 
@@ -240,7 +248,7 @@ def parse_request(
     buf: bytes, start: int, end: int, limits: H1Limits
 ) -> tuple[RequestHeaders, int, int]:
     """Parse the head buf[start:end+4] -> (request, framing kind, body length or -1)."""
-    m = _REQUEST_HEAD.fullmatch(buf, start, end + 2)
+    m = REQUEST_HEAD.fullmatch(buf, start, end + 2)
     if m is None or (end - start > MAX_LINE and m.start(4) - start > MAX_LINE + 2):
         raise _head_error(buf, start, end, False)
     method, target, version, block = m.groups()
@@ -342,7 +350,7 @@ def parse_response(
     buf: bytes, start: int, end: int, limits: H1Limits, method: bytes
 ) -> tuple[ResponseHeaders, int, int]:
     """Parse a response head answering `method` -> (response, framing kind, length)."""
-    m = _RESPONSE_HEAD.fullmatch(buf, start, end + 2)
+    m = RESPONSE_HEAD.fullmatch(buf, start, end + 2)
     if m is None or (end - start > MAX_LINE and m.start(4) - start > MAX_LINE + 2):
         raise _head_error(buf, start, end, True)
     version, code, reason, block = m.groups()

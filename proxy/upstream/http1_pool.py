@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 from protocols.http.errors import HttpError
 from protocols.http.events import Data, Event, RequestHeaders, ResponseHeaders, Trailers
 from protocols.http.h1 import H1ClientCodec
+from protocols.http.h1_forward import read_response
 from protocols.http.headers import Headers
 from proxy.stream_info import ResponseFlag
 from proxy.upstream.connection import ClusterConnection
 from proxy.upstream.endpoint import Endpoint
-from proxy.upstream.http_api import UpstreamCallbacks
+from proxy.upstream.http_api import ForwardingCallbacks, UpstreamCallbacks
 
 if TYPE_CHECKING:
     from proxy.upstream.cluster import Cluster, UpstreamError
@@ -61,9 +62,10 @@ class Http1Pool:
         """Bind at once to an idle connection (returns None) or queue (returns a handle)."""
         while self.idle:
             connection = self.idle.pop()
-            if not connection.closed:
+            if connection.usable:
                 connection.bind(callbacks)
                 return None
+            connection.close()  # the upstream closed it (or will): never hand it out
         breakers = self.cluster.config.circuit_breakers
         if len(self.pending) >= breakers.max_pending_requests:
             self.cluster.stats.rq_pending_overflow += 1
@@ -169,8 +171,13 @@ class Http1Connection(ClusterConnection):
     """One upstream HTTP/1.1 connection; also the UpstreamStream of its current exchange."""
 
     __slots__ = (
+        "_forward_buffer",
+        "_forward_left",
+        "_forward_method",
+        "_forwarding",
         "_got_response",
         "_request_done",
+        "_reusable",
         "_tunnel",
         "callbacks",
         "codec",
@@ -191,6 +198,18 @@ class Http1Connection(ClusterConnection):
         self._got_response = False
         self._request_done = False
         self._tunnel = False
+        self._forwarding: ForwardingCallbacks | None = None
+        """The exchange of a request forwarded as bytes: its response is read as bytes."""
+        self._forward_method = b""
+        self._forward_buffer = b""
+        self._forward_left = 0
+        self._reusable = True
+        """False once the upstream said it will close (EOF, a response with close)."""
+
+    @property
+    def usable(self) -> bool:
+        """Can carry a new request: open, and the upstream has not said it will close."""
+        return not self.closed and self._reusable
 
     def bind(self, callbacks: UpstreamCallbacks) -> None:
         self.callbacks = callbacks
@@ -214,6 +233,20 @@ class Http1Connection(ClusterConnection):
         self._request_done = end_stream
         self.write(self.codec.encode_request(head))
 
+    def forward_request(
+        self, data: bytes, method: bytes, end_stream: bool, callbacks: ForwardingCallbacks
+    ) -> None:
+        """Send a request head (and the body bytes that came with it) built by the caller;
+        the response comes back to `callbacks` as bytes."""
+        self._forwarding = callbacks
+        self._forward_method = method
+        self._request_done = end_stream
+        self.write(data)
+
+    def forward_body(self, data: bytes, end_stream: bool) -> None:
+        self._request_done = end_stream
+        self.write(data)
+
     def send_data(self, data: bytes, end_stream: bool) -> None:
         self._request_done = end_stream
         self.write(self.codec.encode_data(data, end_stream))
@@ -232,6 +265,9 @@ class Http1Connection(ClusterConnection):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
+        if self._forwarding is not None:
+            self._forwarded_data(data)
+            return
         try:
             events = self.codec.feed(data)
         except HttpError as error:
@@ -240,11 +276,85 @@ class Http1Connection(ClusterConnection):
         self._dispatch(events)
 
     def eof_received(self) -> bool:
+        self._reusable = False  # (an idle connection: the pool must not hand it out)
+        if self._forwarding is not None:
+            self._decline_forwarding()  # the codec judges what EOF means here
         try:
             self._dispatch(self.codec.feed(b""))
         except HttpError as error:
             self._protocol_error(error)
         return False
+
+    # -- responses read as bytes ----------------------------------------------------------------
+
+    def _forwarded_data(self, data: bytes) -> None:
+        callbacks = self._forwarding
+        assert callbacks is not None
+        left = self._forward_left
+        if left:
+            if len(data) < left:
+                self._forward_left = left - len(data)
+                callbacks.on_forwarded_body(data, False)
+                return
+            if len(data) > left:
+                data = data[:left]
+                self._reusable = False  # bytes after the response: not a clean stream
+            self._forward_left = 0
+            callbacks.on_forwarded_body(data, True)
+            self._forward_done()
+            return
+        buffer = self._forward_buffer + data if self._forward_buffer else data
+        limits = self.codec.limits
+        end = buffer.find(b"\r\n\r\n", 0, limits.max_head)
+        if end < 0:
+            if len(buffer) >= limits.max_head or not buffer.startswith(b"HTTP/"[: len(buffer)]):
+                self._decline_forwarding(buffer)  # the codec answers it
+                return
+            self._forward_buffer = buffer
+            return
+        self._forward_buffer = b""
+        head = read_response(buffer, end, limits, self._forward_method)
+        if head is None:
+            self._decline_forwarding(buffer)
+            return
+        self._got_response = True
+        if not head.keep_alive:
+            self._reusable = False
+        start = end + 4
+        length = head.length
+        if len(buffer) - start < length:
+            self._forward_left = length - (len(buffer) - start)
+            callbacks.on_forwarded_response(head, buffer[start:], False)
+            return
+        if len(buffer) - start > length:
+            self._reusable = False
+        callbacks.on_forwarded_response(head, buffer[start : start + length], True)
+        self._forward_done()
+
+    def _forward_done(self) -> None:
+        self._forwarding = None
+        self._unbind()
+        limit = self.pool.settings.max_requests_per_connection
+        reusable = self._reusable and self._request_done and not self.closed
+        if reusable and not (limit and self.requests >= limit):
+            self.pool.release(self)
+        else:
+            self.close()
+
+    def _decline_forwarding(self, buffer: bytes = b"") -> None:
+        """A response the forwarding path does not pass on as bytes: the codec reads it (and
+        the exchange gets events); the connection is not reused after it."""
+        self._forwarding = None
+        self._reusable = False
+        self._forward_buffer = b""
+        self.codec.expect_response(self._forward_method)
+        if buffer:
+            try:
+                events = self.codec.feed(buffer)
+            except HttpError as error:
+                self._protocol_error(error)
+                return
+            self._dispatch(events)
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
@@ -270,7 +380,8 @@ class Http1Connection(ClusterConnection):
     def _exchange_done(self) -> None:
         self._unbind()
         limit = self.pool.settings.max_requests_per_connection
-        reusable = self.codec.keep_alive and self._request_done and not self.closed
+        reusable = self._reusable and self.codec.keep_alive and self._request_done
+        reusable = reusable and not self.closed
         if reusable and not (limit and self.requests >= limit):
             self.pool.release(self)
         else:

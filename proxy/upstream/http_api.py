@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from protocols.http.events import RequestHeaders, ResponseHeaders
+from protocols.http.h1_forward import ResponseHead
 from protocols.http.headers import Headers
 from proxy.stream_info import ResponseFlag
 from proxy.upstream.endpoint import Endpoint
@@ -54,3 +55,15 @@ class UpstreamCallbacks(Protocol):
 class PendingStream(Protocol):
     def cancel(self) -> None:
         """The requester no longer wants a stream (its downstream went away)."""
+
+
+class ForwardingCallbacks(UpstreamCallbacks, Protocol):
+    """A request forwarded as bytes (HTTP/1.1): the response comes back as bytes too, its
+    head read by `protocols.http.h1_forward`, unless the codec must re-frame it (then the
+    UpstreamCallbacks events come instead)."""
+
+    def on_forwarded_response(self, head: ResponseHead, body: bytes, end_stream: bool) -> None:
+        """A final response head (hop-by-hop fields cut) and the body bytes that came with it."""
+
+    def on_forwarded_body(self, data: bytes, end_stream: bool) -> None:
+        """More body bytes, as received."""

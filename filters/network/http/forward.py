@@ -1,5 +1,5 @@
 """The forwarding path: a request whose listener has no HTTP filter but the router, and whose
-route only forwards, goes straight from the codec to an upstream stream.
+route only forwards, goes straight from the codec (or as bytes) to an upstream stream.
 
 Most proxied requests need nothing the stream filters offer: no filter looks at them and
 their route names a cluster and a timeout. For those, one `ForwardedExchange` does what an
@@ -9,6 +9,11 @@ connection, local replies, stats and access log), without building a filter chai
 request (`Route.forwards_only` and `HcmShared.forwarding` decide). Anything else (other
 HTTP filters, redirects, direct responses, rewrites, retry policies, upgrades and CONNECT,
 gRPC) takes the general path, which does all of it.
+
+An HTTP/1.1 request whose head `protocols.http.h1_forward` can read is forwarded as bytes
+(`ForwardedExchange.as_bytes`): its head goes upstream as received with the proxy's lines
+cut in and appended, the body as it comes, and the response head and body come back the
+same way; the codecs are not involved unless the response needs re-framing.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from filters.http.route import Route, VirtualHost
 from filters.http.router import IDEMPOTENT
 from filters.network.http.prepare import strip_hop_by_hop
 from protocols.http.events import RequestHeaders, ResponseHeaders
+from protocols.http.h1_forward import ResponseHead
 from protocols.http.headers import Headers
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
 from proxy.upstream.cluster import Cluster
 from proxy.upstream.endpoint import Endpoint
+from proxy.upstream.http1_pool import Http1Connection
 from proxy.upstream.http_api import PendingStream, UpstreamStream
 
 if TYPE_CHECKING:
@@ -44,7 +51,9 @@ class ForwardedExchange:
     __slots__ = (
         "_cancel_timeout",
         "_cluster",
+        "_head",
         "_manager",
+        "_method",
         "_pending",
         "_request",
         "_route",
@@ -67,7 +76,7 @@ class ForwardedExchange:
     def __init__(
         self,
         manager: HttpConnectionManager,
-        request: RequestHeaders,
+        request: RequestHeaders | None,
         info: HttpStreamInfo,
         vhost: VirtualHost,
         route: Route,
@@ -75,14 +84,18 @@ class ForwardedExchange:
     ) -> None:
         self._manager = manager
         self._request = request
+        """The parsed head (None when forwarded as bytes)."""
+        self._head: bytes | None = None
+        """The head to send when forwarded as bytes."""
+        self._method = info.method
         self._route = route
         self._cluster = cluster
         self.vhost = vhost
-        self.stream_id = request.stream_id
+        self.stream_id = 1 if request is None else request.stream_id
         self.info = info
         info.route_name = route.name
         info.upstream_cluster = cluster.name
-        self.request_complete = request.end_stream
+        self.request_complete = request is None or request.end_stream
         self.response_started = False
         self.done = False
         self.h2_paused = 0
@@ -98,16 +111,37 @@ class ForwardedExchange:
         self._unsent_size = 0
         self._unsent_trailers: Headers | None = None
 
+    @classmethod
+    def as_bytes(
+        cls,
+        manager: HttpConnectionManager,
+        head: bytes,
+        complete: bool,
+        info: HttpStreamInfo,
+        vhost: VirtualHost,
+        route: Route,
+        cluster: Cluster,
+    ) -> ForwardedExchange:
+        """An exchange whose request head (prepared, ready to send) and body go as bytes."""
+        exchange = cls(manager, None, info, vhost, route, cluster)
+        exchange._head = head
+        exchange.request_complete = complete
+        return exchange
+
+    tunnel = False
+    """(Upgrades and CONNECT never take the forwarding path.)"""
+
     # -- towards the upstream --------------------------------------------------------------
 
     def start(self) -> None:
         request = self._request
-        vhost, route = self.vhost, self._route
-        if vhost.request_headers.active:
-            vhost.request_headers.apply(request.headers)
-        if route.request_headers.active:
-            route.request_headers.apply(request.headers)
-        if request.end_stream:
+        if request is not None:
+            vhost, route = self.vhost, self._route
+            if vhost.request_headers.active:
+                vhost.request_headers.apply(request.headers)
+            if route.request_headers.active:
+                route.request_headers.apply(request.headers)
+        if self.request_complete:
             self._arm_timeout()
         self._connect()
 
@@ -121,7 +155,11 @@ class ForwardedExchange:
             self._arm_timeout()
         stream = self._stream
         if stream is not None:
-            stream.send_data(data, end_stream)
+            if self._head is None:
+                stream.send_data(data, end_stream)
+            else:
+                assert isinstance(stream, Http1Connection)
+                stream.forward_body(data, end_stream)
             return
         self._unsent.append((data, end_stream))  # waiting for a connection
         self._unsent_size += len(data)
@@ -151,14 +189,27 @@ class ForwardedExchange:
         self._stream = stream
         self.info.upstream_host = stream.endpoint.name
         unsent, trailers = self._unsent, self._unsent_trailers
-        if not unsent and trailers is None:
-            stream.send_headers(self._request, self.request_complete)
+        head = self._head
+        if head is not None:
+            assert isinstance(stream, Http1Connection)
+            if unsent:
+                head = b"".join([head, *(data for data, _ in unsent)])
+                self._release_unsent()
+            stream.forward_request(head, self._method, self.request_complete, self)
             return
-        stream.send_headers(self._request, False)
+        request = self._request
+        assert request is not None
+        if not unsent and trailers is None:
+            stream.send_headers(request, self.request_complete)
+            return
+        stream.send_headers(request, False)
         for data, end_stream in unsent:
             stream.send_data(data, end_stream)
         if trailers is not None:
             stream.send_trailers(trailers)
+        self._release_unsent()
+
+    def _release_unsent(self) -> None:
         paused = self._unsent_size > self._manager.shared.config.retry_buffer_limit
         self._unsent, self._unsent_size, self._unsent_trailers = [], 0, None
         if paused:
@@ -170,10 +221,23 @@ class ForwardedExchange:
             self._record_failure(endpoint, flag is ResponseFlag.UPSTREAM_CONNECTION_FAILURE)
         self._fail(flag, reason)
 
-    def on_upstream_headers(self, head: ResponseHeaders) -> None:
-        status = head.status
-        if status < 200 or self.done:
-            return  # 1xx: the manager answered 100 Continue itself; nothing upgrades here
+    def on_forwarded_response(self, head: ResponseHead, body: bytes, end_stream: bool) -> None:
+        if self.done:
+            return
+        self._response_began(head.status)
+        if end_stream:
+            self._stream = None  # the pool takes the connection back after this call
+        self.info.body_bytes_sent += len(body)
+        self._manager.forward_response(self, head.head, body, end_stream)
+
+    def on_forwarded_body(self, data: bytes, end_stream: bool) -> None:
+        if not self.done:
+            if end_stream:
+                self._stream = None
+            self.info.body_bytes_sent += len(data)
+            self._manager.forward_body(self, data, end_stream)
+
+    def _response_began(self, status: int) -> None:
         outlier = self._cluster.outlier
         stream = self._stream
         if outlier is not None and stream is not None:
@@ -182,6 +246,14 @@ class ForwardedExchange:
         info.status = status
         info.upstream_service_time = time.monotonic() - info.start_monotonic
         self.response_started = True
+
+    def on_upstream_headers(self, head: ResponseHeaders) -> None:
+        status = head.status
+        if status < 200 or self.done:
+            return  # 1xx: the manager answered 100 Continue itself; nothing upgrades here
+        if self._request is None:
+            self._manager.forwarded_response_reframed(self._method)
+        self._response_began(status)
         headers = head.headers
         route, vhost = self._route, self.vhost
         if route.response_headers.active:
@@ -217,7 +289,7 @@ class ForwardedExchange:
         if (
             reused
             and self._stale_retries < STALE_RETRIES
-            and self._request.method in IDEMPOTENT
+            and self._method in IDEMPOTENT
             and self.request_complete
             and self.info.body_bytes_received == 0
         ):

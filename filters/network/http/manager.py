@@ -18,7 +18,7 @@ from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, Network
 from filters.network.http.config import HcmConfig
 from filters.network.http.forward import ForwardedExchange
 from filters.network.http.observe import HttpStats, format_access_log
-from filters.network.http.prepare import prepare_request
+from filters.network.http.prepare import prepare_forwarded, prepare_request
 from filters.network.http.stream import ActiveStream
 from protocols.http.errors import HttpError
 from protocols.http.events import (
@@ -31,6 +31,8 @@ from protocols.http.events import (
     Trailers,
 )
 from protocols.http.h1 import H1Limits, H1ServerCodec
+from protocols.http.h1_forward import read_request
+from protocols.http.h1_parse import HTTP11
 from protocols.http.h2 import H2Codec, H2Settings
 from protocols.http.headers import Headers
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
@@ -74,8 +76,9 @@ class HcmShared:
 
 
 class HttpConnectionManager(NetworkFilter):
-    __slots__ = ("_closing", "_drain_timer", "_draining", "_flush_handle", "_h1", "_h2", "_loop",
-                 "_out", "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
+    __slots__ = ("_body_left", "_closing", "_drain_timer", "_draining", "_flush_handle",
+                 "_forwarded", "_h1", "_h2", "_held", "_held_paused", "_loop", "_out",
+                 "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
                  "streams")  # fmt: skip
 
     def __init__(self, shared: HcmShared, callbacks: ConnectionCallbacks) -> None:
@@ -92,6 +95,13 @@ class HttpConnectionManager(NetworkFilter):
         self._draining = False
         self._drain_timer: asyncio.TimerHandle | None = None
         self._paused_by_streams = 0
+        self._forwarded: ForwardedExchange | None = None
+        """The HTTP/1 exchange forwarded as bytes: the socket's bytes are its body."""
+        self._body_left = 0
+        """Request body bytes the forwarded exchange is still owed."""
+        self._held = b""
+        """Bytes after a forwarded request (pipelined), read once its exchange ends."""
+        self._held_paused = False
         self._loop = asyncio.get_running_loop()
         """Cached: get_running_loop() costs a getpid() system call each time."""
 
@@ -108,8 +118,10 @@ class HttpConnectionManager(NetworkFilter):
                 return STOP
         try:
             if data:
-                h1 = self._h1
-                self._dispatch(h1.feed(data) if h1 is not None else self._feed(data))
+                if self._h1 is not None:
+                    self._h1_data(data)
+                else:
+                    self._dispatch(self._feed(data))
             if end_stream:
                 self._dispatch(self._feed(b""))
                 self._on_peer_eof()
@@ -142,6 +154,124 @@ class HttpConnectionManager(NetworkFilter):
             return self._h1.feed(data)
         assert self._h2 is not None
         return self._h2.feed(data)
+
+    # -- HTTP/1 requests forwarded as bytes ----------------------------------------------------
+
+    def _h1_data(self, data: bytes) -> None:
+        h1 = self._h1
+        assert h1 is not None
+        forwarded = self._forwarded
+        if forwarded is not None:
+            self._forwarded_data(forwarded, data)
+        elif self.shared.forwarding and not self.streams and h1.idle and not self._closing:
+            if self._held:
+                data, self._held = self._held + data, b""
+            if not self._forward(data):
+                self._dispatch(h1.feed(data))
+        else:
+            self._dispatch(h1.feed(data))
+
+    def _forward(self, data: bytes) -> bool:
+        """Start forwarding the request at the start of `data` as bytes; False when its head
+        (or route) asks for more than forwarding (the codec and the stream filters take it)."""
+        shared = self.shared
+        limits = shared.h1_limits
+        end = data.find(b"\r\n\r\n", 0, limits.max_head)
+        head = None if end < 0 else read_request(data, end, limits)
+        if head is None:
+            return False
+        found = shared.config.route_table.find_by_path(head.authority, head.target)
+        if found is None:
+            return False
+        vhost, route = found
+        if not (route.forwards_only and route.as_bytes and vhost.as_bytes):
+            return False
+        assert route.action is not None
+        cluster = shared.clusters.clusters[route.action.pick_cluster()]
+        if cluster.config.protocol != "http1":
+            return False
+        content_type = head.fields.get(b"content-type")
+        if content_type is not None and content_type.startswith(b"application/grpc"):
+            return False
+        shared.stats.downstream_rq += 1
+        info = HttpStreamInfo(shared.listener, self.callbacks.info.downstream_remote, HTTP11,
+                              head.method, head.target, head.authority)  # fmt: skip
+        upstream_head = prepare_forwarded(head, info, shared.config, self.client_ip,
+                                          self.callbacks.info.downstream_tls)  # fmt: skip
+        if not head.keep_alive:
+            self._closing = True
+        rest = data[end + 4 :]
+        body = rest[: head.length]
+        self._body_left = head.length - len(body)
+        held = rest[len(body) :]
+        exchange = ForwardedExchange.as_bytes(self, upstream_head + body, not self._body_left,
+                                              info, vhost, route, cluster)  # fmt: skip
+        info.body_bytes_received = len(body)
+        self._forwarded = exchange
+        self.streams[1] = exchange
+        exchange.start()
+        if held:
+            self._hold(held)
+        return True
+
+    def _forwarded_data(self, exchange: ForwardedExchange, data: bytes) -> None:
+        left = self._body_left
+        if not left:
+            self._hold(data)
+            return
+        if len(data) > left:
+            self._hold(data[left:])
+            data = data[:left]
+        self._body_left = left - len(data)
+        exchange.request_complete = not self._body_left
+        exchange.decode_data(data, exchange.request_complete)
+
+    def _hold(self, data: bytes) -> None:
+        """Pipelined bytes wait for the exchange in progress; past a head's worth, reading
+        pauses until it ends."""
+        self._held += data
+        if not self._held_paused and len(self._held) > self.shared.h1_limits.max_head:
+            self._held_paused = True
+            self.callbacks.read_disable(True)
+
+    def forward_response(
+        self, exchange: ForwardedExchange, head: bytes, body: bytes, end_stream: bool
+    ) -> None:
+        """A response head from upstream as bytes (hop-by-hop fields cut), then its body."""
+        close = b"connection: close\r\n\r\n" if self._closing else b"\r\n"
+        self._out.append(head + close + body)
+        self._flush()
+        if end_stream:
+            exchange.finish()
+
+    def forward_body(self, exchange: ForwardedExchange, data: bytes, end_stream: bool) -> None:
+        self._out.append(data)
+        self._flush()
+        if end_stream:
+            exchange.finish()
+
+    def forwarded_response_reframed(self, method: bytes) -> None:
+        """The upstream's answer to a forwarded request needs the codec to frame it."""
+        assert self._h1 is not None
+        self._h1.forwarded(method)
+
+    def _forwarded_finished(self) -> None:
+        """After an exchange forwarded as bytes: the codec is idle again (unless it framed the
+        response); go on with what the client sent meanwhile."""
+        h1 = self._h1
+        assert h1 is not None
+        self._forwarded = None
+        if not h1.idle:
+            h1.next_message()  # (it answered a re-framed response: back to reading heads)
+        if self._closing or not h1.keep_alive or h1.closed:
+            self._close()
+            return
+        held, self._held = self._held, b""
+        if self._held_paused:
+            self._held_paused = False
+            self.callbacks.read_disable(False)
+        if held:
+            self._h1_data(held)
 
     def on_above_write_buffer_high_watermark(self) -> None:
         for stream in list(self.streams.values()):
@@ -263,7 +393,15 @@ class HttpConnectionManager(NetworkFilter):
         )  # fmt: skip
 
     def _on_peer_eof(self) -> None:
-        if self._h1 is not None and not self.streams:
+        """HTTP/1: the client closed its side. An exchange in flight that is not a tunnel
+        (where EOF only ends the data) lost its client: its upstream request is cancelled
+        (flag DC) and the connection closes, as Envoy and nginx do."""
+        if self._h1 is None:
+            return
+        for stream in list(self.streams.values()):
+            if not stream.tunnel:
+                stream.finish(downstream_reset=True)
+        if not self.streams:
             self._close()
 
     def _protocol_error(self, error: HttpError) -> None:
@@ -390,7 +528,10 @@ class HttpConnectionManager(NetworkFilter):
         if self._h1 is not None:
             if not stream.request_complete:
                 self._closing = True  # answered before the request ended: cannot resync
-            self._next_h1_exchange()
+            if stream is self._forwarded:
+                self._forwarded_finished()
+            else:
+                self._next_h1_exchange()
         elif self._closing and not self.streams:
             self._close()
 

@@ -81,6 +81,12 @@ class ActiveStream:
         self.decoders: list[StreamFilter] = []
         self.encoders: list[StreamFilter] = []
 
+    @property
+    def tunnel(self) -> bool:
+        """An HTTP/1 Upgrade or CONNECT: the client's EOF ends its data, not the exchange."""
+        request = self.request
+        return request.upgrade is not None or request.method == b"CONNECT"
+
     # -- set-up -------------------------------------------------------------------------------
 
     def start(self) -> None:
