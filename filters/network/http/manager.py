@@ -263,7 +263,13 @@ class HttpConnectionManager(NetworkFilter):
         )  # fmt: skip
 
     def _on_peer_eof(self) -> None:
-        if self._h1 is not None and not self.streams:
+        """The client sent FIN: nothing more can arrive. Streams that were answered, or
+        whose request is complete, finish; then the connection closes."""
+        if self._h2 is not None:
+            self._closing = True
+            for stream in [s for s in self.streams.values() if not s.request_complete]:
+                stream.finish(downstream_reset=True)  # its request can never end
+        if not self.streams and (self._h2 is not None or self._h1 is not None):
             self._close()
 
     def _protocol_error(self, error: HttpError) -> None:
