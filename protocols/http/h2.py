@@ -55,6 +55,7 @@ from protocols.http.events import (
     StreamReset,
     Trailers,
 )
+from protocols.http.h1_parse import content_length
 from protocols.http.headers import Headers
 
 HeaderList = list[tuple[bytes, bytes]]
@@ -523,6 +524,11 @@ class H2Codec:
             self._refuse(sid, batch, REFUSED_STREAM, None)
             return
         pseudo, headers = _split(event.headers)
+        try:
+            length = _content_length(headers)
+        except HttpError:
+            self._refuse(sid, batch, PROTOCOL_ERROR, PROTOCOL_ERROR)
+            return
         authority = pseudo.get(b":authority") or headers.get(b"host") or b""
         batch.emit(
             RequestHeaders(
@@ -535,7 +541,7 @@ class H2Codec:
                 stream_id=sid,
                 upgrade=pseudo.get(b":protocol"),
                 expect_continue=(headers.get(b"expect") or b"").lower() == b"100-continue",
-                content_length=_content_length(headers),
+                content_length=length,
             )
         )
 
@@ -544,10 +550,13 @@ class H2Codec:
             return
         pseudo, headers = _split(raw)
         status = pseudo.get(b":status", b"")
-        if len(status) != 3 or not status.isdigit() or status[0] == 0x30:
+        try:
+            if len(status) != 3 or not status.isdigit() or status[0] == 0x30:
+                raise HttpError(f"malformed :status {status[:8]!r}")
+            length = _content_length(headers)
+        except HttpError:
             self._refuse(sid, batch, PROTOCOL_ERROR, PROTOCOL_ERROR)
             return
-        length = _content_length(headers)
         head = ResponseHeaders(int(status), headers, b"", HTTP2, sid, content_length=length)
         if head.informational:
             batch.events.append(head)  # never the one to carry END_STREAM
@@ -634,8 +643,12 @@ def _split(raw: list[Header]) -> tuple[dict[bytes, bytes], Headers]:
 
 
 def _content_length(headers: Headers) -> int | None:
-    value = headers.get(b"content-length")
-    return int(value) if value is not None and value.isdigit() else None
+    """The declared body length, by HTTP/1.1's rules, so that what is forwarded on either
+    version is a length mecha can send: HttpError for differing values, a value that is no
+    number (h2 checks only the first), or one too long for any body (20 digits) — a
+    malformed message, its stream's error (RFC 9113 §8.1.1)."""
+    values = headers.get_all(b"content-length")
+    return content_length(values) if values else None
 
 
 def _regular(headers: Headers, request: bool) -> HeaderList:

@@ -630,6 +630,13 @@ def malformed(block: list[tuple[bytes, bytes]]) -> tuple[list[H2Event], list[Eve
          (b"connection", b"close")],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
          (b"content-length", b"ten")],
+        # A length no body can have (HTTP/1.1 answers 413), and lengths h2 lets through.
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
+         (b"content-length", b"9" * 20)],
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
+         (b"content-length", b"-1")],
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
+         (b"content-length", b"5"), (b"content-length", b"6")],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
          (b":status", b"200")],
     ],
@@ -679,6 +686,23 @@ def test_a_malformed_status_resets_only_its_stream() -> None:
     assert at_client[0] == StreamReset(bad, ErrorCodes.PROTOCOL_ERROR)
     assert isinstance(at_client[1], ResponseHeaders)
     assert (at_client[1].status, at_client[1].end_stream) == (204, True)
+
+
+def test_a_response_length_nobody_can_forward_resets_only_its_stream() -> None:
+    client = H2Codec(client_side=True)
+    client.initiate()
+    raw = raw_peer(client_side=False, validate=False)
+    raw_pump(raw, client)
+    bad, good = send_request(client), send_request(client)
+    raw_pump(raw, client)
+    raw.send_headers(bad, [(b":status", b"200"), (b"content-length", b"9" * 20)])
+    raw.send_headers(good, [(b":status", b"200"), (b"content-length", b"2")])
+    raw.send_data(good, b"ok", end_stream=True)
+    at_raw, at_client = raw_pump(raw, client)
+    assert at_client[0] == StreamReset(bad, ErrorCodes.PROTOCOL_ERROR)
+    assert isinstance(at_client[1], ResponseHeaders) and at_client[1].content_length == 2
+    assert body(at_client, good) == b"ok" and ended(at_client, good)
+    assert not [e for e in at_raw if isinstance(e, H2Terminated)]
 
 
 def test_a_connection_error_raises_after_goaway_is_queued() -> None:
