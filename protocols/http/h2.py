@@ -62,6 +62,7 @@ HeaderList = list[tuple[bytes, bytes]]
 _Endable = RequestHeaders | ResponseHeaders | Data | Trailers
 
 CANCEL = ErrorCodes.CANCEL
+NO_ERROR = ErrorCodes.NO_ERROR
 PROTOCOL_ERROR = ErrorCodes.PROTOCOL_ERROR
 REFUSED_STREAM = ErrorCodes.REFUSED_STREAM
 DEFAULT_WINDOW = 65535
@@ -257,7 +258,8 @@ class _Batch:
 class H2Codec:
     """One HTTP/2 connection, either side. See the module docstring for the rules."""
 
-    __slots__ = ("_client", "_conn", "_failed", "_local_last", "_outbox", "_settings", "_unacked")
+    __slots__ = ("_client", "_conn", "_failed", "_local_last", "_outbox", "_settings",
+                 "_stop_after", "_unacked")  # fmt: skip
 
     def __init__(self, client_side: bool, settings: H2Settings = H2Settings()) -> None:
         # h2 validates and normalises what arrives. What we send is built by _regular and
@@ -291,6 +293,8 @@ class H2Codec:
         """Payload bytes handed to the caller per stream and not yet acknowledged."""
         self._local_last: int | None = None
         """The last-stream-id of our own graceful GOAWAY."""
+        self._stop_after: set[int] = set()
+        """Streams to reset with NO_ERROR once their queued response has left."""
         self._failed = False
 
     # -- connection -----------------------------------------------------------------------
@@ -417,6 +421,15 @@ class H2Codec:
             self._conn.reset_stream(stream_id, error_code)
         self._forget(stream_id)
 
+    def stop_receiving(self, stream_id: int) -> None:
+        """Our side of the stream has ended (a complete response) but the peer's has not: ask
+        it to stop sending with RST_STREAM NO_ERROR (RFC 9113 §8.1), once what is queued for
+        the stream has left. Without it some clients (curl) wait for the stream to close."""
+        if stream_id in self._outbox:
+            self._stop_after.add(stream_id)
+        else:
+            self.reset(stream_id, NO_ERROR)
+
     def pending(self, stream_id: int) -> int:
         """Bytes given to `send_data` on this stream that still wait for window."""
         box = self._outbox.get(stream_id)
@@ -467,12 +480,21 @@ class H2Codec:
             conn.send_data(sid, piece, end_stream=last)
             if last:
                 del self._outbox[sid]
+                self._ended(sid)
                 return
         del self._outbox[sid]
         if box.trailers is not None:
             conn.send_headers(sid, box.trailers, end_stream=True)
         elif box.end:
             conn.end_stream(sid)
+        else:
+            return
+        self._ended(sid)
+
+    def _ended(self, sid: int) -> None:
+        if self._stop_after and sid in self._stop_after:
+            self._stop_after.discard(sid)
+            self.reset(sid, NO_ERROR)
 
     def _flush_all(self) -> None:
         """After a window opened: each waiting stream in turn, then rotate it to the back."""
@@ -612,6 +634,7 @@ class H2Codec:
     def _forget(self, sid: int) -> None:
         """The stream is over: drop its queue, give back the window the caller still owes."""
         self._outbox.pop(sid, None)
+        self._stop_after.discard(sid)
         owed = self._unacked.pop(sid, 0)
         if owed:
             self._give_back(sid, owed)

@@ -351,6 +351,36 @@ def test_connect_uses_the_authority_form() -> None:
     )
 
 
+def test_an_early_response_asks_the_client_to_stop_sending() -> None:
+    client, server = pair()
+    sid = send_request(client, end_stream=False, method=b"POST")
+    exchange(client, server)
+    respond(server, sid, status=413)
+    server.stop_receiving(sid)
+    at_client, _ = exchange(client, server)
+    head, reset = of(at_client, sid)
+    assert isinstance(head, ResponseHeaders) and head.status == 413 and head.end_stream
+    assert reset == StreamReset(sid, ErrorCodes.NO_ERROR)
+
+
+def test_the_stop_waits_for_a_queued_response_to_leave() -> None:
+    client, server = pair(client_settings=SMALL)
+    sid = send_request(client, end_stream=False, method=b"POST")
+    exchange(client, server)
+    server.send_headers(ResponseHeaders(200, Headers(), stream_id=sid), end_stream=False)
+    server.send_data(sid, b"x" * 100_000, end_stream=True)
+    server.stop_receiving(sid)
+    at_client, _ = exchange(client, server)
+    assert not any(isinstance(e, StreamReset) for e in at_client)  # the body is not all out
+    ack_all(client, at_client)
+    more, _ = exchange(client, server)
+    at_client += more
+    assert body(at_client, sid) == b"x" * 100_000
+    *_, last, reset = of(at_client, sid)
+    assert isinstance(last, Data) and last.end_stream  # the whole response, then the stop
+    assert reset == StreamReset(sid, ErrorCodes.NO_ERROR)
+
+
 # -- flow control --------------------------------------------------------------------------
 
 

@@ -309,6 +309,8 @@ class HttpConnectionManager(NetworkFilter):
         else:
             assert self._h2 is not None
             self._h2.send_headers(head, end_stream)
+            if end_stream and head.status >= 200:
+                self._h2_response_ended(stream)
             self._schedule_flush()
         if end_stream and head.status >= 200:
             stream.finish()
@@ -325,6 +327,8 @@ class HttpConnectionManager(NetworkFilter):
         else:
             assert self._h2 is not None
             self._h2.send_data(stream.stream_id, data, end_stream)
+            if end_stream:
+                self._h2_response_ended(stream)
             self._schedule_flush()
         if end_stream:
             stream.finish()
@@ -335,6 +339,7 @@ class HttpConnectionManager(NetworkFilter):
         else:
             assert self._h2 is not None
             self._h2.send_trailers(stream.stream_id, trailers)
+            self._h2_response_ended(stream)
             self._schedule_flush()
         stream.finish()
 
@@ -350,6 +355,13 @@ class HttpConnectionManager(NetworkFilter):
         stream.info.body_bytes_sent += len(body)
         self.send_headers(stream, head, False)
         self.send_data(stream, body, True)
+
+    def _h2_response_ended(self, stream: Stream) -> None:
+        """Answered before the request ended (an early error, a deadline): the client is
+        told to stop sending the rest (RST_STREAM NO_ERROR), as grpc-go and nghttp2 do."""
+        if not stream.request_complete:
+            assert self._h2 is not None
+            self._h2.stop_receiving(stream.stream_id)
 
     def reset_stream(self, stream: Stream) -> None:
         """Abort one stream: RST_STREAM on HTTP/2; on HTTP/1 only closing the connection can."""
