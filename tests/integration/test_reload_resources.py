@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ import redis
 from tests.support import msgpack_rpc_peer
 from tests.support.grpc_backend import SERVICE, grpc_backend
 from tests.support.http_backend import http_backend
-from tests.support.mecha import Mecha, run_mecha, write_config
+from tests.support.mecha import Mecha, redis_proxy_config, run_mecha, write_config
 from tests.support.net import connections_at, open_fds, wait_until
 from tests.support.redis import redis_server
 
@@ -152,3 +153,43 @@ def test_reloads_leak_no_upstream_connection_and_no_fd(tmp_path: Path) -> None:
                 mecha.wait_metric("mecha_config_reload_total", before + 1, result="applied")
                 use_every_protocol(mecha)
                 settles_at(baseline, lambda: counts(mecha, ports))
+
+
+def resp(sock: socket.socket, *args: bytes, lines: int = 1) -> bytes:
+    """Send one command, return its reply of `lines` lines (short once mecha has closed)."""
+    sock.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+    reply = b""
+    while reply.count(b"\r\n") < lines:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def test_a_client_left_on_a_replaced_cluster_is_told_and_disconnected(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as redis_port:
+        document = redis_proxy_config([redis_port])
+        document["drain_timeout"] = "1s"
+        with run_mecha(tmp_path, document) as mecha:
+            port = mecha.port("redis")
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as old:
+                assert resp(old, b"SET", b"k", b"v") == b"+OK\r\n"
+                document["clusters"][0]["connect_timeout"] = "400ms"  # a new cluster
+                before = mecha.metric("mecha_config_reload_total", result="applied")
+                write_config(mecha.workdir, document, mecha.admin_port)
+                mecha.signal(signal.SIGHUP)
+                mecha.wait_metric("mecha_config_reload_total", before + 1, result="applied")
+                assert resp(old, b"GET", b"k", lines=2) == b"$1\r\nv\r\n"  # the old cluster
+                wait_until(
+                    lambda: redis_clients(redis_port) == 0,
+                    timeout=5,
+                    what="the old cluster's connection closed after drain_timeout",
+                )
+                error = resp(old, b"GET", b"k")
+                assert error.startswith(b"-ERR upstream 127.0.0.1:")
+                assert b"cluster 'shards' was removed or replaced by a reload" in error
+                assert old.recv(16) == b""  # and disconnected
+            with redis.Redis(port=port, socket_timeout=5, protocol=2) as client:
+                assert client.get("k") == b"v"  # a new connection gets the new cluster
+            assert redis_clients(redis_port) == 1
