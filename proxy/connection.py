@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 from filters.listener.api import ConnectionMetadata
 from filters.network.api import STOP, FilterFactory, NetworkFilter
 from proxy.config.units import Address
-from proxy.filter_chain import FilterChain, select
+from proxy.filter_chain import ChainGeneration, FilterChain, select
 from proxy.inspection import Inspection
 from proxy.stream_info import ResponseFlag, StreamInfo
 from proxy.tls import describe, start_server_tls
@@ -79,6 +79,7 @@ class DownstreamConnection(asyncio.Protocol):
         "_destination",
         "_drain_told",
         "_filters",
+        "_generation",
         "_idle_handle",
         "_idle_quiet",
         "_idle_seen",
@@ -121,6 +122,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._tls_chain: FilterChain | None = None
         """The chain waiting for its TLS handshake to finish."""
         self._drain_told = False
+        self._generation: ChainGeneration | None = None
+        """The build of the chains this connection picked from (held until it closes)."""
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class DownstreamConnection(asyncio.Protocol):
                      self.listener.name, remote, protocol)  # fmt: skip
             self.close(abort=True)
             return
+        self._generation = self.listener.generation
+        self._generation.attach()
         self._destination = metadata.original_destination
         if chain.tls is not None and chain.tls.context is not None:
             self._start_tls(chain, prefix)
@@ -261,6 +266,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._cancel_idle_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
+        self._detach()
         self.listener.connection_closed(self)
 
     def _reapply_read_disable(self) -> None:
@@ -321,12 +327,18 @@ class DownstreamConnection(asyncio.Protocol):
                     self.listener.name,
                     type(filter_).__name__,
                 )
+        self._detach()
         self.listener.connection_closed(self)
         # Filters hold their callbacks, which hold this connection: drop the chain so the
         # whole connection is freed by reference counting, not left to the cyclic GC (a
         # busy listener would pile up closed connections and their buffers until then).
         self._filters, self._read_filters, self._write_filters = [], [], []
         self._single_reader = None
+
+    def _detach(self) -> None:
+        generation, self._generation = self._generation, None
+        if generation is not None:
+            generation.detach()
 
     def pause_writing(self) -> None:
         for filter_ in self._filters:

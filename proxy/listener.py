@@ -13,7 +13,7 @@ from filters.listener.api import ListenerFilterFactory
 from proxy.config.model import ListenerConfig
 from proxy.config.units import Address
 from proxy.connection import DownstreamConnection
-from proxy.filter_chain import FilterChain
+from proxy.filter_chain import ChainGeneration, FilterChain
 
 log = logging.getLogger("mecha.listener")
 
@@ -66,10 +66,13 @@ class Listener:
         config: ListenerConfig,
         chains: Sequence[FilterChain],
         listener_filters: Sequence[ListenerFilterFactory] = (),
+        generation: ChainGeneration | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.chains = list(chains)
+        self.generation = generation or ChainGeneration()
+        """What `chains` were built with; a connection attaches to it when it picks one."""
         self.listener_filters = list(listener_filters)
         self.connections: set[DownstreamConnection] = set()
         self.stats = ListenerStats()
@@ -100,11 +103,15 @@ class Listener:
         config: ListenerConfig,
         chains: Sequence[FilterChain],
         listener_filters: Sequence[ListenerFilterFactory],
+        generation: ChainGeneration,
     ) -> None:
-        """A reload: new connections get these chains; open ones keep the filters they have."""
+        """A reload: new connections get these chains; open ones keep the filters they have
+        (the old chains' generation is released when the last of them closes)."""
         self.config = config
         self.chains = list(chains)
         self.listener_filters = list(listener_filters)
+        self.generation.retire()
+        self.generation = generation
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -115,6 +122,7 @@ class Listener:
         """Stop accepting and ask open connections to wind down (GOAWAY, Connection: close)."""
         self.stop_accepting()
         self.draining = True
+        self.generation.retire()
         for connection in list(self.connections):
             connection.drain()
 

@@ -209,7 +209,7 @@ def rebuild_in_place(server: Server, listener: Listener, config: ListenerConfig)
     stale = _filter_stats(server, config.name)
     fresh = server._listener(config)
     _forget_stats(server, stale)
-    listener.reconfigure(config, fresh.chains, fresh.listener_filters)
+    listener.reconfigure(config, fresh.chains, fresh.listener_filters, fresh.generation)
 
 
 def _stats_lists(server: Server) -> Iterator[list[Any]]:
@@ -269,16 +269,17 @@ async def retire_cluster(cluster: Cluster, grace: float) -> None:
         async with asyncio.timeout(grace):
             await _idle(cluster)
     except TimeoutError:
-        log.warning("cluster %r: %d requests still in flight after %.0fs; closing its pools",
-                    cluster.name, cluster.rq_active, grace)  # fmt: skip
+        log.warning("cluster %r: still in use after %.0fs (%d requests in flight); closing "
+                    "its pools", cluster.name, grace, cluster.rq_active)  # fmt: skip
     finally:
         await cluster.stop()
 
 
 async def _idle(cluster: Cluster) -> None:
-    """Polled: requests end in the pools, which have no hook for this rare wait."""
+    """Polled: requests end in the pools, and leases end with connections on old filter
+    chains; none of them has a hook for this rare wait."""
     while True:
-        if not (cluster.rq_active or cluster.connecting):
+        if not cluster.busy:
             return
         await asyncio.sleep(IDLE_POLL)
 

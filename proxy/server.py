@@ -20,8 +20,8 @@ from filters.network.api import FilterFactory
 from proxy import heap
 from proxy.accesslog import AccessLogs
 from proxy.admin import AdminServer, AdminViews, HealthViews
-from proxy.config.model import Config, FilterConfig, ListenerConfig
-from proxy.filter_chain import FilterChain
+from proxy.config.model import Config, FilterChainConfig, FilterConfig, ListenerConfig
+from proxy.filter_chain import ChainGeneration, FilterChain
 from proxy.listener import Listener
 from proxy.metrics import Metrics, ServerCollector
 from proxy.redact import redact
@@ -71,17 +71,23 @@ class Server:
         self.live = asyncio.Event()
 
     def _listener(self, config: ListenerConfig) -> Listener:
-        context = ListenerContext(self, config.name)
-        chains = [
-            FilterChain(chain.name, chain.match, self._factories(chain.filters, context), chain.tls)
-            for chain in config.filter_chains
-        ]
+        generation = ChainGeneration()
+        context = ListenerContext(self, config.name, generation)
+        try:
+            chains = [self._chain(chain, context) for chain in config.filter_chains]
+        except BaseException:
+            generation.retire()  # what the factories built so far had leased
+            raise
         listener_filters = []
         for entry in config.listener_filters:
             spec = listener_registry.lookup(entry.name)
             assert spec is not None, "validated at parse time"
             listener_filters.append(spec.create_factory(entry.config))
-        return Listener(config, chains, listener_filters)
+        return Listener(config, chains, listener_filters, generation)
+
+    def _chain(self, config: FilterChainConfig, context: ListenerContext) -> FilterChain:
+        factories = self._factories(config.filters, context)
+        return FilterChain(config.name, config.match, factories, config.tls)
 
     @staticmethod
     def _factories(
@@ -184,9 +190,10 @@ class Server:
 class ListenerContext:
     """The FactoryContext filters of one listener are built with."""
 
-    def __init__(self, server: Server, listener_name: str) -> None:
+    def __init__(self, server: Server, listener_name: str, generation: ChainGeneration) -> None:
         self._server = server
         self.listener_name = listener_name
+        self._generation = generation
 
     @property
     def cluster_manager(self) -> ClusterManager:
@@ -207,6 +214,9 @@ class ListenerContext:
         if key not in shared:
             shared[key] = make()
         return cast(T, shared[key])
+
+    def on_retire(self, release: Callable[[], None]) -> None:
+        self._generation.on_retire(release)
 
 
 def config_version(document: Any) -> str:

@@ -120,3 +120,8 @@ class FactoryContext(Protocol):
 
     def singleton(self, key: str, make: Callable[[], T]) -> T:
         """One object per server for `key` (e.g. a stats collector every listener shares)."""
+
+    def on_retire(self, release: Callable[[], None]) -> None:
+        """Call `release` once the filter chains built with this context are out of service
+        (a reload replaced them, or their listener was removed) and their last connection
+        has closed: give back what the factory holds (e.g. pools leased from a cluster)."""

@@ -55,12 +55,14 @@ from protocols.http.events import (
     StreamReset,
     Trailers,
 )
+from protocols.http.h1_parse import content_length
 from protocols.http.headers import Headers
 
 HeaderList = list[tuple[bytes, bytes]]
 _Endable = RequestHeaders | ResponseHeaders | Data | Trailers
 
 CANCEL = ErrorCodes.CANCEL
+NO_ERROR = ErrorCodes.NO_ERROR
 PROTOCOL_ERROR = ErrorCodes.PROTOCOL_ERROR
 REFUSED_STREAM = ErrorCodes.REFUSED_STREAM
 DEFAULT_WINDOW = 65535
@@ -256,7 +258,8 @@ class _Batch:
 class H2Codec:
     """One HTTP/2 connection, either side. See the module docstring for the rules."""
 
-    __slots__ = ("_client", "_conn", "_failed", "_local_last", "_outbox", "_settings", "_unacked")
+    __slots__ = ("_client", "_conn", "_failed", "_local_last", "_outbox", "_settings",
+                 "_stop_after", "_unacked")  # fmt: skip
 
     def __init__(self, client_side: bool, settings: H2Settings = H2Settings()) -> None:
         # h2 validates and normalises what arrives. What we send is built by _regular and
@@ -290,6 +293,8 @@ class H2Codec:
         """Payload bytes handed to the caller per stream and not yet acknowledged."""
         self._local_last: int | None = None
         """The last-stream-id of our own graceful GOAWAY."""
+        self._stop_after: set[int] = set()
+        """Streams to reset with NO_ERROR once their queued response has left."""
         self._failed = False
 
     # -- connection -----------------------------------------------------------------------
@@ -416,6 +421,15 @@ class H2Codec:
             self._conn.reset_stream(stream_id, error_code)
         self._forget(stream_id)
 
+    def stop_receiving(self, stream_id: int) -> None:
+        """Our side of the stream has ended (a complete response) but the peer's has not: ask
+        it to stop sending with RST_STREAM NO_ERROR (RFC 9113 §8.1), once what is queued for
+        the stream has left. Without it some clients (curl) wait for the stream to close."""
+        if stream_id in self._outbox:
+            self._stop_after.add(stream_id)
+        else:
+            self.reset(stream_id, NO_ERROR)
+
     def pending(self, stream_id: int) -> int:
         """Bytes given to `send_data` on this stream that still wait for window."""
         box = self._outbox.get(stream_id)
@@ -466,12 +480,21 @@ class H2Codec:
             conn.send_data(sid, piece, end_stream=last)
             if last:
                 del self._outbox[sid]
+                self._ended(sid)
                 return
         del self._outbox[sid]
         if box.trailers is not None:
             conn.send_headers(sid, box.trailers, end_stream=True)
         elif box.end:
             conn.end_stream(sid)
+        else:
+            return
+        self._ended(sid)
+
+    def _ended(self, sid: int) -> None:
+        if self._stop_after and sid in self._stop_after:
+            self._stop_after.discard(sid)
+            self.reset(sid, NO_ERROR)
 
     def _flush_all(self) -> None:
         """After a window opened: each waiting stream in turn, then rotate it to the back."""
@@ -523,6 +546,11 @@ class H2Codec:
             self._refuse(sid, batch, REFUSED_STREAM, None)
             return
         pseudo, headers = _split(event.headers)
+        try:
+            length = _content_length(headers)
+        except HttpError:
+            self._refuse(sid, batch, PROTOCOL_ERROR, PROTOCOL_ERROR)
+            return
         authority = pseudo.get(b":authority") or headers.get(b"host") or b""
         batch.emit(
             RequestHeaders(
@@ -535,7 +563,7 @@ class H2Codec:
                 stream_id=sid,
                 upgrade=pseudo.get(b":protocol"),
                 expect_continue=(headers.get(b"expect") or b"").lower() == b"100-continue",
-                content_length=_content_length(headers),
+                content_length=length,
             )
         )
 
@@ -544,10 +572,13 @@ class H2Codec:
             return
         pseudo, headers = _split(raw)
         status = pseudo.get(b":status", b"")
-        if len(status) != 3 or not status.isdigit() or status[0] == 0x30:
+        try:
+            if len(status) != 3 or not status.isdigit() or status[0] == 0x30:
+                raise HttpError(f"malformed :status {status[:8]!r}")
+            length = _content_length(headers)
+        except HttpError:
             self._refuse(sid, batch, PROTOCOL_ERROR, PROTOCOL_ERROR)
             return
-        length = _content_length(headers)
         head = ResponseHeaders(int(status), headers, b"", HTTP2, sid, content_length=length)
         if head.informational:
             batch.events.append(head)  # never the one to carry END_STREAM
@@ -603,6 +634,7 @@ class H2Codec:
     def _forget(self, sid: int) -> None:
         """The stream is over: drop its queue, give back the window the caller still owes."""
         self._outbox.pop(sid, None)
+        self._stop_after.discard(sid)
         owed = self._unacked.pop(sid, 0)
         if owed:
             self._give_back(sid, owed)
@@ -634,8 +666,12 @@ def _split(raw: list[Header]) -> tuple[dict[bytes, bytes], Headers]:
 
 
 def _content_length(headers: Headers) -> int | None:
-    value = headers.get(b"content-length")
-    return int(value) if value is not None and value.isdigit() else None
+    """The declared body length, by HTTP/1.1's rules, so that what is forwarded on either
+    version is a length mecha can send: HttpError for differing values, a value that is no
+    number (h2 checks only the first), or one too long for any body (20 digits) — a
+    malformed message, its stream's error (RFC 9113 §8.1.1)."""
+    values = headers.get_all(b"content-length")
+    return content_length(values) if values else None
 
 
 def _regular(headers: Headers, request: bool) -> HeaderList:

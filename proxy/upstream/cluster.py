@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +26,7 @@ from proxy.upstream.lb import (
 )
 from proxy.upstream.original_dst import OriginalDstHosts
 from proxy.upstream.outlier import OutlierDetector
+from proxy.upstream.pool import Pool, PoolSet
 from proxy.upstream.redis_cluster import SlotMap
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mecha.upstream")
 
 C = TypeVar("C", bound=ClusterConnection)
+P = TypeVar("P", bound=Pool)
+S = TypeVar("S", bound=Hashable)
 
 DEFAULT_BUFFER_LIMIT = 1 << 20
 
@@ -98,7 +101,11 @@ class Cluster:
         self.outlier = (
             OutlierDetector(self, config.outlier_detection) if config.outlier_detection else None
         )
-        self._pools: dict[Endpoint, HttpPool] = {}
+        self.http_pools: PoolSet[HttpPool] = PoolSet(self._new_pool)
+        """The cluster's own: their settings are its config's."""
+        self._leased: dict[Hashable, PoolSet[Any]] = {}
+        """Pools made for filters (Redis, RPC), by kind and settings."""
+        self.retired = False
         if self.dns is None and self.slot_map is None:
             self.set_endpoints((e.address, e.weight, None) for e in config.endpoints)
 
@@ -117,9 +124,8 @@ class Cluster:
         if self.shard_ring is not None:
             self.shard_ring.update(updated)
         for gone in known.values():
-            pool = self._pools.pop(gone, None)
-            if pool is not None:
-                pool.close()
+            for pools in self.pool_sets():
+                pools.drop(gone)
         if self.health_checker:
             self.health_checker.sync(updated, removed=known.values())
         self.refresh_load_balancer()
@@ -170,10 +176,7 @@ class Cluster:
             callbacks.on_pool_failure(error.flag, error.reason, None)
             return None
         self.stats.rq_total += 1
-        pool = self._pools.get(endpoint)
-        if pool is None:
-            pool = self._pools[endpoint] = self._new_pool(endpoint)
-        return pool.new_stream(callbacks)
+        return self.http_pools(endpoint).new_stream(callbacks)
 
     def _new_pool(self, endpoint: Endpoint) -> HttpPool:
         from proxy.upstream.http1_pool import Http1Pool
@@ -181,6 +184,38 @@ class Cluster:
 
         kind = Http2Pool if self.config.protocol == "http2" else Http1Pool
         return kind(self, endpoint)
+
+    # -- pools --------------------------------------------------------------------------------
+
+    def lease(self, kind: Callable[[Cluster, Endpoint, S], P], settings: S) -> PoolSet[P]:
+        """Pools of `kind` with `settings`, one per endpoint, shared by every filter that asks
+        for the same; `release` gives them back (the last release closes them)."""
+        key = (kind, settings)
+        pools: PoolSet[P] | None = self._leased.get(key)
+        if pools is None:
+            pools = PoolSet(lambda endpoint: kind(self, endpoint, settings), key)
+            if self.retired:
+                pools.close()
+            self._leased[key] = pools
+        pools.users += 1
+        return pools
+
+    def release(self, pools: PoolSet[Any]) -> None:
+        pools.users -= 1
+        if pools.users <= 0 and self._leased.get(pools.key) is pools:
+            del self._leased[pools.key]
+            pools.close()
+
+    def pool_sets(self) -> list[PoolSet[Any]]:
+        return [self.http_pools, *self._leased.values()]
+
+    @property
+    def busy(self) -> bool:
+        """Requests in flight or waiting, connects under way, or filter chains still holding
+        its pools: a retired cluster waits for none of these before it closes them."""
+        if self.rq_active or self.connecting:
+            return True
+        return any(pools.users or pools.in_flight for pools in self.pool_sets())
 
     def retry_allowed(self) -> bool:
         """The max_retries breaker, or the retry budget when one is configured."""
@@ -282,6 +317,8 @@ class Cluster:
             await self.health_checker.start()
 
     async def stop(self) -> None:
+        """Discovery and health checks stop; every pool closes now."""
+        self.retired = True
         if self.dns:
             await self.dns.stop()
         if self.slot_map:
@@ -292,8 +329,8 @@ class Cluster:
             self.outlier.stop()
         if self.original_dst:
             self.original_dst.stop()
-        for pool in self._pools.values():
-            pool.close()
+        for pools in self.pool_sets():
+            pools.abort()
 
 
 class ClusterManager:

@@ -74,16 +74,45 @@ class ClusterConnection(asyncio.Protocol):
 
 class PipelinedConnection(ClusterConnection):
     """An upstream connection many callers share (Redis, RPC): what they queue in one loop
-    turn leaves in one write, once the connection is `ready`."""
+    turn leaves in one write, once the connection is `ready`.
 
-    __slots__ = ("_flush_scheduled", "_loop", "_out", "ready")
+    A subclass answers `outstanding` (requests awaiting an answer), fails with `fail`
+    (answering every one of them with an error), and calls `close_if_idle` whenever answers
+    leave, so a connection its pool closed (`close_when_idle`) goes once the last one does.
+    """
+
+    __slots__ = ("_flush_scheduled", "_loop", "_out", "closing", "failed", "failure", "ready")
 
     def __init__(self, cluster: Cluster, endpoint: Endpoint, buffer_limit: int) -> None:
         super().__init__(cluster, endpoint, buffer_limit)
         self.ready = False
+        self.closing = False
+        self.failed = False
+        self.failure = "unavailable"
+        """Why the connection failed: what the callers it refuses are told."""
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
+
+    def outstanding(self) -> int:
+        raise NotImplementedError
+
+    def fail(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def give_up(self, reason: str) -> None:
+        """Never connect: every caller is told `reason`."""
+        self.failed = True
+        self.failure = reason
+
+    def close_when_idle(self) -> None:
+        self.closing = True
+        self.close_if_idle()
+
+    def close_if_idle(self) -> None:
+        if self.closing and not self.outstanding() and self.transport is not None:
+            self.flush()  # what needs no answer (an RPC notification) still leaves
+            self.close()
 
     def queue(self, data: bytes) -> None:
         self._out.append(data)

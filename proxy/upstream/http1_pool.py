@@ -51,6 +51,7 @@ class Http1Pool:
         self.idle: list[Http1Connection] = []
         self.pending: deque[_Pending] = deque()
         self.connecting = 0
+        self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -60,6 +61,10 @@ class Http1Pool:
 
     def new_stream(self, callbacks: UpstreamCallbacks) -> _Pending | None:
         """Bind at once to an idle connection (returns None) or queue (returns a handle)."""
+        if self.closed:
+            reason = f"cluster {self.cluster.name!r} was removed or replaced by a reload"
+            callbacks.on_pool_failure(ResponseFlag.NO_HEALTHY_UPSTREAM, reason, None)
+            return None
         while self.idle:
             connection = self.idle.pop()
             if connection.usable:
@@ -132,6 +137,9 @@ class Http1Pool:
         if self.pending:
             connection.bind(self.pending.popleft().callbacks)
             return
+        if self.closed:
+            connection.close()
+            return
         connection.idle_since = self._loop.time()
         self.idle.append(connection)
         if self._sweeper is None:
@@ -157,14 +165,30 @@ class Http1Pool:
         if self.idle:
             self._schedule_sweep()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests waiting for a connection (bound ones count in the cluster's rq_active)."""
+        return len(self.pending)
+
     def close(self) -> None:
+        """No new requests; idle connections close now, busy ones after their exchange, and
+        a connection still being made serves the requests waiting for it first."""
+        self.closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for task in self._tasks:
-            task.cancel()
+            self._sweeper = None
         for connection in self.idle:
             connection.close()
         self.idle.clear()
+
+    def abort(self) -> None:
+        self.close()
+        for task in self._tasks:
+            task.cancel()
+        pending, self.pending = self.pending, deque()
+        reason = f"cluster {self.cluster.name!r} stopped"
+        for waiting in pending:
+            waiting.callbacks.on_pool_failure(ResponseFlag.NO_HEALTHY_UPSTREAM, reason, None)
 
 
 class Http1Connection(ClusterConnection):

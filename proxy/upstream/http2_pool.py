@@ -30,6 +30,7 @@ from proxy.stream_info import ResponseFlag
 from proxy.upstream.connection import ClusterConnection
 from proxy.upstream.endpoint import Endpoint
 from proxy.upstream.http_api import UpstreamCallbacks
+from proxy.upstream.pool import PoolBase
 
 if TYPE_CHECKING:
     from proxy.upstream.cluster import Cluster, UpstreamError
@@ -51,16 +52,19 @@ class _Pending:
             self.pool.pending.remove(self)
 
 
-class Http2Pool:
+class Http2Pool(PoolBase):
+    kind = "http2"
+
     def __init__(self, cluster: Cluster, endpoint: Endpoint) -> None:
-        self.cluster = cluster
-        self.endpoint = endpoint
+        super().__init__(cluster, endpoint)
         self.connections: list[Http2Connection] = []
         self.pending: deque[_Pending] = deque()
         self.connecting = 0
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def new_stream(self, callbacks: UpstreamCallbacks) -> _Pending | None:
+        if self.closed:
+            callbacks.on_pool_failure(ResponseFlag.NO_HEALTHY_UPSTREAM, self.refusal(), None)
+            return None
         for connection in self.connections:
             if connection.has_capacity():
                 connection.new_stream(callbacks)
@@ -82,39 +86,22 @@ class Http2Pool:
             self.cluster.stats.cx_overflow += 1
             return
         self.connecting += 1
-        task = asyncio.get_running_loop().create_task(
-            self._connect(), name=f"http2-connect:{self.cluster.name}:{self.endpoint.address}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.connect(lambda: Http2Connection(self), self._connected, self._connect_failed)
 
-    async def _connect(self) -> None:
-        from proxy.upstream.cluster import UpstreamError
-
-        try:
-            connection = await self.cluster.open_connection(
-                self.endpoint, lambda: Http2Connection(self)
-            )
-        except UpstreamError as error:
-            self.connecting -= 1
-            self._fail_pending(error)
-            return
-        except Exception as exc:  # a bug must not strand the waiting requests
-            log.exception(
-                "cluster %r: connecting to %s failed", self.cluster.name, self.endpoint.address
-            )
-            self.connecting -= 1
-            self._fail_pending(UpstreamError(ResponseFlag.UPSTREAM_CONNECTION_FAILURE, str(exc)))
-            return
+    def _connected(self, connection: Http2Connection) -> None:
         self.connecting -= 1
         self.connections.append(connection)
         self.drain_pending()
+        if self.closed:
+            connection.drain()  # it served the requests that waited for it: no more
 
-    def _fail_pending(self, error: UpstreamError) -> None:
+    def _connect_failed(self, error: UpstreamError) -> None:
+        self.connecting -= 1
+        self._fail_pending(error.flag, error.reason)
+
+    def _fail_pending(self, flag: ResponseFlag, reason: str) -> None:
         while self.pending:
-            self.pending.popleft().callbacks.on_pool_failure(
-                error.flag, error.reason, self.endpoint
-            )
+            self.pending.popleft().callbacks.on_pool_failure(flag, reason, self.endpoint)
 
     def drain_pending(self) -> None:
         """Give waiting requests to connections with room; open another if they are full."""
@@ -130,12 +117,21 @@ class Http2Pool:
         if self.pending and not self.connecting:
             self._open()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests waiting for a connection (bound ones count in the cluster's rq_active)."""
+        return len(self.pending)
+
     def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        """No new streams; each connection closes after its last stream (now, if idle)."""
+        self.closed = True
         for connection in list(self.connections):
-            if not connection.bound:
-                connection.close()
+            connection.drain()
+
+    def abort(self) -> None:
+        self.close()
+        self.stop_connecting()
+        self._fail_pending(ResponseFlag.NO_HEALTHY_UPSTREAM, self.refusal())
 
 
 class _H2Stream:
@@ -193,7 +189,7 @@ class _H2Stream:
 
 
 class Http2Connection(ClusterConnection):
-    __slots__ = ("_flush_scheduled", "bound", "codec", "goaway", "pool", "streams")
+    __slots__ = ("_flush_scheduled", "bound", "codec", "draining", "pool", "streams")
 
     def __init__(self, pool: Http2Pool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
@@ -203,7 +199,8 @@ class Http2Connection(ClusterConnection):
         """Streams that have sent their headers, by id."""
         self.bound: set[_H2Stream] = set()
         """Every stream handed out, with or without an id yet."""
-        self.goaway = False
+        self.draining = False
+        """No new streams (the peer's GOAWAY, or the pool closed): closes after the last."""
         self._flush_scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -213,10 +210,16 @@ class Http2Connection(ClusterConnection):
 
     def has_capacity(self) -> bool:
         return (
-            not self.goaway
+            not self.draining
             and not self.closed
             and (len(self.bound) < self.codec.max_outbound_streams)
         )
+
+    def drain(self) -> None:
+        """Take no new streams; close once the last one ends (now, if there is none)."""
+        self.draining = True
+        if not self.bound:
+            self.close()
 
     def new_stream(self, callbacks: UpstreamCallbacks) -> None:
         stream = _H2Stream(self, callbacks)
@@ -238,7 +241,7 @@ class Http2Connection(ClusterConnection):
         self.streams.pop(stream.stream_id, None)
         self.endpoint.rq_active -= 1
         self.cluster.rq_active -= 1
-        if not self.bound and self.goaway:
+        if not self.bound and self.draining:
             self.close()
         elif self.pool.pending:
             self.pool.drain_pending()
@@ -275,7 +278,7 @@ class Http2Connection(ClusterConnection):
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, ConnectionTerminated):
-            self.goaway = True
+            self.draining = True
             for stream_id in [s for s in self.streams if s > event.last_stream_id]:
                 self._reset_stream(stream_id, "upstream refused the stream (GOAWAY)")
             return

@@ -31,6 +31,7 @@ from protocols.redis.limits import DEFAULT_LIMITS, RespLimits
 from protocols.redis.replies import ReplyParser, reply_is_error
 from proxy.upstream.connection import PipelinedConnection
 from proxy.upstream.endpoint import Endpoint
+from proxy.upstream.pool import SharedPool
 
 if TYPE_CHECKING:
     from proxy.upstream.cluster import Cluster
@@ -87,18 +88,16 @@ class _Discard:
         pass
 
 
-class RedisPool:
+class RedisPool(SharedPool["RedisConnection"]):
     """Connections to one endpoint, chosen round robin per command."""
 
+    kind = "redis"
+
     def __init__(self, cluster: Cluster, endpoint: Endpoint, settings: RedisPoolSettings):
-        self.cluster = cluster
-        self.endpoint = endpoint
+        super().__init__(cluster, endpoint, settings.connections)
         self.settings = settings
-        self.connections: list[RedisConnection] = []
-        self._next = 0
         self._refuse_until = 0.0
         self._refusal = b""
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def send(self, command: bytes, request: Completion) -> None:
         if self._refuse_until:
@@ -106,74 +105,41 @@ class RedisPool:
                 request.complete(self._refusal)
                 return
             self._refuse_until = 0.0
-        self._pick().send(command, request)
+        self.pick().send(command, request)
 
     def send_asking(self, command: bytes, request: Completion) -> None:
         """ASKING and the command back to back on one connection (Redis Cluster ASK)."""
-        connection = self._pick()
-        connection.send(encode_command((b"ASKING",)), _Discard(connection, "ASKING"))
+        connection = self.pick()
+        if not connection.failed:  # (a refused one answers the command with why)
+            connection.send(encode_command((b"ASKING",)), _Discard(connection, "ASKING"))
         connection.send(command, request)
 
-    def _pick(self) -> RedisConnection:
-        """Round robin over live connections; failed ones leave the list when they fail."""
-        connections = self.connections
-        if len(connections) < self.settings.connections:
-            connection = RedisConnection(self)
-            connections.append(connection)
-            self._start(connection)
-            return connection
-        if len(connections) == 1:
-            return connections[0]
-        self._next = (self._next + 1) % len(connections)
-        return connections[self._next]
-
-    def _start(self, connection: RedisConnection) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._connect(connection), name=f"redis-connect:{self.endpoint.address}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _connect(self, connection: RedisConnection) -> None:
-        from proxy.upstream.cluster import UpstreamError
-
-        try:
-            await self.cluster.open_connection(self.endpoint, lambda: connection)
-        except UpstreamError as error:
-            connection.fail(f"{error.reason}")
-        except Exception as exc:  # a bug must not strand clients waiting on this shard
-            log.exception("redis %s: connecting failed", self.endpoint.address)
-            connection.fail(str(exc))
+    def new_connection(self) -> RedisConnection:
+        return RedisConnection(self)
 
     def connection_refused_one(self, connection: RedisConnection) -> None:
         """Redis closed `connection` over one command: it is up, so no backoff."""
-        if connection in self.connections:
-            self.connections.remove(connection)
+        super().connection_failed(connection, "closed after a protocol error")
 
     def connection_failed(self, connection: RedisConnection, reason: str) -> None:
-        if connection in self.connections:
-            self.connections.remove(connection)
+        """Refuse new commands for a short backoff instead of stalling clients on a dead shard."""
+        super().connection_failed(connection, reason)
+        if self.closed:
+            return
         loop = asyncio.get_running_loop()
         self._refuse_until = loop.time() + self.settings.backoff
         self._refusal = error_span(f"upstream {self.endpoint.address} unavailable: {reason}")
 
-    def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for connection in list(self.connections):
-            connection.close()
-
 
 class RedisConnection(PipelinedConnection):
-    __slots__ = ("_handshake", "_parser", "_progress", "_refused", "_watchdog", "failed",
-                 "in_flight", "pool")  # fmt: skip
+    __slots__ = ("_handshake", "_parser", "_progress", "_refused", "_watchdog", "in_flight",
+                 "pool")  # fmt: skip
 
     def __init__(self, pool: RedisPool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
         self.pool = pool
         self.in_flight: deque[tuple[Completion, bytes]] = deque()
         """(who sent it, the command) in send order; the command, to send it again."""
-        self.failed = False
         self._refused: Completion | None = None
         """The command Redis answered with a protocol error: it closes the connection next."""
         self._handshake: list[bytes] = self._handshake_commands(pool.settings)
@@ -201,7 +167,7 @@ class RedisConnection(PipelinedConnection):
 
     def send(self, command: bytes, request: Completion) -> None:
         if self.failed:
-            request.complete(error_span(f"upstream {self.endpoint.address} unavailable"))
+            request.complete(error_span(f"upstream {self.endpoint.address}: {self.failure}"))
             return
         if len(self.in_flight) >= self.pool.settings.max_in_flight:
             request.complete(error_span("too many commands in flight to the upstream"))
@@ -220,6 +186,10 @@ class RedisConnection(PipelinedConnection):
         self._progress = asyncio.get_running_loop().time()
         self._arm_watchdog()
         self.flush()
+        self.close_if_idle()
+
+    def outstanding(self) -> int:
+        return len(self.in_flight)
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -243,6 +213,8 @@ class RedisConnection(PipelinedConnection):
             if span[0] == 45 and span.startswith(PROTOCOL_ERROR):  # 45: "-"
                 self._refused = request
             request.complete(span)
+        if self.closing:
+            self.close_if_idle()
 
     def eof_received(self) -> bool:
         return False
@@ -288,7 +260,10 @@ class RedisConnection(PipelinedConnection):
         if self.failed:
             return
         self._stop()
-        log.warning("redis %s: %s", self.endpoint.address, reason)
+        self.failure = reason
+        # A connection its pool closed is expected to go: no warning for that.
+        log.log(logging.DEBUG if self.closing else logging.WARNING,
+                "redis %s: %s", self.endpoint.address, reason)  # fmt: skip
         self.pool.connection_failed(self, reason)
         error = error_span(f"upstream {self.endpoint.address}: {reason}")
         in_flight, self.in_flight = self.in_flight, deque()

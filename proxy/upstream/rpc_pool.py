@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from protocols.rpc.api import Frame, FrameKind, RpcCodec, RpcError
 from proxy.upstream.connection import PipelinedConnection
 from proxy.upstream.endpoint import Endpoint
+from proxy.upstream.pool import SharedPool
 
 if TYPE_CHECKING:
     from proxy.upstream.cluster import Cluster
@@ -85,62 +86,28 @@ class RpcPoolSettings:
     max_in_flight: int = 65536
 
 
-class RpcPool:
+class RpcPool(SharedPool["RpcConnection"]):
+    """Shared connections to one endpoint (leased from the cluster), or, with an `owner`, the
+    one connection of one caller (made and closed by that caller)."""
+
+    kind = "rpc"
+
     def __init__(self, cluster: Cluster, endpoint: Endpoint, settings: RpcPoolSettings,
                  owner: Owner | None = None) -> None:  # fmt: skip
-        self.cluster = cluster
-        self.endpoint = endpoint
+        super().__init__(cluster, endpoint, settings.connections)
         self.settings = settings
         self.owner = owner
-        self.connections: list[RpcConnection] = []
-        self._next = 0
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def connection(self) -> RpcConnection:
-        connections = self.connections
-        if len(connections) < self.settings.connections:
-            connection = RpcConnection(self)
-            connections.append(connection)
-            task = asyncio.get_running_loop().create_task(
-                self._connect(connection), name=f"rpc-connect:{self.endpoint.address}"
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return connection
-        if len(connections) == 1:
-            return connections[0]
-        self._next = (self._next + 1) % len(connections)
-        return connections[self._next]
+        return self.pick()
 
-    async def _connect(self, connection: RpcConnection) -> None:
-        from proxy.upstream.cluster import UpstreamError
-
-        try:
-            await self.cluster.open_connection(self.endpoint, lambda: connection)
-        except UpstreamError as error:
-            connection.fail(error.reason)
-        except Exception as exc:  # a bug must not strand the callers waiting here
-            log.exception("rpc %s: connecting failed", self.endpoint.address)
-            connection.fail(str(exc))
-
-    @property
-    def in_flight(self) -> int:
-        return sum(len(connection.pending) for connection in self.connections)
-
-    def gone(self, connection: RpcConnection) -> None:
-        if connection in self.connections:
-            self.connections.remove(connection)
-
-    def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for connection in list(self.connections):
-            connection.close()
+    def new_connection(self) -> RpcConnection:
+        return RpcConnection(self)
 
 
 class RpcConnection(PipelinedConnection):
     __slots__ = ("_closing", "_decoder", "_next_id", "_oneway", "_read_mark", "_sent", "codec",
-                 "failed", "pending", "pool", "stray_frames")  # fmt: skip
+                 "pending", "pool", "stray_frames")  # fmt: skip
 
     def __init__(self, pool: RpcPool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
@@ -149,7 +116,6 @@ class RpcConnection(PipelinedConnection):
         self._decoder = self.codec.decoder(pool.settings.max_message_size)
         self.pending: dict[int, tuple[Call, int]] = {}
         """upstream id -> (call, the number of the message that sent it)"""
-        self.failed = False
         self.stray_frames = 0
         self._next_id = 0
         self._sent = 0
@@ -164,7 +130,7 @@ class RpcConnection(PipelinedConnection):
     def send_request(self, frame: Frame, call: Call) -> int | None:
         """Send under a fresh id; None when the call was refused (failed or full)."""
         if self.failed:
-            call.on_failure(f"upstream {self.endpoint.address} unavailable")
+            call.on_failure(f"upstream {self.endpoint.address}: {self.failure}")
             return None
         if len(self.pending) >= self.pool.settings.max_in_flight:
             call.on_failure("too many calls in flight to the upstream")
@@ -196,6 +162,8 @@ class RpcConnection(PipelinedConnection):
     def forget(self, request_id: int) -> None:
         """The caller gave up (timeout): a late response will be dropped."""
         self.pending.pop(request_id, None)
+        if self.closing:
+            self.close_if_idle()
 
     def _allocate(self) -> int:
         limit = self.codec.max_request_id
@@ -209,6 +177,10 @@ class RpcConnection(PipelinedConnection):
         super().connection_made(transport)
         self.ready = True
         self.flush()
+        self.close_if_idle()
+
+    def outstanding(self) -> int:
+        return len(self.pending)
 
     def pause_writing(self) -> None:
         if self.pool.owner is not None:
@@ -244,6 +216,8 @@ class RpcConnection(PipelinedConnection):
             if number > self._read_mark:
                 self._read_mark = number
             call.on_response(frame, self)
+        if self.closing:
+            self.close_if_idle()
 
     def _from_server(self, frame: Frame) -> None:
         owner = self.pool.owner
@@ -287,9 +261,10 @@ class RpcConnection(PipelinedConnection):
         if self.failed:
             return
         self.failed = True
+        self.failure = reason
         self.ready = False
-        self.pool.gone(self)
-        if self.pending and not self._closing:
+        self.pool.connection_failed(self, reason)
+        if self.pending and not (self._closing or self.closing):
             log.warning("rpc %s: %s", self.endpoint.address, reason)
         if self.pool.owner is not None:
             self.pool.owner.on_upstream_lost(self, reason)

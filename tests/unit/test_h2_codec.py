@@ -351,6 +351,36 @@ def test_connect_uses_the_authority_form() -> None:
     )
 
 
+def test_an_early_response_asks_the_client_to_stop_sending() -> None:
+    client, server = pair()
+    sid = send_request(client, end_stream=False, method=b"POST")
+    exchange(client, server)
+    respond(server, sid, status=413)
+    server.stop_receiving(sid)
+    at_client, _ = exchange(client, server)
+    head, reset = of(at_client, sid)
+    assert isinstance(head, ResponseHeaders) and head.status == 413 and head.end_stream
+    assert reset == StreamReset(sid, ErrorCodes.NO_ERROR)
+
+
+def test_the_stop_waits_for_a_queued_response_to_leave() -> None:
+    client, server = pair(client_settings=SMALL)
+    sid = send_request(client, end_stream=False, method=b"POST")
+    exchange(client, server)
+    server.send_headers(ResponseHeaders(200, Headers(), stream_id=sid), end_stream=False)
+    server.send_data(sid, b"x" * 100_000, end_stream=True)
+    server.stop_receiving(sid)
+    at_client, _ = exchange(client, server)
+    assert not any(isinstance(e, StreamReset) for e in at_client)  # the body is not all out
+    ack_all(client, at_client)
+    more, _ = exchange(client, server)
+    at_client += more
+    assert body(at_client, sid) == b"x" * 100_000
+    *_, last, reset = of(at_client, sid)
+    assert isinstance(last, Data) and last.end_stream  # the whole response, then the stop
+    assert reset == StreamReset(sid, ErrorCodes.NO_ERROR)
+
+
 # -- flow control --------------------------------------------------------------------------
 
 
@@ -630,6 +660,13 @@ def malformed(block: list[tuple[bytes, bytes]]) -> tuple[list[H2Event], list[Eve
          (b"connection", b"close")],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
          (b"content-length", b"ten")],
+        # A length no body can have (HTTP/1.1 answers 413), and lengths h2 lets through.
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
+         (b"content-length", b"9" * 20)],
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
+         (b"content-length", b"-1")],
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
+         (b"content-length", b"5"), (b"content-length", b"6")],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a"),
          (b":status", b"200")],
     ],
@@ -679,6 +716,23 @@ def test_a_malformed_status_resets_only_its_stream() -> None:
     assert at_client[0] == StreamReset(bad, ErrorCodes.PROTOCOL_ERROR)
     assert isinstance(at_client[1], ResponseHeaders)
     assert (at_client[1].status, at_client[1].end_stream) == (204, True)
+
+
+def test_a_response_length_nobody_can_forward_resets_only_its_stream() -> None:
+    client = H2Codec(client_side=True)
+    client.initiate()
+    raw = raw_peer(client_side=False, validate=False)
+    raw_pump(raw, client)
+    bad, good = send_request(client), send_request(client)
+    raw_pump(raw, client)
+    raw.send_headers(bad, [(b":status", b"200"), (b"content-length", b"9" * 20)])
+    raw.send_headers(good, [(b":status", b"200"), (b"content-length", b"2")])
+    raw.send_data(good, b"ok", end_stream=True)
+    at_raw, at_client = raw_pump(raw, client)
+    assert at_client[0] == StreamReset(bad, ErrorCodes.PROTOCOL_ERROR)
+    assert isinstance(at_client[1], ResponseHeaders) and at_client[1].content_length == 2
+    assert body(at_client, good) == b"ok" and ended(at_client, good)
+    assert not [e for e in at_raw if isinstance(e, H2Terminated)]
 
 
 def test_a_connection_error_raises_after_goaway_is_queued() -> None:

@@ -48,6 +48,9 @@ class Context:
         value: T = self.shared.setdefault(key, make())
         return value
 
+    def on_retire(self, release: Callable[[], None]) -> None:
+        pass
+
 
 def http_listener() -> Listener:
     route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": "ok"}}

@@ -53,6 +53,7 @@ NAME = "runtime_grpc"
 TOKEN_HEADER = b"dapr-api-token"
 CONTENT_TYPES = (b"application/grpc", b"application/grpc+proto")
 OK = Status(StatusCode.OK)
+DEADLINE_EXCEEDED = Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,9 @@ class RuntimeGrpcFilter(StreamFilter):
             except GrpcError as error:
                 call.finish(Status(error.code, error.reason))
                 return STOP
+            if timeout <= 0:  # 0n, 0S...: over before it starts
+                call.finish(DEADLINE_EXCEEDED)
+                return STOP
             deadline = asyncio.get_running_loop().time() + timeout
             self.callbacks.call_later(timeout, self._deadline_passed)
         ctx = Context(self.shared.runtime, self.shared.invoker, headers, call, deadline)
@@ -168,7 +172,7 @@ class RuntimeGrpcFilter(StreamFilter):
         except asyncio.CancelledError:
             if not self._expired:
                 raise  # the stream is gone (client reset, connection closed)
-            status = Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            status = DEADLINE_EXCEEDED
         except RpcError as error:
             status = error.status()
         except ApiError as error:
@@ -182,9 +186,16 @@ class RuntimeGrpcFilter(StreamFilter):
         ctx.call.finish(status)
 
     def _deadline_passed(self) -> None:
+        """The call ends DEADLINE_EXCEEDED now, whether or not its handler has started: a
+        timer as short as 1n fires before the task's first step, and a task cancelled then
+        runs none of its code (so it could not answer)."""
+        call = self._call
+        if call is None or call.done:
+            return
+        self._expired = True
         if self._task is not None and not self._task.done():
-            self._expired = True
             self._task.cancel()
+        call.finish(DEADLINE_EXCEEDED)
 
     def _end(self, status: Status) -> None:
         """End the call now (bad input): its handler stops, other streams go on."""

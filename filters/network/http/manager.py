@@ -393,15 +393,19 @@ class HttpConnectionManager(NetworkFilter):
         )  # fmt: skip
 
     def _on_peer_eof(self) -> None:
-        """HTTP/1: the client closed its side. An exchange in flight that is not a tunnel
-        (where EOF only ends the data) lost its client: its upstream request is cancelled
-        (flag DC) and the connection closes, as Envoy and nginx do."""
-        if self._h1 is None:
-            return
-        for stream in list(self.streams.values()):
-            if not stream.tunnel:
+        """The client sent FIN: nothing more can arrive. HTTP/2: streams that were answered,
+        or whose request is complete, finish; then the connection closes. HTTP/1: an exchange
+        in flight that is not a tunnel (where EOF only ends the data) lost its client: its
+        upstream request is cancelled (flag DC), as Envoy and nginx do, and the connection
+        closes."""
+        if self._h2 is not None:
+            self._closing = True
+            for stream in [s for s in self.streams.values() if not s.request_complete]:
+                stream.finish(downstream_reset=True)  # its request can never end
+        elif self._h1 is not None:
+            for stream in [s for s in self.streams.values() if not s.tunnel]:
                 stream.finish(downstream_reset=True)
-        if not self.streams:
+        if not self.streams and (self._h2 is not None or self._h1 is not None):
             self._close()
 
     def _protocol_error(self, error: HttpError) -> None:
@@ -441,6 +445,8 @@ class HttpConnectionManager(NetworkFilter):
         else:
             assert self._h2 is not None
             self._h2.send_headers(head, end_stream)
+            if end_stream and head.status >= 200:
+                self._h2_response_ended(stream)
             self._schedule_flush()
         if end_stream and head.status >= 200:
             stream.finish()
@@ -457,6 +463,8 @@ class HttpConnectionManager(NetworkFilter):
         else:
             assert self._h2 is not None
             self._h2.send_data(stream.stream_id, data, end_stream)
+            if end_stream:
+                self._h2_response_ended(stream)
             self._schedule_flush()
         if end_stream:
             stream.finish()
@@ -467,6 +475,7 @@ class HttpConnectionManager(NetworkFilter):
         else:
             assert self._h2 is not None
             self._h2.send_trailers(stream.stream_id, trailers)
+            self._h2_response_ended(stream)
             self._schedule_flush()
         stream.finish()
 
@@ -482,6 +491,13 @@ class HttpConnectionManager(NetworkFilter):
         stream.info.body_bytes_sent += len(body)
         self.send_headers(stream, head, False)
         self.send_data(stream, body, True)
+
+    def _h2_response_ended(self, stream: Stream) -> None:
+        """Answered before the request ended (an early error, a deadline): the client is
+        told to stop sending the rest (RST_STREAM NO_ERROR), as grpc-go and nghttp2 do."""
+        if not stream.request_complete:
+            assert self._h2 is not None
+            self._h2.stop_receiving(stream.stream_id)
 
     def reset_stream(self, stream: Stream) -> None:
         """Abort one stream: RST_STREAM on HTTP/2; on HTTP/1 only closing the connection can."""

@@ -39,16 +39,16 @@ class RedisShared:
         self.slot_map = cluster.slot_map
         self.ring = cluster.shard_ring or Ketama()
         self.hash = HASH_FUNCTIONS[config.hash]
-        self._settings = {
-            resp3: RedisPoolSettings(
+        self.pools = tuple(
+            cluster.lease(RedisPool, RedisPoolSettings(
                 username=config.upstream_username, password=config.upstream_password,
                 resp3=resp3, connections=config.connections_per_endpoint,
                 timeout=config.timeout, limits=config.limits,
-            )
+            ))
             for resp3 in (False, True)
-        }  # fmt: skip
-        self.pools = (self._pool_getter(False), self._pool_getter(True))
-        """Index by the session's resp3 flag, call with an endpoint: its (lazily made) pool."""
+        )  # fmt: skip
+        """Index by the session's resp3 flag, call with an endpoint: its (lazily made) pool.
+        Leased from the cluster, which owns them; `release` when the filter chain retires."""
         self._allow = config.allow
         self._deny = config.deny
         self.filtering = bool(config.allow or config.deny)
@@ -61,17 +61,14 @@ class RedisShared:
             return False
         return self._allow is None or name in self._allow
 
-    def _pool_getter(self, resp3: bool) -> Callable[[Endpoint], RedisPool]:
-        pools: dict[Endpoint, RedisPool] = {}
-        settings = self._settings[resp3]
+    def release(self) -> None:
+        for pools in self.pools:
+            self.cluster.release(pools)
 
-        def pool(endpoint: Endpoint) -> RedisPool:
-            found = pools.get(endpoint)
-            if found is None:
-                found = pools[endpoint] = RedisPool(self.cluster, endpoint, settings)
-            return found
-
-        return pool
+    @property
+    def retired(self) -> bool:
+        """The cluster went (a reload replaced it): clients should reconnect to its successor."""
+        return self.pools[0].closed
 
     def any_endpoint(self) -> Endpoint | None:
         endpoints = self.cluster.endpoints
@@ -137,6 +134,7 @@ def create_factory(config: RedisProxyConfig, context: FactoryContext) -> FilterF
 
     context.singleton("redis_stats", new_collector).stats.append(stats)
     shared = RedisShared(config, cluster, stats)
+    context.on_retire(shared.release)
 
     def factory(callbacks: ConnectionCallbacks) -> NetworkFilter:
         return RedisSession(shared, callbacks)

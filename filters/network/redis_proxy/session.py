@@ -69,6 +69,8 @@ class RedisSession(NetworkFilter):
             except RespError as error:
                 broken, commands = error, error.commands  # Redis runs what came before
             self._dispatch_all(commands)
+            if self.shared.retired:  # its cluster went: the client reconnects to the new one
+                self.close_after_replies()
             if broken is not None:
                 self.shared.stats.protocol_errors += 1
                 self.answer(OTHER, self._loop.time(), broken.reply)

@@ -37,10 +37,13 @@ class RpcShared:
         self.stats = stats
         self.timers = TimerWheel()
         self._clusters = {route.name: clusters[route.cluster] for route in config.routes}
-        self._settings = RpcPoolSettings(self.codec, config.max_message_size,
-                                         config.connections_per_endpoint)  # fmt: skip
-        self._private_settings = replace(self._settings, connections=1)
-        self._pools: dict[Endpoint, RpcPool] = {}
+        settings = RpcPoolSettings(self.codec, config.max_message_size,
+                                   config.connections_per_endpoint)  # fmt: skip
+        self._private_settings = replace(settings, connections=1)
+        owners = {route.cluster: clusters[route.cluster] for route in config.routes}
+        self._leases = [(cluster, cluster.lease(RpcPool, settings)) for cluster in owners.values()]
+        """Shared pools leased from each cluster, which owns them, until `release`."""
+        self._pools = {cluster.name: pools for cluster, pools in self._leases}
         self.on_probation = 0
         """Callers set apart on connections of their own (filters/network/rpc_proxy/upstreams)."""
         self._routes: dict[str, RpcRoute | None] = {}
@@ -61,10 +64,16 @@ class RpcShared:
         return self._clusters[route.name]
 
     def pool(self, route: RpcRoute, endpoint: Endpoint) -> RpcPool:
-        pool = self._pools.get(endpoint)
-        if pool is None:
-            pool = self._pools[endpoint] = RpcPool(self.cluster(route), endpoint, self._settings)
-        return pool
+        return self._pools[route.cluster](endpoint)
+
+    def release(self) -> None:
+        for cluster, pools in self._leases:
+            cluster.release(pools)
+
+    @property
+    def retired(self) -> bool:
+        """A cluster went (a reload replaced it): callers should reconnect to its successor."""
+        return any(pools.closed for pools in self._pools.values())
 
     def private_pool(self, route: RpcRoute, endpoint: Endpoint, owner: Owner | None) -> RpcPool:
         """A pool of one connection for one caller (its owner, if it hears the server)."""
@@ -100,6 +109,7 @@ def create_factory(config: RpcProxyConfig, context: FactoryContext) -> FilterFac
     context.singleton("rpc_stats", new_collector).stats.append(stats)
     access_log = context.access_log(config.access_log) if config.access_log else None
     shared = RpcShared(config, context.cluster_manager, context.listener_name, stats, access_log)
+    context.on_retire(shared.release)
 
     def factory(callbacks: ConnectionCallbacks) -> NetworkFilter:
         return RpcSession(shared, callbacks)

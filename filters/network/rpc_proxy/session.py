@@ -78,6 +78,8 @@ class RpcSession(NetworkFilter):
                 self.close_when_answered()
                 return STOP
             self._handle(frames)
+            if self.shared.retired:  # a cluster went: the caller reconnects to the new one
+                self.close_when_answered()
         if end_stream:
             self.close_when_answered()
         return STOP

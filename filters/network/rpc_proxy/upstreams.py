@@ -130,7 +130,7 @@ class CallerUpstreams:
             self._probation = None
             self.shared.on_probation -= 1
         for pool in [*(self._own or {}).values(), *self._retiring]:
-            pool.close()
+            pool.abort()  # the caller is gone: nothing on them is awaited any more
         self._own = None
         self._retiring = []
         self._owner = None
