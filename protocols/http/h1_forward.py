@@ -161,7 +161,7 @@ def read_response(buf: bytes, end: int, limits: H1Limits, method: bytes) -> Resp
     lowered = b"\n" + block.lower()
     length = -1
     keep_alive = True
-    cut = False
+    cut: list[bytes] = []
     for name, value in _RESPONSE_LINES.findall(lowered):
         if name == b"content-length":
             value = value.strip()
@@ -171,7 +171,7 @@ def read_response(buf: bytes, end: int, limits: H1Limits, method: bytes) -> Resp
         elif name in RESPONSE_DECLINED:
             return None
         else:
-            cut = True
+            cut.append(name)
             if name == b"connection":
                 keep = _keep_alive(value.strip())
                 if keep is None:
@@ -184,7 +184,7 @@ def read_response(buf: bytes, end: int, limits: H1Limits, method: bytes) -> Resp
     elif limits.max_body is not None and length > limits.max_body:
         return None
     if cut:
-        block = without_fields(block, lowered, RESPONSE_CUT)
+        block = without_fields(block, lowered, cut)
     return ResponseHead(status, buf[: m.start(4)] + block, length, keep_alive)
 
 
@@ -199,12 +199,14 @@ def without_fields(block: bytes, lowered: bytes, names: Iterable[bytes]) -> byte
             stop = lowered.index(b"\n", at + 1)
             spans.append((at, stop))  # = block[at:stop], the line with its CRLF
             at = lowered.find(needle, stop)
-    if not spans:
-        return block
+    if len(spans) == 1:
+        at, stop = spans[0]
+        return block[:at] + block[stop:]
     spans.sort()
     kept, start = [], 0
     for at, stop in spans:
-        kept.append(block[start:at])
-        start = stop
+        if at >= start:  # (a name listed twice finds its lines twice)
+            kept.append(block[start:at])
+            start = stop
     kept.append(block[start:])
     return b"".join(kept)

@@ -5,7 +5,8 @@ x-forwarded-proto)."""
 
 from __future__ import annotations
 
-import random
+from binascii import hexlify
+from random import randbytes
 from collections.abc import Mapping
 
 from filters.network.http.config import HcmConfig
@@ -44,10 +45,10 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool) -> bool:
 
 def new_ids() -> tuple[bytes, bytes]:
     """A UUID4-shaped request id and a W3C traceparent, from one random draw."""
-    digits = b"%048x" % (random.getrandbits(192) | 1 << 64 | 1)
-    request_id = b"%s-%s-4%s-a%s-%s" % (digits[:8], digits[8:12], digits[13:16], digits[17:20],
-                                          digits[20:32])  # fmt: skip
-    return request_id, b"00-" + digits[:32] + b"-" + digits[32:] + b"-01"
+    digits = hexlify(randbytes(24))
+    request_id = b"-".join((digits[:8], digits[8:12], b"4" + digits[13:16],
+                            b"a" + digits[17:20], digits[20:32]))  # fmt: skip
+    return request_id, b"-".join((b"00", digits[:32], digits[32:], b"01"))
 
 
 def valid_traceparent(value: bytes) -> bool:
