@@ -6,8 +6,8 @@ x-forwarded-proto)."""
 from __future__ import annotations
 
 from binascii import hexlify
-from random import randbytes
 from collections.abc import Mapping
+from random import randbytes
 
 from filters.network.http.config import HcmConfig
 from protocols.http.events import RequestHeaders
