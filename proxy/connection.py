@@ -275,6 +275,13 @@ class DownstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.info.bytes_received += len(data)
+        reader = self._single_reader
+        if reader is not None and self._destination is None:
+            try:  # the common case, inlined: one read filter, no original destination
+                reader.on_data(data, False)
+            except Exception:
+                self._filter_failed("on_data")
+            return
         if self._inspection is not None:
             self._inspect(data)
             return

@@ -193,6 +193,10 @@ class Route:
         object.__setattr__(self, "as_bytes", plain and untouched)
 
 
+ROUTE_CACHE_LIMIT = 4096
+"""Decisions remembered per path (and per host and target); past it, the cache starts over."""
+
+
 class RouteIndex:
     """A virtual host's routes, found without testing them one by one.
 
@@ -203,8 +207,6 @@ class RouteIndex:
     """
 
     __slots__ = ("_always", "_cache", "_exact", "_lengths", "_lower", "_prefixes", "routes")
-
-    CACHE_LIMIT = 4096
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
         self.routes = routes
@@ -243,7 +245,7 @@ class RouteIndex:
         except KeyError:
             pass
         route = self._search(request, path)
-        if len(cache) >= self.CACHE_LIMIT:
+        if len(cache) >= ROUTE_CACHE_LIMIT:
             cache.clear()  # many distinct paths: start over rather than grow
         cache[path] = route
         return route
@@ -312,6 +314,7 @@ class RouteTable:
         self._suffixes.sort(key=lambda item: -len(item[0]))
         self._prefixes.sort(key=lambda item: -len(item[0]))
         self._cache: dict[bytes, VirtualHost | None] = {}
+        self._decisions: dict[tuple[bytes, bytes], tuple[VirtualHost, Route] | None] = {}
 
     def _index(self, domain: str, vhost: VirtualHost) -> None:
         if domain == "*":
@@ -351,13 +354,23 @@ class RouteTable:
 
     def find_by_path(self, authority: bytes, target: bytes) -> tuple[VirtualHost, Route] | None:
         """The route of a request whose route can be told by host and path alone (no route
-        of its virtual host looks at headers or methods), or None."""
+        of its virtual host looks at headers or methods), or None; remembered per (host,
+        target), the way a sidecar's traffic repeats."""
+        key = (authority, target)
+        try:
+            return self._decisions[key]
+        except KeyError:
+            pass
+        found = None
         vhost = self.virtual_host(authority)
-        if vhost is None or not vhost.index.path_only:
-            return None
-        query = target.find(b"?")
-        route = vhost.index.find(_NO_REQUEST, target if query < 0 else target[:query])
-        return None if route is None else (vhost, route)
+        if vhost is not None and vhost.index.path_only:
+            query = target.find(b"?")
+            route = vhost.index.find(_NO_REQUEST, target if query < 0 else target[:query])
+            found = None if route is None else (vhost, route)
+        if len(self._decisions) >= ROUTE_CACHE_LIMIT:
+            self._decisions.clear()  # many distinct targets: start over rather than grow
+        self._decisions[key] = found
+        return found
 
     def find(self, request: RequestHeaders) -> tuple[VirtualHost | None, Route | None]:
         vhost = self.virtual_host(request.authority)

@@ -12,10 +12,12 @@ it only declines.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 
 from protocols.http.h1_parse import (
+    CONNECT,
     HTTP11,
     MAX_LENGTH_DIGITS,
     MAX_LINE,
@@ -57,7 +59,8 @@ _KEEP_ALIVE: dict[bytes, bool | None] = {}
 the same few values recur)."""
 
 
-def _keep_alive(value: bytes) -> bool | None:
+def keep_alive_of(value: bytes) -> bool | None:
+    """Keep-alive by a lowercased Connection value, or None when it names other fields."""
     keep = _KEEP_ALIVE.get(value, False)
     if keep is False and value not in _KEEP_ALIVE:
         tokens = {token.strip() for token in value.split(b",")}
@@ -107,7 +110,7 @@ class ResponseHead:
         self.keep_alive = keep_alive
 
 
-def read_request(buf: bytes, end: int, limits: H1Limits) -> RequestHead | None:
+def _read_request(buf: bytes, end: int, limits: H1Limits) -> RequestHead | None:
     """The head buf[:end+4] (it starts at 0 and ends with CRLF CRLF at end) as a request
     the forwarding path can send on, or None."""
     if buf[0] not in TCHARS:
@@ -118,6 +121,8 @@ def read_request(buf: bytes, end: int, limits: H1Limits) -> RequestHead | None:
     method, target, version, block = m.groups()
     if version != HTTP11 or target[:1] != b"/" or block.count(b"\r\n") > limits.max_headers:
         return None
+    if method == CONNECT:
+        return None  # (a tunnel, and its target is host:port: the codec's to judge)
     lowered = b"\n" + block.lower()
     fields: dict[bytes, bytes] = {}
     for found in _REQUEST_LINES.finditer(lowered):
@@ -140,7 +145,7 @@ def read_request(buf: bytes, end: int, limits: H1Limits) -> RequestHead | None:
     keep_alive = True
     value = fields.get(b"connection")
     if value is not None:
-        keep = _keep_alive(value.lower())
+        keep = keep_alive_of(value.lower())
         if keep is None:
             return None  # (it names other fields to cut: the general path does that)
         keep_alive = keep
@@ -148,7 +153,7 @@ def read_request(buf: bytes, end: int, limits: H1Limits) -> RequestHead | None:
     return RequestHead(method, target, line, block, lowered, fields, length, keep_alive)
 
 
-def read_response(buf: bytes, end: int, limits: H1Limits, method: bytes) -> ResponseHead | None:
+def _read_response(buf: bytes, end: int, limits: H1Limits, method: bytes) -> ResponseHead | None:
     """The head buf[:end+4] as a final response to `method` with a length-delimited body,
     hop-by-hop fields cut, or None."""
     m = RESPONSE_HEAD.fullmatch(buf, 0, end + 2)
@@ -173,7 +178,7 @@ def read_response(buf: bytes, end: int, limits: H1Limits, method: bytes) -> Resp
         else:
             cut.append(name)
             if name == b"connection":
-                keep = _keep_alive(value.strip())
+                keep = keep_alive_of(value.strip())
                 if keep is None:
                     return None
                 keep_alive = keep_alive and keep
@@ -210,3 +215,17 @@ def without_fields(block: bytes, lowered: bytes, names: Iterable[bytes]) -> byte
             start = stop
     kept.append(block[start:])
     return b"".join(kept)
+
+
+read_request = _read_request
+read_response = _read_response
+PURE = bool(os.environ.get("MECHA_PURE_PYTHON"))
+"""Set MECHA_PURE_PYTHON=1 to run without the compiled twins (scripts/build-native)."""
+if not PURE:
+    try:
+        from protocols.http import _h1_forward_c
+    except ImportError:  # not built here: the functions above serve
+        pass
+    else:
+        read_request = _h1_forward_c.read_request
+        read_response = _h1_forward_c.read_response

@@ -18,6 +18,7 @@ from protocols.http.errors import HttpError
 from protocols.http.events import Data, Event, RequestHeaders, ResponseHeaders, Trailers
 from protocols.http.h1 import H1ClientCodec
 from protocols.http.h1_forward import read_response
+from protocols.http.h1_parse import DEFAULT_LIMITS
 from protocols.http.headers import Headers
 from proxy.stream_info import ResponseFlag
 from proxy.upstream.connection import ClusterConnection
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mecha.http1_pool")
 
 BUFFER_LIMIT = 1 << 20
+LIMITS = DEFAULT_LIMITS
+"""What an upstream may send (the codec's defaults)."""
 
 
 class _Pending:
@@ -67,7 +70,7 @@ class Http1Pool:
             return None
         while self.idle:
             connection = self.idle.pop()
-            if connection.usable:
+            if not connection.closed and connection._reusable:
                 connection.bind(callbacks)
                 return None
             connection.close()  # the upstream closed it (or will): never hand it out
@@ -214,7 +217,7 @@ class Http1Connection(ClusterConnection):
     def __init__(self, pool: Http1Pool) -> None:
         super().__init__(pool.cluster, pool.endpoint, BUFFER_LIMIT)
         self.pool = pool
-        self.codec = H1ClientCodec()
+        self.codec = H1ClientCodec(LIMITS)
         self.callbacks: UpstreamCallbacks | None = None
         self.idle_since = 0.0
         self.reused = False
@@ -229,11 +232,6 @@ class Http1Connection(ClusterConnection):
         self._forward_left = 0
         self._reusable = True
         """False once the upstream said it will close (EOF, a response with close)."""
-
-    @property
-    def usable(self) -> bool:
-        """Can carry a new request: open, and the upstream has not said it will close."""
-        return not self.closed and self._reusable
 
     def bind(self, callbacks: UpstreamCallbacks) -> None:
         self.callbacks = callbacks
@@ -328,7 +326,7 @@ class Http1Connection(ClusterConnection):
             self._forward_done()
             return
         buffer = self._forward_buffer + data if self._forward_buffer else data
-        limits = self.codec.limits
+        limits = LIMITS
         end = buffer.find(b"\r\n\r\n", 0, limits.max_head)
         if end < 0:
             if len(buffer) >= limits.max_head or not buffer.startswith(b"HTTP/"[: len(buffer)]):

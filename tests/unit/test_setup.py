@@ -16,6 +16,8 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$", re.M)
+LOCKS = (("run.lock", ("native",)), ("test.lock", ("test", "native")))
+"""Each lock and the extras it holds (scripts/lock)."""
 # Programs every Debian-based machine has, so scripts/setup.sh need not install them.
 BASE_COMMANDS = {"python3", "setpriv", "mecha"}
 
@@ -62,7 +64,7 @@ def closure(requirements: list[Requirement]) -> set[str]:
 
 
 def test_every_requirement_is_locked_at_a_version_it_allows() -> None:
-    for lock, extras in (("run.lock", ()), ("test.lock", ("test",))):
+    for lock, extras in LOCKS:
         pins = locked(lock)
         for req in roots(extras):
             name = canonicalize_name(req.name)
@@ -73,7 +75,7 @@ def test_every_requirement_is_locked_at_a_version_it_allows() -> None:
 
 
 def test_the_lock_holds_exactly_what_the_requirements_need() -> None:
-    for lock, extras in (("run.lock", ()), ("test.lock", ("test",))):
+    for lock, extras in LOCKS:
         needed, pins = closure(roots(extras)), set(locked(lock))
         assert needed - pins == set(), f"needed but not in requirements/{lock}"
         assert pins - needed == set(), f"in requirements/{lock} but nothing needs them"

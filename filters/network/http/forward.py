@@ -11,7 +11,7 @@ HTTP filters, redirects, direct responses, rewrites, retry policies, upgrades an
 gRPC) takes the general path, which does all of it.
 
 An HTTP/1.1 request whose head `protocols.http.h1_forward` can read is forwarded as bytes
-(`ForwardedExchange.as_bytes`): its head goes upstream as received with the proxy's lines
+(a ForwardedExchange given `head`): its head goes upstream as received with the proxy's lines
 cut in and appended, the body as it comes, and the response head and body come back the
 same way; the codecs are not involved unless the response needs re-framing.
 """
@@ -81,12 +81,15 @@ class ForwardedExchange:
         vhost: VirtualHost,
         route: Route,
         cluster: Cluster,
+        head: bytes | None = None,
+        complete: bool = False,
     ) -> None:
+        """Forward `request` (parsed), or `head` (bytes ready to send, with the body bytes
+        that came with it; `complete`: the whole request)."""
         self._manager = manager
         self._request = request
         """The parsed head (None when forwarded as bytes)."""
-        self._head: bytes | None = None
-        """The head to send when forwarded as bytes."""
+        self._head = head
         self._method = info.method
         self._route = route
         self._cluster = cluster
@@ -95,7 +98,7 @@ class ForwardedExchange:
         self.info = info
         info.route_name = route.name
         info.upstream_cluster = cluster.name
-        self.request_complete = request is None or request.end_stream
+        self.request_complete = complete if request is None else request.end_stream
         self.response_started = False
         self.done = False
         self.h2_paused = 0
@@ -111,23 +114,6 @@ class ForwardedExchange:
         self._unsent_size = 0
         self._unsent_trailers: Headers | None = None
 
-    @classmethod
-    def as_bytes(
-        cls,
-        manager: HttpConnectionManager,
-        head: bytes,
-        complete: bool,
-        info: HttpStreamInfo,
-        vhost: VirtualHost,
-        route: Route,
-        cluster: Cluster,
-    ) -> ForwardedExchange:
-        """An exchange whose request head (prepared, ready to send) and body go as bytes."""
-        exchange = cls(manager, None, info, vhost, route, cluster)
-        exchange._head = head
-        exchange.request_complete = complete
-        return exchange
-
     tunnel = False
     """(Upgrades and CONNECT never take the forwarding path.)"""
 
@@ -141,8 +127,10 @@ class ForwardedExchange:
                 vhost.request_headers.apply(request.headers)
             if route.request_headers.active:
                 route.request_headers.apply(request.headers)
-        if self.request_complete:
-            self._arm_timeout()
+        if self.request_complete and self._timeout is not None:
+            self._cancel_timeout = self._manager.shared.timers.call_later(
+                self._timeout, self._on_timeout
+            ).cancel
         self._connect()
 
     def _connect(self) -> None:

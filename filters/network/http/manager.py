@@ -189,7 +189,7 @@ class HttpConnectionManager(NetworkFilter):
         assert route.action is not None
         cluster = shared.clusters.clusters[route.action.pick_cluster()]
         if cluster.config.protocol != "http1":
-            return False
+            return False  # (a request forwarded as bytes needs an HTTP/1.1 upstream)
         content_type = head.fields.get(b"content-type")
         if content_type is not None and content_type.startswith(b"application/grpc"):
             return False
@@ -204,8 +204,8 @@ class HttpConnectionManager(NetworkFilter):
         body = rest[: head.length]
         self._body_left = head.length - len(body)
         held = rest[len(body) :]
-        exchange = ForwardedExchange.as_bytes(self, upstream_head + body, not self._body_left,
-                                              info, vhost, route, cluster)  # fmt: skip
+        exchange = ForwardedExchange(self, None, info, vhost, route, cluster,
+                                     upstream_head + body, not self._body_left)  # fmt: skip
         info.body_bytes_received = len(body)
         self._forwarded = exchange
         self.streams[1] = exchange
@@ -239,14 +239,14 @@ class HttpConnectionManager(NetworkFilter):
     ) -> None:
         """A response head from upstream as bytes (hop-by-hop fields cut), then its body."""
         close = b"connection: close\r\n\r\n" if self._closing else b"\r\n"
-        self._out.append(head + close + body)
-        self._flush()
-        if end_stream:
-            exchange.finish()
+        self.forward_body(exchange, head + close + body, end_stream)
 
     def forward_body(self, exchange: ForwardedExchange, data: bytes, end_stream: bool) -> None:
-        self._out.append(data)
-        self._flush()
+        if self._out or self._flush_handle is not None:
+            self._out.append(data)  # (after what is queued: 100 Continue)
+            self._flush()
+        else:
+            self.callbacks.write(data)
         if end_stream:
             exchange.finish()
 
@@ -261,9 +261,11 @@ class HttpConnectionManager(NetworkFilter):
         h1 = self._h1
         assert h1 is not None
         self._forwarded = None
-        if not h1.idle:
-            h1.next_message()  # (it answered a re-framed response: back to reading heads)
-        if self._closing or not h1.keep_alive or h1.closed:
+        if not h1.idle:  # (untouched unless it framed the response or saw EOF)
+            h1.next_message()
+            if not h1.keep_alive or h1.closed:
+                self._closing = True
+        if self._closing:
             self._close()
             return
         held, self._held = self._held, b""

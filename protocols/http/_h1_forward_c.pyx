@@ -1,0 +1,208 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled twin of `h1_forward.read_request` / `read_response`: the same answers (a
+differential test holds them to it), in one pass over the head's bytes instead of a regex
+match, a search and a dozen Python objects. Built by scripts/build-native; without it the
+pure-Python functions serve."""
+
+from protocols.http.h1_forward import (
+    REQUEST_DECLINED,
+    REQUEST_FIELDS,
+    RESPONSE_CUT,
+    RESPONSE_DECLINED,
+    RequestHead,
+    ResponseHead,
+    keep_alive_of,
+)
+from protocols.http.h1_parse import MAX_LENGTH_DIGITS, MAX_LINE, good_host
+
+cdef unsigned char TCHAR[256]
+cdef unsigned char VCHAR[256]  # a field value's bytes: HTAB, SP..~, obs-text
+cdef int _i
+for _i in range(256):
+    TCHAR[_i] = 0
+    VCHAR[_i] = 1 if (_i == 9 or 0x20 <= _i <= 0x7E or _i >= 0x80) else 0
+for _i in b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
+    TCHAR[_i] = 1
+
+cdef dict _REQUEST_NAMES = {name: name in REQUEST_DECLINED
+                            for name in REQUEST_FIELDS | REQUEST_DECLINED}
+cdef frozenset _RESPONSE_DECLINED = RESPONSE_DECLINED
+cdef frozenset _RESPONSE_CUT = RESPONSE_CUT
+
+
+cdef inline Py_ssize_t _field(const unsigned char* p, Py_ssize_t i, Py_ssize_t stop,
+                              Py_ssize_t* colon, Py_ssize_t* value, Py_ssize_t* value_end):
+    """Validate the field line at i (token ':' value CRLF, all before stop): the index after
+    its CRLF, or -1. Sets the colon's index and the value's bounds without OWS."""
+    cdef Py_ssize_t j = i, cr
+    while j < stop and TCHAR[p[j]]:
+        j += 1
+    if j == i or j >= stop or p[j] != 58:  # ':'
+        return -1
+    colon[0] = j
+    j += 1
+    while j < stop and VCHAR[p[j]]:
+        j += 1
+    if j + 1 >= stop or p[j] != 13 or p[j + 1] != 10:
+        return -1
+    cr = j
+    j = colon[0] + 1
+    while j < cr and (p[j] == 32 or p[j] == 9):
+        j += 1
+    value[0] = j
+    while cr > j and (p[cr - 1] == 32 or p[cr - 1] == 9):
+        cr -= 1
+    value_end[0] = cr
+    return _crlf_after(p, cr) + 2
+
+
+cdef inline Py_ssize_t _crlf_after(const unsigned char* p, Py_ssize_t j):
+    while p[j] != 13:
+        j += 1
+    return j
+
+
+cdef inline bint _is_digits(bytes value):
+    cdef Py_ssize_t n = len(value)
+    cdef const unsigned char* p = value
+    if n == 0 or n > MAX_LENGTH_DIGITS:
+        return False
+    for j in range(n):
+        if not 48 <= p[j] <= 57:
+            return False
+    return True
+
+
+def read_request(bytes buf, Py_ssize_t end, limits):
+    cdef const unsigned char* p = buf
+    cdef Py_ssize_t stop = end + 2  # the head's last CRLF ends at stop
+    cdef Py_ssize_t i = 0, j, line_end, colon = 0, value = 0, value_end = 0, count = 0
+    if stop > len(buf) or stop < 2:
+        return None
+    while i < stop and TCHAR[p[i]]:
+        i += 1
+    if i == 0 or i >= stop or p[i] != 32:
+        return None
+    method = buf[:i]
+    if method == b"CONNECT":
+        return None
+    j = i + 1
+    i = j
+    while i < stop and 0x21 <= p[i] <= 0x7E:
+        i += 1
+    if i == j or i >= stop or p[i] != 32 or p[j] != 47:  # an origin-form target: '/'
+        return None
+    target = buf[j:i]
+    if stop - i < 11 or buf[i + 1 : i + 11] != b"HTTP/1.1\r\n":
+        return None
+    line_end = i + 11
+    if line_end > MAX_LINE + 2:
+        return None
+    fields = {}
+    i = line_end
+    while i < stop:
+        j = _field(p, i, stop, &colon, &value, &value_end)
+        if j < 0:
+            return None
+        count += 1
+        if 2 <= colon - i <= 17:  # the length of a name the forwarding path reads
+            name = buf[i:colon].lower()
+            declined = _REQUEST_NAMES.get(name)
+            if declined is not None:
+                if declined or name in fields:
+                    return None
+                fields[name] = buf[value:value_end]
+        i = j
+    if i != stop or count > limits.max_headers:
+        return None
+    host = fields.get(b"host")
+    if host is None or not good_host(host):
+        return None
+    length = 0
+    cl = fields.get(b"content-length")
+    if cl is not None:
+        if not _is_digits(cl):
+            return None
+        length = int(cl)
+        if limits.max_body is not None and length > limits.max_body:
+            return None
+    keep_alive = True
+    connection = fields.get(b"connection")
+    if connection is not None:
+        keep_alive = keep_alive_of(connection.lower())
+        if keep_alive is None:
+            return None
+    block = buf[line_end:stop]
+    lowered = b"\n" + block.lower()
+    return RequestHead(method, target, buf[:line_end], block, lowered, fields, length,
+                       keep_alive)
+
+
+def read_response(bytes buf, Py_ssize_t end, limits, bytes method):
+    cdef const unsigned char* p = buf
+    cdef Py_ssize_t stop = end + 2
+    cdef Py_ssize_t i, j, line_end, colon = 0, value = 0, value_end = 0, count = 0
+    cdef int status
+    if stop > len(buf) or stop < 14 or buf[:9] != b"HTTP/1.1 ":
+        return None
+    if not (48 <= p[9] <= 57 and 48 <= p[10] <= 57 and 48 <= p[11] <= 57):
+        return None
+    status = (p[9] - 48) * 100 + (p[10] - 48) * 10 + (p[11] - 48)
+    if p[12] == 32:  # a reason phrase
+        i = 13
+        while i < stop and VCHAR[p[i]]:
+            i += 1
+    else:
+        i = 12
+    if i + 1 >= stop or p[i] != 13 or p[i + 1] != 10:
+        return None
+    line_end = i + 2
+    if line_end > MAX_LINE + 2 or status < 200:
+        return None
+    cdef Py_ssize_t length = -1
+    keep_alive = True
+    cuts = None
+    i = line_end
+    while i < stop:
+        j = _field(p, i, stop, &colon, &value, &value_end)
+        if j < 0:
+            return None
+        count += 1
+        if 2 <= colon - i <= 17:
+            name = buf[i:colon].lower()
+            if name == b"content-length":
+                cl = buf[value:value_end]
+                if length >= 0 or not _is_digits(cl):
+                    return None
+                length = int(cl)
+            elif name in _RESPONSE_DECLINED:
+                return None
+            elif name in _RESPONSE_CUT:
+                if cuts is None:
+                    cuts = []
+                cuts.append((i, j))
+                if name == b"connection":
+                    keep = keep_alive_of(buf[value:value_end].lower())
+                    if keep is None:
+                        return None
+                    keep_alive = keep_alive and keep
+        i = j
+    if i != stop or count > limits.max_headers:
+        return None
+    if method == b"HEAD" or status == 204 or status == 304:
+        length = 0
+    elif length < 0:
+        return None
+    elif limits.max_body is not None and length > limits.max_body:
+        return None
+    if cuts is None:
+        head = buf[:stop]
+    else:
+        parts = []
+        i = 0
+        for span in cuts:
+            parts.append(buf[i:span[0]])
+            i = span[1]
+        parts.append(buf[i:stop])
+        head = b"".join(parts)
+    return ResponseHead(status, head, length, keep_alive)
