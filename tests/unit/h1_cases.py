@@ -524,6 +524,16 @@ RESPONSES = [
         [request(b"CONNECT")],
     ),
     Case(
+        "connect_established_no_content",
+        b"HTTP/1.1 204 No Content\r\n\r\n\x16\x03",
+        [
+            _resp(204, H(), b"No Content", keep_alive=False),
+            Data(b"\x16\x03"),
+            Data(b"", end_stream=True),
+        ],
+        [request(b"CONNECT")],
+    ),
+    Case(
         "connect_refused",
         b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
         [_resp(407, H((b"content-length", b"0")), b"Proxy Authentication Required",
