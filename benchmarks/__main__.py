@@ -12,6 +12,7 @@ SCENARIOS = {
     "l4": "benchmarks.scenarios.l4",
     "mqtt": "benchmarks.scenarios.mqtt",
     "redis": "benchmarks.scenarios.redis",
+    "routes": "benchmarks.scenarios.routes",
     "rpc": "benchmarks.scenarios.rpc",
     "runtime": "benchmarks.scenarios.runtime",
 }

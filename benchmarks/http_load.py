@@ -44,12 +44,15 @@ def _run(argv: list[str], timeout: float) -> str:
 
 def wrk(
     port: int, connections: int, seconds: int, path: str = "/", script: Path | None = None,
-    scheme: str = "http",
+    scheme: str = "http", headers: dict[str, str] | None = None,
 ) -> LoadResult:  # fmt: skip
-    """`wrk -t1 --latency` keep-alive GETs (or what `script` asks for, e.g. a `post_script`);
-    latency keys p50, p90, p99. `scheme` https: over TLS (no certificate check)."""
+    """`wrk -t1 --latency` keep-alive GETs (or what `script` asks for, e.g. a `post_script`)
+    with `headers` added (a Host replaces wrk's); latency keys p50, p90, p99. `scheme` https:
+    over TLS (no certificate check)."""
     url = f"{scheme}://127.0.0.1:{port}{path}"
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    for name, value in (headers or {}).items():
+        argv[1:1] = ["-H", f"{name}: {value}"]
     if script is not None:
         argv[1:1] = ["-s", str(script)]
     output = _run(argv, timeout=seconds + 60)

@@ -19,7 +19,10 @@ Receiving, `_state`:
             next_message() (-> HEAD). Client: the response ended a connection that cannot
             be reused. Without keep-alive, later bytes are dropped.
     CLOSED  EOF was received; later bytes are ignored.
-    ERROR   an HttpError was raised; feed() raises it again.
+    ERROR   malformed input; feed() raises the HttpError (again). When complete messages
+            precede the bad bytes in one feed, that feed returns them and the next one
+            (or EOF) raises: an upstream's whole response is not lost to the excess bytes
+            behind it.
 
 EOF (`feed(b"")`): HEAD with nothing buffered -> CLOSED (client: HttpError if a response
 is owed); inside a head or a length-delimited body -> HttpError; close-delimited body or
@@ -42,7 +45,7 @@ from http import HTTPStatus
 from typing import ClassVar
 
 from protocols.http.errors import HttpError
-from protocols.http.events import Event, RequestHeaders, ResponseHeaders
+from protocols.http.events import Data, Event, RequestHeaders, ResponseHeaders, Trailers
 from protocols.http.h1_parse import (
     CHUNKED,
     CLOSE,
@@ -162,7 +165,12 @@ class _Codec:
                 else:
                     break
         except HttpError as exc:
-            raise self._fail(exc) from None
+            error = self._fail(exc)
+            whole = _whole_messages(out)
+            if not whole:
+                raise error from None
+            # Whole messages came before the bad bytes: hand them out; the next feed raises.
+            return whole
         if self._state >= _DONE and not self._keep:
             self._buf = b""
         else:
@@ -473,6 +481,15 @@ class H1ClientCodec(_Codec):
         self._pending.append((method, tunnel))
         self._start_send(kind, left, head.end_stream and not tunnel)
         return method + b" " + head.path + b" HTTP/1.1\r\n" + host + block + extra + b"\r\n"
+
+
+def _whole_messages(events: list[Event]) -> list[Event]:
+    """`events` up to the end of the last message they complete."""
+    for end in range(len(events), 0, -1):
+        last = events[end - 1]
+        if isinstance(last, RequestHeaders | ResponseHeaders | Data | Trailers) and last.end_stream:
+            return events[:end]
+    return []
 
 
 # -- serialisation helpers -----------------------------------------------------------------

@@ -380,10 +380,10 @@ def _response_framing(
             raise HttpError("both Transfer-Encoding and Content-Length")
     if status < 200:
         return (TUNNEL if status == 101 else NONE), -1
+    if method == CONNECT and status < 300:  # any 2xx, 204 too (RFC 9112 6.3 (2))
+        return TUNNEL, -1
     if method == HEAD or status == 204 or status == 304:
         return NONE, -1
-    if method == CONNECT and status < 300:
-        return TUNNEL, -1
     if b"transfer-encoding" in found:
         return _body_length(found, resp.version == HTTP11, limits)
     length = resp.content_length

@@ -356,3 +356,43 @@ def test_http2_prior_knowledge_with_curl_and_h2load(tmp_path: Path, backend: Bac
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert "200 succeeded, 0 failed, 0 errored" in load.stdout, load.stdout
         assert "status codes: 200 2xx" in load.stdout
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhello",  # forwarded as bytes
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n0\r\n\r\nllo",  # codec
+    ],
+    ids=["content_length", "chunked"],
+)
+def test_excess_bytes_after_a_response_do_not_cost_the_response(
+    tmp_path: Path, answer: bytes
+) -> None:
+    """An upstream that writes more than its response in one go: the client gets the
+    response, the request is not retried, and that upstream connection is not reused (the
+    next request opens another)."""
+    from tests.support.peers import tcp_server
+
+    requests: list[bytes] = []
+
+    def sloppy(conn: socket.socket) -> None:
+        while True:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                if not (chunk := conn.recv(4096)):
+                    return
+                head += chunk
+            requests.append(head.split(b"\r\n", 1)[0])
+            conn.sendall(answer)
+
+    policy = {"retry_on": "reset,5xx", "num_retries": 2}
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": "app", "retry_policy": policy}}]
+    with (
+        tcp_server(sloppy) as port,
+        run_mecha(tmp_path, http_config({"app": [port]}, routes)) as mecha,
+    ):
+        assert request(mecha, "POST", "/once", body=b"x")[::2] == (200, b"he")
+        assert request(mecha, "GET", "/twice")[::2] == (200, b"he")
+        assert requests == [b"POST /once HTTP/1.1", b"GET /twice HTTP/1.1"]
+        assert "Traceback" not in mecha.logs()

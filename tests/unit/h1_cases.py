@@ -524,6 +524,16 @@ RESPONSES = [
         [request(b"CONNECT")],
     ),
     Case(
+        "connect_established_no_content",
+        b"HTTP/1.1 204 No Content\r\n\r\n\x16\x03",
+        [
+            _resp(204, H(), b"No Content", keep_alive=False),
+            Data(b"\x16\x03"),
+            Data(b"", end_stream=True),
+        ],
+        [request(b"CONNECT")],
+    ),
+    Case(
         "connect_refused",
         b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
         [_resp(407, H((b"content-length", b"0")), b"Proxy Authentication Required",
@@ -572,4 +582,47 @@ BAD_RESPONSES = [
     Bad("head_too_large", _ok(b"X: " + b"a" * 300), 502, SMALL),
     Bad("body_too_large", _ok(b"Content-Length: 11"), 502, SMALL),
     Bad("unsolicited_second_response", _ok(b"Content-Length: 0") * 2, 502),
+]  # fmt: skip
+
+
+@dataclass
+class Late:
+    """Whole responses followed, in the same read, by bytes that cannot start another: the
+    feed hands out the responses, the connection cannot be reused, and the next feed (or
+    EOF) raises."""
+
+    id: str
+    data: bytes
+    events: list[Event]
+    requests: list[RequestHeaders]
+
+
+LATE_RESPONSES = [
+    Late(
+        "excess_body_bytes",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhello",
+        [_resp(200, H((b"content-length", b"2")), b"OK", content_length=2),
+         Data(b"he", end_stream=True)],
+        [request()],
+    ),
+    Late(
+        "garbage_after_no_content",
+        b"HTTP/1.1 204 No Content\r\n\r\n\x16\x03\x01",
+        [_resp(204, H(), b"No Content", end_stream=True)],
+        [request(b"DELETE")],
+    ),
+    Late(
+        "unsolicited_second_response",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 2,
+        [_resp(200, H((b"content-length", b"0")), b"OK", content_length=0, end_stream=True)],
+        [request()],
+    ),
+    Late(
+        "pipelined_then_bad_chunk",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        [_resp(200, H((b"content-length", b"1")), b"OK", content_length=1),
+         Data(b"a", end_stream=True)],
+        [request(), request()],
+    ),
 ]  # fmt: skip

@@ -13,10 +13,12 @@ from protocols.http.h1 import H1ClientCodec, H1ServerCodec
 from protocols.http.headers import Headers
 from tests.unit.h1_cases import (
     BAD_RESPONSES,
+    LATE_RESPONSES,
     RESPONSES,
     Bad,
     Case,
     H,
+    Late,
     fetch,
     normalise,
     one_by_one,
@@ -43,6 +45,18 @@ def test_malformed_response_is_a_bad_gateway(bad: Bad, split: str) -> None:
     with pytest.raises(HttpError) as info:
         fetch([request()], chunks, bad.limits)
     assert info.value.status == bad.status
+
+
+@pytest.mark.parametrize("late", LATE_RESPONSES, ids=lambda c: c.id)
+def test_whole_responses_come_out_before_the_error(late: Late) -> None:
+    codec = H1ClientCodec()
+    for head in late.requests:
+        codec.encode_request(head)
+    assert codec.feed(late.data) == late.events
+    assert not codec.keep_alive
+    with pytest.raises(HttpError) as info:
+        codec.feed(b"")
+    assert info.value.status == 502
 
 
 def test_response_body_is_a_slice_of_the_input() -> None:
