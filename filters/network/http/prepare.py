@@ -5,14 +5,13 @@ x-forwarded-proto)."""
 
 from __future__ import annotations
 
-from binascii import hexlify
 from collections.abc import Mapping
-from random import randbytes
 
 from filters.network.http.config import HcmConfig
 from protocols.http.events import RequestHeaders
 from protocols.http.h1_forward import RequestHead, without_fields
 from protocols.http.headers import Headers
+from protocols.http.ids import new_ids, valid_traceparent
 from proxy.stream_info import HttpStreamInfo
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1).
@@ -41,37 +40,6 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool) -> bool:
     for name in doomed:
         removed = headers.remove(name) or removed
     return removed
-
-
-def new_ids() -> tuple[bytes, bytes]:
-    """A UUID4-shaped request id and a W3C traceparent, from one random draw."""
-    digits = hexlify(randbytes(24))
-    request_id = b"-".join((digits[:8], digits[8:12], b"4" + digits[13:16],
-                            b"a" + digits[17:20], digits[20:32]))  # fmt: skip
-    return request_id, b"-".join((b"00", digits[:32], digits[32:], b"01"))
-
-
-def valid_traceparent(value: bytes) -> bool:
-    parts = value.split(b"-")
-    return (
-        len(parts) >= 4
-        and len(parts[0]) == 2
-        and parts[0] != b"ff"
-        and len(parts[1]) == 32
-        and parts[1] != b"0" * 32
-        and len(parts[2]) == 16
-        and parts[2] != b"0" * 16
-        and len(parts[3]) == 2
-        and all(_is_hex(part) for part in parts[:4])
-    )
-
-
-def _is_hex(value: bytes) -> bool:
-    try:
-        int(value, 16)
-    except ValueError:
-        return False
-    return value == value.lower()
 
 
 def _first(index: Mapping[bytes, list[bytes]], name: bytes) -> bytes | None:
