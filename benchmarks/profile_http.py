@@ -12,7 +12,10 @@ before/after on a noisy machine, and a profiler sees only Python:
     py-spy record --native -- python -m benchmarks.profile_http 100000
 
 CPU µs/request (process time: user + kernel) is the figure to compare; wall time also
-counts waiting for a CPU on a busy machine. Both include the client's and the backend's
+counts waiting for a CPU on a busy machine. It also prints the Python function calls per
+request (from a separate, profiled run). Deterministic instruction counts, which a busy
+machine does not skew: `valgrind --tool=callgrind` over two runs with different request
+counts; the difference over the difference in requests is the cost of one request. Both include the client's and the backend's
 (small) share of the work;
 `python -m benchmarks http` measures the real thing against nginx.
 """
@@ -34,6 +37,7 @@ from proxy.server import Server
 CLIENTS = 10
 STREAMS = 10
 WARMUP = 2000
+CALL_COUNT_REQUESTS = 2000
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n"
 BODY = b"hello world\n"
 RESPONSE = (
@@ -201,17 +205,27 @@ async def main(requests: int, sort: str | None, h2: bool) -> None:
         assert bound is not None
         port = bound.port
         await run_clients(port, WARMUP, None, h2)
-        profile = cProfile.Profile() if sort else None
-        elapsed, cpu = await run_clients(port, requests, profile, h2)
+        elapsed, cpu = await run_clients(port, requests, None, h2)
+        profile = cProfile.Profile()  # a second run, counted: calls distort its timing
+        await run_clients(port, CALL_COUNT_REQUESTS, profile, h2)
     finally:
         await server.stop()
         backend.close()
+    stats = pstats.Stats(profile)
+    calls = python_calls(stats) / CALL_COUNT_REQUESTS
     print(
         f"{requests} requests in {elapsed:.2f}s = {requests / elapsed:,.0f} req/s: "
-        f"{cpu / requests * 1e6:.1f} µs CPU, {elapsed / requests * 1e6:.1f} µs wall per request"
+        f"{cpu / requests * 1e6:.1f} µs CPU, {elapsed / requests * 1e6:.1f} µs wall per request; "
+        f"{calls:.0f} Python function calls per request (clients and backend included)"
     )
-    if profile is not None:
-        pstats.Stats(profile).sort_stats(sort or "tottime").print_stats(60)
+    if sort:
+        stats.sort_stats(sort).print_stats(60)
+
+
+def python_calls(stats: pstats.Stats) -> int:
+    """Calls of functions written in Python (builtins and C methods left out)."""
+    table = stats.stats  # type: ignore[attr-defined]
+    return sum(entry[1] for (path, _, _), entry in table.items() if path != "~")
 
 
 def cli() -> None:
