@@ -144,16 +144,12 @@ class Reloader:
 
     async def _take_baseline(self, path: Path) -> None:
         """Note the file as it is, if it is what runs (it may have changed since it was
-        loaded at start-up: then the baseline stays unknown and the first poll reloads)."""
-        from proxy.server import config_version  # proxy.server imports this module
-
+        loaded at start-up: then the baseline stays unknown and the first poll reloads).
+        The bytes tell: no second parse of what may be thousands of routes."""
         stamp, content = file_stamp(path), read_file(path)
-        try:
-            config = await asyncio.to_thread(self.load, path)
-        except ConfigError:
-            return
-        if self._digest is None and config_version(config.document) == self.server.version:
-            self._stamp, self._digest = stamp, digest(content)
+        loaded = self.server.config.source_digest
+        if self._digest is None and loaded is not None and digest(content) == loaded:
+            self._stamp, self._digest = stamp, loaded
 
     def _file_changed(self, path: Path) -> bool:
         """A stat per poll; the content is read and hashed only when the stat differs."""

@@ -125,6 +125,10 @@ class HeaderMutation:
                 headers.set(name, value)
 
 
+NO_MUTATION = HeaderMutation()
+"""Shared by every route and virtual host that changes no header."""
+
+
 @dataclass(frozen=True, slots=True)
 class RouteAction:
     clusters: tuple[str, ...]
@@ -287,14 +291,22 @@ class VirtualHost:
     routes: tuple[Route, ...]
     request_headers: HeaderMutation = HeaderMutation()
     response_headers: HeaderMutation = HeaderMutation()
-    index: RouteIndex = field(init=False, compare=False, repr=False)
+    _index: RouteIndex | None = field(default=None, init=False, compare=False, repr=False)
     as_bytes: bool = field(default=False, init=False, compare=False)
     """No header mutation here: HTTP/1.1 requests may be forwarded as bytes."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "index", RouteIndex(self.routes))
         untouched = not (self.request_headers.active or self.response_headers.active)
         object.__setattr__(self, "as_bytes", untouched)
+
+    @property
+    def index(self) -> RouteIndex:
+        """Built on the first request: of thousands of virtual hosts most may never see one."""
+        index = self._index
+        if index is None:
+            index = RouteIndex(self.routes)
+            object.__setattr__(self, "_index", index)
+        return index
 
 
 class RouteTable:
@@ -616,7 +628,7 @@ def _mutation(node: Node, direction: str) -> HeaderMutation:
     removes = tuple(
         name.lower().encode() for name in _strings(node, f"{direction}_headers_to_remove", [])
     )
-    return HeaderMutation(tuple(adds), removes)
+    return HeaderMutation(tuple(adds), removes) if adds or removes else NO_MUTATION
 
 
 def _per_filter(node: Node, context: ParseContext) -> dict[str, Any]:

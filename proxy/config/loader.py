@@ -136,11 +136,22 @@ def _typed_scalar(text: str) -> Any:
     return text
 
 
-def load_document(path: str | Path, environ: Mapping[str, str] | None = None) -> Any:
-    """The expanded YAML document of a config file."""
+def read_source(path: str | Path) -> bytes:
+    """A config file's bytes, or ConfigError."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_bytes()
     except OSError as exc:
         raise ConfigError([Problem("", f"cannot read {file}: {exc.strerror or exc}")]) from None
-    return expand_env(parse_yaml(text, str(file)), environ)
+
+
+def load_document(
+    path: str | Path, environ: Mapping[str, str] | None = None, source: bytes | None = None
+) -> Any:
+    """The expanded YAML document of a config file (or of its `source`, already read)."""
+    data = read_source(path) if source is None else source
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem("", f"{path}: not UTF-8: {exc}")]) from None
+    return expand_env(parse_yaml(text, str(path)), environ)

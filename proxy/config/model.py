@@ -176,6 +176,8 @@ class Config:
     document: Any = None
     """The expanded YAML document, kept for /config_dump."""
     file_digests: Mapping[str, str] = field(default_factory=dict)
+    source_digest: str | None = None
+    """SHA-256 of the config file's bytes as loaded (None: not read from a file)."""
     """SHA-256 of each file the YAML names under a `*_file` key, as read at parse time."""
     warnings: tuple[Problem, ...] = ()
     """What was read past (unknown kinds and keys in Dapr files): `validate --strict` refuses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 from collections.abc import Iterator, Mapping
@@ -11,7 +12,7 @@ from typing import Any
 
 from proxy.config.context import ParseContext
 from proxy.config.listeners import parse_listener
-from proxy.config.loader import load_document
+from proxy.config.loader import load_document, read_source
 from proxy.config.model import (
     AdminConfig,
     CircuitBreakers,
@@ -41,7 +42,9 @@ DEFAULT_HEALTH = Address("0.0.0.0", 15021)
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate a config file; raises ConfigError listing every problem."""
-    return parse_config(load_document(path, environ), Path(path).resolve().parent)
+    source = read_source(path)
+    config = parse_config(load_document(path, environ, source), Path(path).resolve().parent)
+    return dataclasses.replace(config, source_digest=hashlib.sha256(source).hexdigest())
 
 
 def parse_config(document: Any, base_dir: Path | None = None) -> Config:
