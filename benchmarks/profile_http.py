@@ -15,9 +15,9 @@ CPU µs/request (process time: user + kernel) is the figure to compare; wall tim
 counts waiting for a CPU on a busy machine. It also prints the Python function calls per
 request (from a separate, profiled run). Deterministic instruction counts, which a busy
 machine does not skew: `valgrind --tool=callgrind` over two runs with different request
-counts; the difference over the difference in requests is the cost of one request. Both include the client's and the backend's
-(small) share of the work;
-`python -m benchmarks http` measures the real thing against nginx.
+counts; the difference over the difference in requests is the cost of one request. All of
+these include the clients' and the backend's (small) share of the work; `python -m benchmarks
+http` measures the real thing against nginx.
 """
 
 from __future__ import annotations
