@@ -74,11 +74,11 @@ class RequestHead:
     """A request head the forwarding path can send on: the line as received, the field
     block, and the fields it reads."""
 
-    __slots__ = ("authority", "block", "fields", "keep_alive", "length", "line", "lowered",
+    __slots__ = ("_lowered", "authority", "block", "fields", "keep_alive", "length", "line",
                  "method", "target")  # fmt: skip
 
     def __init__(
-        self, method: bytes, target: bytes, line: bytes, block: bytes, lowered: bytes,
+        self, method: bytes, target: bytes, line: bytes, block: bytes,
         fields: dict[bytes, bytes], length: int, keep_alive: bool,
     ) -> None:  # fmt: skip
         self.method = method
@@ -87,14 +87,21 @@ class RequestHead:
         """The request line with its CRLF, as received."""
         self.block = block
         """`Name: value\\r\\n` lines as received."""
-        self.lowered = lowered
-        """b"\\n" + the block lowercased (what `without_fields` searches)."""
+        self._lowered: bytes | None = None
         self.fields = fields
         """REQUEST_FIELDS present: lowercase name -> value without surrounding whitespace."""
         self.authority = fields[b"host"]
         self.length = length
         """Content-Length (0: no body)."""
         self.keep_alive = keep_alive
+
+    @property
+    def lowered(self) -> bytes:
+        """b"\\n" + the block lowercased (what `without_fields` searches)."""
+        lowered = self._lowered
+        if lowered is None:
+            lowered = self._lowered = b"\n" + self.block.lower()
+        return lowered
 
 
 class ResponseHead:
@@ -150,7 +157,9 @@ def _read_request(buf: bytes, end: int, limits: H1Limits) -> RequestHead | None:
             return None  # (it names other fields to cut: the general path does that)
         keep_alive = keep
     line = buf[: m.start(4)]
-    return RequestHead(method, target, line, block, lowered, fields, length, keep_alive)
+    head = RequestHead(method, target, line, block, fields, length, keep_alive)
+    head._lowered = lowered
+    return head
 
 
 def _read_response(buf: bytes, end: int, limits: H1Limits, method: bytes) -> ResponseHead | None:

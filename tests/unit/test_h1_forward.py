@@ -218,7 +218,7 @@ def heads(draw: st.DrawFn, response_side: bool) -> bytes:
 def same(a: RequestHead | ResponseHead | None, b: RequestHead | ResponseHead | None) -> bool:
     if a is None or b is None:
         return a is b
-    slots = type(a).__slots__
+    slots = [name.lstrip("_") for name in type(a).__slots__]  # (lowered: a property)
     return all(getattr(a, name) == getattr(b, name) for name in slots)
 
 

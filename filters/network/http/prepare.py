@@ -95,31 +95,31 @@ def prepare_forwarded(
     cut from and appended to the raw lines. Returns the head to send upstream."""
     fields = head.fields
     info.user_agent = fields.get(b"user-agent")
-    cut = [b"connection"] if b"connection" in fields else []
     request_id = fields.get(b"x-request-id")
     parent = fields.get(b"traceparent")
     new_parent = config.generate_traceparent and not (parent and valid_traceparent(parent))
     if new_parent or (config.generate_request_id and not request_id):
         generated_id, traceparent = new_ids()
-    added = b""
+    cut = [b"connection"] if b"connection" in fields else []
+    parts = [head.line, b""]  # (the block goes second, once we know what to cut from it)
     if config.generate_request_id:
         if request_id is None:
-            added += b"x-request-id: " + generated_id + b"\r\n"
+            parts += (b"x-request-id: ", generated_id, b"\r\n")
         info.request_id = request_id or generated_id
     if config.append_forwarded_for:
+        forwarded = client_ip
         previous = fields.get(b"x-forwarded-for")
         if previous:
             cut.append(b"x-forwarded-for")
             forwarded = previous + b", " + client_ip
-        else:
-            forwarded = client_ip
-        added += b"x-forwarded-for: " + forwarded + b"\r\n"
+        parts += (b"x-forwarded-for: ", forwarded, b"\r\n")
         info.forwarded_for = forwarded
         if b"x-forwarded-proto" not in fields:
-            added += b"x-forwarded-proto: https\r\n" if tls else b"x-forwarded-proto: http\r\n"
+            parts.append(b"x-forwarded-proto: https\r\n" if tls else b"x-forwarded-proto: http\r\n")
     if new_parent:
         if parent is not None:
             cut.append(b"traceparent")
-        added += b"traceparent: " + traceparent + b"\r\n"
-    block = without_fields(head.block, head.lowered, cut) if cut else head.block
-    return head.line + block + added + b"\r\n"
+        parts += (b"traceparent: ", traceparent, b"\r\n")
+    parts[1] = without_fields(head.block, head.lowered, cut) if cut else head.block
+    parts.append(b"\r\n")
+    return b"".join(parts)
