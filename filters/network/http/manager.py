@@ -261,7 +261,9 @@ class HttpConnectionManager(NetworkFilter):
         h1 = self._h1
         assert h1 is not None
         self._forwarded = None
-        if not h1.idle:  # (untouched unless it framed the response or saw EOF)
+        # The codec is untouched unless it framed the response or saw EOF; when closing it
+        # may be mid-exchange (a response cut short), with no next message to go to.
+        if not h1.idle and not self._closing:
             h1.next_message()
             if not h1.keep_alive or h1.closed:
                 self._closing = True
@@ -508,6 +510,7 @@ class HttpConnectionManager(NetworkFilter):
             self._schedule_flush()
             stream.finish(downstream_reset=False)
         else:
+            self._closing = True  # no next exchange after a response cut short
             stream.finish(downstream_reset=False)
             self._flush()
             self.callbacks.close(abort=True)
