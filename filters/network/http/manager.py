@@ -123,11 +123,20 @@ class HttpConnectionManager(NetworkFilter):
                 else:
                     self._dispatch(self._feed(data))
             if end_stream:
-                self._dispatch(self._feed(b""))
-                self._on_peer_eof()
+                self._peer_eof()
         except HttpError as error:
             self._protocol_error(error)
         return STOP
+
+    def _peer_eof(self) -> None:
+        try:
+            self._dispatch(self._feed(b""))
+        except HttpError:
+            if self._h1 is None or not self.streams:
+                raise
+            # An HTTP/1 request cut short by its client's FIN: the client went away (DC
+            # below), it did not send a malformed request.
+        self._on_peer_eof()
 
     def _choose_codec(self, data: bytes, end_stream: bool) -> bytes:
         codec = self.shared.config.codec
@@ -407,6 +416,7 @@ class HttpConnectionManager(NetworkFilter):
             for stream in [s for s in self.streams.values() if not s.request_complete]:
                 stream.finish(downstream_reset=True)  # its request can never end
         elif self._h1 is not None:
+            self._closing = True  # (a cancelled exchange leaves nothing to go on with)
             for stream in [s for s in self.streams.values() if not s.tunnel]:
                 stream.finish(downstream_reset=True)
         if not self.streams and (self._h2 is not None or self._h1 is not None):
