@@ -8,21 +8,29 @@ head (a route that adds a header), and through the stream filters (an extra HTTP
   connection, any other is answered 503 UC, never 502 as if the upstream had sent garbage.
 - A response the upstream cuts short ends with the client's connection closed (HTTP/1 has
   no other way to say it), and the next connection is served.
+- nginx under wrk -c50: graceful reloads (the old worker closes every connection once its
+  requests are answered) and a 1s keepalive_timeout with idle gaps between bursts. wrk sees
+  no socket error and no non-2xx answer, and mecha logs no error.
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.mecha import HTTP1_PATHS, Mecha, http1_paths_config, run_mecha
 from tests.support.net import recv_all
+from tests.support.nginx import nginx_server
 from tests.support.peers import tcp_server
+from tests.support.wrk import Wrk
 
 pytestmark = pytest.mark.integration
+
+CONNECTIONS = 50
 
 
 def assert_quiet(mecha: Mecha) -> None:
@@ -112,4 +120,53 @@ def test_a_response_cut_short_closes_the_client_connection(
         log = mecha.wait_access_log(2)
     assert received.startswith(b"HTTP/1.1 200 OK\r\n") and b"0123456789" in received
     assert " 200 UC " in log[0], log
+    assert_quiet(mecha)
+
+
+# -- nginx under load ---------------------------------------------------------------------------
+
+
+def url(mecha: Mecha, path: str) -> str:
+    return f"http://127.0.0.1:{mecha.port(path)}/"
+
+
+def upstream_connections(mecha: Mecha) -> float:
+    return mecha.metric("mecha_cluster_upstream_cx_total", cluster="upstream")
+
+
+@pytest.mark.parametrize("path", HTTP1_PATHS)
+def test_graceful_nginx_reloads_under_load(tmp_path: Path, path: str) -> None:
+    with (
+        nginx_server(tmp_path) as nginx,
+        run_mecha(tmp_path, http1_paths_config(nginx.port, access_log=False)) as mecha,
+    ):
+        load = Wrk(url(mecha, path), CONNECTIONS, seconds=3)
+        time.sleep(0.3)
+        for _ in range(5):
+            nginx.reload()  # the old worker closes every connection it answered on
+            time.sleep(0.35)
+        report = load.report()
+        opened = upstream_connections(mecha)
+    report.assert_clean()
+    assert opened > CONNECTIONS, f"nginx closed no upstream connection: {opened} opened"
+    assert_quiet(mecha)
+
+
+@pytest.mark.parametrize("path", HTTP1_PATHS)
+def test_nginx_keepalive_timeout_between_bursts(tmp_path: Path, path: str) -> None:
+    """Idle gaps around nginx's 1s keepalive_timeout: each burst starts while nginx is
+    closing the connections the last one left idle, or just after."""
+    with (
+        nginx_server(tmp_path, keepalive_timeout="1s") as nginx,
+        run_mecha(tmp_path, http1_paths_config(nginx.port, access_log=False)) as mecha,
+    ):
+        reports = []
+        for gap in (0.98, 1.02):
+            reports.append(Wrk(url(mecha, path), CONNECTIONS, seconds=1).report())
+            time.sleep(gap)
+        reports.append(Wrk(url(mecha, path), CONNECTIONS, seconds=1).report())
+        opened = upstream_connections(mecha)
+    for report in reports:
+        report.assert_clean()
+    assert opened > CONNECTIONS, f"nginx closed no idle upstream connection: {opened} opened"
     assert_quiet(mecha)
