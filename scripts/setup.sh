@@ -19,6 +19,7 @@ TEST_COMMANDS=(
   curl:curl
   h2load:nghttp2-client
   wrk:wrk
+  nginx:nginx
   iptables:iptables
   ip6tables:iptables
   ip:iproute2

@@ -299,6 +299,10 @@ class Http1Connection(ClusterConnection):
 
     def eof_received(self) -> bool:
         self._reusable = False  # (an idle connection: the pool must not hand it out)
+        if self.callbacks is None or not self._response_began():
+            # Closed before a byte of the answer: a reset, not a bad response. connection_lost
+            # reports it, as a stale kept-alive connection when it was reused (retried).
+            return False
         if self._forwarding is not None:
             self._decline_forwarding()  # the codec judges what EOF means here
         try:
@@ -306,6 +310,9 @@ class Http1Connection(ClusterConnection):
         except HttpError as error:
             self._protocol_error(error)
         return False
+
+    def _response_began(self) -> bool:
+        return self._got_response or bool(self._forward_buffer) or self.codec.buffered > 0
 
     # -- responses read as bytes ----------------------------------------------------------------
 

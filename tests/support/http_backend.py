@@ -3,20 +3,24 @@
 Paths:
   /echo...            200, JSON of method, path, headers and body
   /status/<code>      that status, body "status <code>"
-  /delay/<ms>         sleeps, then 200
+  /delay/<ms>         waits, then 200; a client that hangs up first gets no answer
   /bytes/<n>          200 with n bytes
   anything else       200 "hello from <name>"
 Every response carries `x-backend: <name>`; `fail_next(n, status)` makes the next n
-requests answer `status` whatever their path.
+requests answer `status` whatever their path. `started` lists the paths whose head arrived,
+`hangups` those whose client hung up before their answer (inside the body, or during a
+delay), so a test can tell that a proxy cancelled a request upstream.
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +30,8 @@ class Backend:
     def __init__(self, name: str) -> None:
         self.name = name
         self.requests: list[dict[str, Any]] = []
+        self.started: list[str] = []
+        self.hangups: list[str] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
         self.port = 0
@@ -42,6 +48,25 @@ class Backend:
     def count(self) -> int:
         return len(self.requests)
 
+    def wait_started(self, path: str, timeout: float = 5.0) -> None:
+        _wait_for(lambda: path in self.started, timeout, f"{path} never reached {self.name}")
+
+    def wait_hangup(self, path: str, timeout: float = 5.0) -> None:
+        _wait_for(lambda: path in self.hangups, timeout,
+                  f"{self.name} saw no hang-up during {path}")  # fmt: skip
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{failure} in {timeout}s")
+        time.sleep(0.02)
+
+
+class _HungUp(Exception):
+    """The client went away before its answer."""
+
 
 def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -52,19 +77,47 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _body(self) -> bytes:
-            if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-                return self._chunked_body()
-            length = int(self.headers.get("content-length") or 0)
-            return self.rfile.read(length) if length else b""
+            chunked = "chunked" in (self.headers.get("transfer-encoding") or "").lower()
+            length = 0 if chunked else int(self.headers.get("content-length") or 0)
+            try:
+                body = self._chunked_body() if chunked else self.rfile.read(length)
+            except (OSError, ValueError) as exc:  # reset, or a chunk-size line cut short
+                raise _HungUp from exc
+            if len(body) < length:
+                raise _HungUp
+            return body
 
         def _chunked_body(self) -> bytes:
             body = b""
-            while size := int(self.rfile.readline().split(b";")[0], 16):
+            while size := int(self._line().split(b";")[0], 16):
                 body += self.rfile.read(size)
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                self._line()
+            while self._line() not in (b"\r\n", b"\n"):
                 pass  # trailers
             return body
+
+        def _line(self) -> bytes:
+            line = self.rfile.readline()
+            if not line:
+                raise _HungUp
+            return line
+
+        def _delay(self, seconds: float) -> None:
+            """Wait, watching the connection: the client sends nothing while it waits for
+            this answer, so a readable socket with nothing to read means it hung up."""
+            sock = self.connection
+            if isinstance(sock, ssl.SSLSocket):
+                time.sleep(seconds)  # (TLS records cannot be peeked at)
+                return
+            deadline = time.monotonic() + seconds
+            if not select.select([sock], [], [], seconds)[0]:
+                return
+            try:
+                if not sock.recv(1, socket.MSG_PEEK):
+                    raise _HungUp
+            except OSError as exc:
+                raise _HungUp from exc
+            time.sleep(max(0.0, deadline - time.monotonic()))  # a pipelined request waits
 
         def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
             self.send_response(status)
@@ -76,6 +129,14 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def _serve(self) -> None:
+            backend.started.append(self.path)
+            try:
+                self._answer()
+            except _HungUp:
+                backend.hangups.append(self.path)
+                self.close_connection = True
+
+        def _answer(self) -> None:
             body = self._body()
             record = {"method": self.command, "path": self.path, "body": body.decode("latin-1"),
                       "headers": {k.lower(): v for k, v in self.headers.items()}}  # fmt: skip
@@ -89,7 +150,7 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 status = int(self.path.split("/")[2])
                 self._reply(status, f"status {status}".encode())
             elif self.path.startswith("/delay/"):
-                time.sleep(int(self.path.split("/")[2]) / 1000)
+                self._delay(int(self.path.split("/")[2].split("?")[0]) / 1000)
                 self._reply(200, b"late")
             elif self.path.startswith("/bytes/"):
                 self._reply(200, b"x" * int(self.path.split("/")[2]))

@@ -230,6 +230,40 @@ def http_config(
     }  # fmt: skip
 
 
+HTTP1_PATHS = ("as-bytes", "parsed", "filters")
+
+
+def http1_paths_config(port: int, access_log: bool = True) -> dict[str, Any]:
+    """One listener per HTTP/1 path, named after it, all sending everything to the cluster
+    `upstream` (127.0.0.1:`port`): `as-bytes` forwards requests as bytes, `parsed` from the
+    parsed head (its route adds a header), `filters` through the stream filters (a
+    header_mutation filter before the router)."""
+    via = {"name": "x-via", "value": "mecha"}
+
+    def listener(path: str) -> dict[str, Any]:
+        route: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+        if path == "parsed":
+            route["request_headers_to_add"] = [via]
+        manager: dict[str, Any] = {
+            "access_log": "stdout" if access_log else False,
+            "route_config": {"virtual_hosts": [{"name": "vh", "domains": ["*"],
+                                                "routes": [route]}]},
+        }  # fmt: skip
+        if path == "filters":
+            manager["http_filters"] = [
+                {"name": "header_mutation", "config": {"request": {"add": [via]}}},
+                {"name": "router"},
+            ]
+        return {"name": path, "address": "127.0.0.1:0",
+                "filters": [{"name": "http", "config": manager}]}  # fmt: skip
+
+    return {
+        "listeners": [listener(path) for path in HTTP1_PATHS],
+        "clusters": [{"name": "upstream", "connect_timeout": "1s",
+                      "endpoints": [f"127.0.0.1:{port}"]}],
+    }  # fmt: skip
+
+
 def redis_proxy_config(
     shards: list[int] | str, proxy: dict[str, Any] | None = None,
     cluster: dict[str, Any] | None = None,

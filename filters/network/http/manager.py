@@ -123,11 +123,20 @@ class HttpConnectionManager(NetworkFilter):
                 else:
                     self._dispatch(self._feed(data))
             if end_stream:
-                self._dispatch(self._feed(b""))
-                self._on_peer_eof()
+                self._peer_eof()
         except HttpError as error:
             self._protocol_error(error)
         return STOP
+
+    def _peer_eof(self) -> None:
+        try:
+            self._dispatch(self._feed(b""))
+        except HttpError:
+            if self._h1 is None or not self.streams:
+                raise
+            # An HTTP/1 request cut short by its client's FIN: the client went away (DC
+            # below), it did not send a malformed request.
+        self._on_peer_eof()
 
     def _choose_codec(self, data: bytes, end_stream: bool) -> bytes:
         codec = self.shared.config.codec
@@ -261,7 +270,9 @@ class HttpConnectionManager(NetworkFilter):
         h1 = self._h1
         assert h1 is not None
         self._forwarded = None
-        if not h1.idle:  # (untouched unless it framed the response or saw EOF)
+        # The codec is untouched unless it framed the response or saw EOF; when closing it
+        # may be mid-exchange (a response cut short), with no next message to go to.
+        if not h1.idle and not self._closing:
             h1.next_message()
             if not h1.keep_alive or h1.closed:
                 self._closing = True
@@ -405,6 +416,7 @@ class HttpConnectionManager(NetworkFilter):
             for stream in [s for s in self.streams.values() if not s.request_complete]:
                 stream.finish(downstream_reset=True)  # its request can never end
         elif self._h1 is not None:
+            self._closing = True  # (a cancelled exchange leaves nothing to go on with)
             for stream in [s for s in self.streams.values() if not s.tunnel]:
                 stream.finish(downstream_reset=True)
         if not self.streams and (self._h2 is not None or self._h1 is not None):
@@ -508,6 +520,7 @@ class HttpConnectionManager(NetworkFilter):
             self._schedule_flush()
             stream.finish(downstream_reset=False)
         else:
+            self._closing = True  # no next exchange after a response cut short
             stream.finish(downstream_reset=False)
             self._flush()
             self.callbacks.close(abort=True)
