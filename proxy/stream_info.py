@@ -92,3 +92,9 @@ class HttpStreamInfo:
     def duration(self) -> float:
         end = self.end_monotonic if self.end_monotonic is not None else time.monotonic()
         return end - self.start_monotonic
+
+    def end(self, downstream_reset: bool) -> None:
+        """The request is over; without an answer, a client that went away says why (DC)."""
+        self.end_monotonic = time.monotonic()
+        if downstream_reset and not self.status:
+            self.fail(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION, "client went away")

@@ -347,10 +347,7 @@ class ForwardedExchange:
         if self.done:
             return
         self.done = True
-        info = self.info
-        info.end_monotonic = time.monotonic()
-        if downstream_reset and not info.status:
-            info.fail(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION, "client went away")
+        self.info.end(downstream_reset)
         if self._cancel_timeout is not None:
             self._cancel_timeout()
             self._cancel_timeout = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -306,10 +305,7 @@ class ActiveStream:
         if self.done:
             return
         self.done = True
-        info = self.info
-        info.end_monotonic = time.monotonic()
-        if downstream_reset and not info.status:
-            info.fail(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION, "client went away")
+        self.info.end(downstream_reset)
         for timer in self._timers:
             timer.cancel()
         filters = self.filters
