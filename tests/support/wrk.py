@@ -25,7 +25,8 @@ class Wrk:
     """`wrk -c{connections} -d{seconds}s URL`, started at once; `report()` waits for it."""
 
     def __init__(self, url: str, connections: int = 50, seconds: float = 3.0) -> None:
-        argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url]
+        # (a long --timeout: on a busy machine a slow answer is not the error these tests seek)
+        argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", url]
         self._seconds = seconds
         self._process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
 

@@ -19,7 +19,6 @@ same way; the codecs are not involved unless the response needs re-framing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from filters.http.route import Route, VirtualHost
@@ -49,7 +48,6 @@ class ForwardedExchange:
     """One request forwarded to a cluster: the manager's stream and the pool's callbacks."""
 
     __slots__ = (
-        "_cancel_timeout",
         "_cluster",
         "_head",
         "_manager",
@@ -63,6 +61,7 @@ class ForwardedExchange:
         "_unsent",
         "_unsent_size",
         "_unsent_trailers",
+        "deadline",
         "done",
         "h2_paused",
         "h2_unacked",
@@ -105,7 +104,9 @@ class ForwardedExchange:
         self.h2_unacked = 0
         self._pending: PendingStream | None = None
         self._stream: UpstreamStream | None = None
-        self._cancel_timeout: Callable[[], None] | None = None
+        self.deadline = 0.0
+        """When the route timeout ends (monotonic; 0: not running). The manager keeps one
+        timer per connection for the earliest deadline, not one per request."""
         assert route.action is not None
         self._timeout = route.action.timeout
         self._stale_retries = 0
@@ -127,10 +128,8 @@ class ForwardedExchange:
                 vhost.request_headers.apply(request.headers)
             if route.request_headers.active:
                 route.request_headers.apply(request.headers)
-        if self.request_complete and self._timeout is not None:
-            self._cancel_timeout = self._manager.shared.timers.call_later(
-                self._timeout, self._on_timeout
-            ).cancel
+        if self.request_complete:
+            self._arm_timeout()
         self._connect()
 
     def _connect(self) -> None:
@@ -163,9 +162,10 @@ class ForwardedExchange:
             self._unsent_trailers = trailers
 
     def _arm_timeout(self) -> None:
-        if self._timeout is not None and self._cancel_timeout is None and not self.done:
-            timer = self._manager.shared.timers.call_later(self._timeout, self._on_timeout)
-            self._cancel_timeout = timer.cancel
+        timeout = self._timeout
+        if timeout is not None and not self.deadline and not self.done:
+            self.deadline = deadline = time.monotonic() + timeout
+            self._manager.watch_deadline(deadline)
 
     # -- UpstreamCallbacks ------------------------------------------------------------------
 
@@ -313,8 +313,8 @@ class ForwardedExchange:
 
     # -- endings -----------------------------------------------------------------------------
 
-    def _on_timeout(self) -> None:
-        self._cancel_timeout = None
+    def deadline_passed(self) -> None:
+        """The route timeout ran out (the manager checks the deadlines it watches)."""
         if self.done:
             return
         cluster = self._cluster
@@ -348,9 +348,6 @@ class ForwardedExchange:
             return
         self.done = True
         self.info.end(downstream_reset)
-        if self._cancel_timeout is not None:
-            self._cancel_timeout()
-            self._cancel_timeout = None
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from filters.network.http.config import HcmConfig
 from filters.network.http.forward import ForwardedExchange
 from filters.network.http.observe import HttpStats, format_access_log
 from filters.network.http.prepare import prepare_forwarded, prepare_request
-from filters.network.http.stream import ActiveStream
+from filters.network.http.stream import PRECISE_BELOW, ActiveStream
 from protocols.http.errors import HttpError
 from protocols.http.events import (
     ConnectionTerminated,
@@ -36,7 +37,7 @@ from protocols.http.h1_parse import HTTP11
 from protocols.http.h2 import H2Codec, H2Settings
 from protocols.http.headers import Headers
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
-from proxy.timers import TimerWheel
+from proxy.timers import Deadline, TimerWheel
 from proxy.upstream.cluster import ClusterManager
 
 log = logging.getLogger("mecha.http")
@@ -76,7 +77,8 @@ class HcmShared:
 
 
 class HttpConnectionManager(NetworkFilter):
-    __slots__ = ("_body_left", "_closing", "_drain_timer", "_draining", "_flush_handle",
+    __slots__ = ("_body_left", "_closing", "_deadline_at", "_deadline_timer", "_drain_timer",
+                 "_draining", "_flush_handle",
                  "_forwarded", "_h1", "_h2", "_held", "_held_paused", "_loop", "_out",
                  "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
                  "streams")  # fmt: skip
@@ -102,6 +104,8 @@ class HttpConnectionManager(NetworkFilter):
         self._held = b""
         """Bytes after a forwarded request (pipelined), read once its exchange ends."""
         self._held_paused = False
+        self._deadline_timer: Deadline | asyncio.TimerHandle | None = None
+        self._deadline_at = 0.0
         self._loop = asyncio.get_running_loop()
         """Cached: get_running_loop() costs a getpid() system call each time."""
 
@@ -286,6 +290,37 @@ class HttpConnectionManager(NetworkFilter):
         if held:
             self._h1_data(held)
 
+    # -- route timeouts of forwarded exchanges ---------------------------------------------------
+
+    def watch_deadline(self, at: float) -> None:
+        """A forwarded exchange's route timeout ends at `at` (monotonic). One timer per
+        connection, for the earliest deadline: back-to-back requests on a kept-alive
+        connection arm it once per timeout period, not once per request."""
+        timer = self._deadline_timer
+        if timer is not None:
+            if self._deadline_at <= at:
+                return
+            timer.cancel()
+        self._deadline_at = at
+        delay = max(0.0, at - time.monotonic())
+        if delay < PRECISE_BELOW:
+            self._deadline_timer = self._loop.call_later(delay, self._deadlines_due)
+        else:
+            self._deadline_timer = self.shared.timers.call_later(delay, self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        self._deadline_timer = None
+        now = time.monotonic()
+        upcoming = 0.0
+        for stream in list(self.streams.values()):
+            if isinstance(stream, ForwardedExchange) and stream.deadline and not stream.done:
+                if stream.deadline <= now:
+                    stream.deadline_passed()
+                elif not upcoming or stream.deadline < upcoming:
+                    upcoming = stream.deadline
+        if upcoming:
+            self.watch_deadline(upcoming)
+
     def on_above_write_buffer_high_watermark(self) -> None:
         for stream in list(self.streams.values()):
             stream.on_above_write_buffer_high_watermark()
@@ -298,6 +333,9 @@ class HttpConnectionManager(NetworkFilter):
         """The client connection is gone: every open stream is reset from downstream."""
         self._closing = True
         self._cancel_drain_timer()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         for stream in list(self.streams.values()):
             stream.finish(downstream_reset=True)
 
