@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import subprocess
+import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.http_backend import Backend, http_backend
-from tests.support.mecha import Mecha, http_config, run_mecha
+from tests.support.mecha import HTTP1_PATHS, Mecha, http1_paths_config, http_config, run_mecha
 from tests.support.net import free_port, is_closed_by_peer, recv_all
 
 pytestmark = pytest.mark.integration
@@ -396,3 +397,31 @@ def test_excess_bytes_after_a_response_do_not_cost_the_response(
         assert request(mecha, "GET", "/twice")[::2] == (200, b"he")
         assert requests == [b"POST /once HTTP/1.1", b"GET /twice HTTP/1.1"]
         assert "Traceback" not in mecha.logs()
+
+
+@pytest.mark.parametrize("path", HTTP1_PATHS)
+def test_the_route_timeout_on_a_kept_alive_connection(
+    tmp_path: Path, backend: Backend, path: str
+) -> None:
+    """Quick requests, then a slow one, on one connection: the slow one still gets its 504
+    at its own deadline (the forwarding path keeps one timer per connection)."""
+    config = http1_paths_config(backend.port)
+    for listener in config["listeners"]:
+        vhost = listener["filters"][0]["config"]["route_config"]["virtual_hosts"][0]
+        vhost["routes"][0]["route"]["timeout"] = "300ms"
+    with run_mecha(tmp_path, config) as mecha:
+        connection = http.client.HTTPConnection("127.0.0.1", mecha.port(path), timeout=10)
+        for _ in range(5):
+            connection.request("GET", "/echo")
+            response = connection.getresponse()
+            assert response.status == 200 and response.read()
+        started = time.monotonic()
+        connection.request("GET", "/delay/3000")
+        response = connection.getresponse()
+        elapsed = time.monotonic() - started
+        assert response.status == 504 and b"upstream request timeout" in response.read()
+        assert 0.25 < elapsed < 1.5, elapsed
+        connection.request("GET", "/echo")  # the connection goes on after a 504
+        assert connection.getresponse().status == 200
+        connection.close()
+        assert sum(" UT " in line for line in mecha.wait_access_log(7)) == 1
