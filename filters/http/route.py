@@ -141,9 +141,12 @@ class RouteAction:
     _cumulative: tuple[int, ...] = field(default=(), compare=False)
     rewrites: bool = field(default=False, init=False, compare=False)
     """Any of the rewrites is set: a plain attribute, read on every request."""
+    cluster: str | None = field(default=None, init=False, compare=False)
+    """The one cluster, when there is one (no weighted pick to make)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_cumulative", tuple(itertools.accumulate(self.weights)))
+        object.__setattr__(self, "cluster", self.clusters[0] if len(self.clusters) == 1 else None)
         rewrites = (self.prefix_rewrite, self.regex_rewrite, self.host_rewrite)
         object.__setattr__(self, "rewrites", rewrites != (None, None, None))
 

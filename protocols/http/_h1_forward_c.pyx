@@ -15,7 +15,7 @@ from protocols.http.h1_forward import (
     ResponseHead,
     keep_alive_of,
 )
-from protocols.http.h1_parse import MAX_LENGTH_DIGITS, MAX_LINE, good_host
+from protocols.http.h1_parse import _GOOD_HOSTS, MAX_LENGTH_DIGITS, MAX_LINE, good_host
 
 cdef unsigned char TCHAR[256]
 cdef unsigned char VCHAR[256]  # a field value's bytes: HTAB, SP..~, obs-text
@@ -33,6 +33,8 @@ cdef Py_ssize_t _REQUEST_FIRST_READ = len(REQUEST_DECLINED)
 cdef tuple _RESPONSE_NAMES = (b"content-length",) + tuple(sorted(RESPONSE_DECLINED)) + tuple(
     sorted(RESPONSE_CUT))
 cdef Py_ssize_t _RESPONSE_FIRST_CUT = 1 + len(RESPONSE_DECLINED)
+cdef tuple _KEEP_ALIVE_VALUES = (b"keep-alive",)
+cdef tuple _CLOSE_VALUES = (b"close",)
 
 
 cdef inline Py_ssize_t _name_index(const unsigned char* p, Py_ssize_t start, Py_ssize_t n,
@@ -88,6 +90,16 @@ cdef inline Py_ssize_t _crlf_after(const unsigned char* p, Py_ssize_t j):
     return j
 
 
+cdef inline object _keep_alive(const unsigned char* p, Py_ssize_t start, Py_ssize_t stop):
+    """keep_alive_of the Connection value p[start:stop], the two usual values in place."""
+    cdef Py_ssize_t n = stop - start
+    if _name_index(p, start, n, _KEEP_ALIVE_VALUES) == 0:
+        return True
+    if _name_index(p, start, n, _CLOSE_VALUES) == 0:
+        return False
+    return keep_alive_of(p[start:stop].lower())
+
+
 cdef inline bint _is_digits(bytes value):
     cdef Py_ssize_t n = len(value)
     cdef const unsigned char* p = value
@@ -141,7 +153,7 @@ def read_request(bytes buf, Py_ssize_t end, limits):
     if i != stop or count > limits.max_headers:
         return None
     host = fields.get(b"host")
-    if host is None or not good_host(host):
+    if host is None or (host not in _GOOD_HOSTS and not good_host(host)):
         return None
     length = 0
     cl = fields.get(b"content-length")
@@ -154,7 +166,7 @@ def read_request(bytes buf, Py_ssize_t end, limits):
     keep_alive = True
     connection = fields.get(b"connection")
     if connection is not None:
-        keep_alive = keep_alive_of(connection.lower())
+        keep_alive = _keep_alive(connection, 0, len(connection))
         if keep_alive is None:
             return None
     return RequestHead(method, target, buf[:line_end], buf[line_end:stop], fields, length,
@@ -204,7 +216,7 @@ def read_response(bytes buf, Py_ssize_t end, limits, bytes method):
                 cuts = []
             cuts.append((i, j))
             if _RESPONSE_NAMES[index] == b"connection":
-                keep = keep_alive_of(buf[value:value_end].lower())
+                keep = _keep_alive(p, value, value_end)
                 if keep is None:
                     return None
                 keep_alive = keep_alive and keep

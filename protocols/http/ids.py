@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from binascii import hexlify
-from random import randbytes
+from random import getrandbits
 
 
 def _new_ids() -> tuple[bytes, bytes]:
     """A UUID4-shaped request id and a W3C traceparent, from one random draw."""
-    digits = hexlify(randbytes(24))
+    digits = hexlify(getrandbits(192).to_bytes(24, "little"))  # (= random.randbytes(24))
     request_id = b"-".join((digits[:8], digits[8:12], b"4" + digits[13:16],
                             b"a" + digits[17:20], digits[20:32]))  # fmt: skip
     return request_id, b"-".join((b"00", digits[:32], digits[32:], b"01"))

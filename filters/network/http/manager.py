@@ -199,8 +199,9 @@ class HttpConnectionManager(NetworkFilter):
         vhost, route = found
         if not (route.forwards_only and route.as_bytes and vhost.as_bytes):
             return False
-        assert route.action is not None
-        cluster = shared.clusters.clusters[route.action.pick_cluster()]
+        action = route.action
+        assert action is not None
+        cluster = shared.clusters.clusters[action.cluster or action.pick_cluster()]
         if cluster.config.protocol != "http1":
             return False  # (a request forwarded as bytes needs an HTTP/1.1 upstream)
         content_type = head.fields.get(b"content-type")
