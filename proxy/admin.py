@@ -27,6 +27,7 @@ from proxy.listener import bind_socket
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 if TYPE_CHECKING:
+    from proxy.config.model import Config
     from proxy.server import Server
     from proxy.upstream.cluster import Cluster
 
@@ -269,6 +270,18 @@ class _AdminProtocol(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def admin_servers(
+    config: Config, views: Routes, ready: View
+) -> tuple[AdminServer | None, AdminServer | None]:
+    """The admin endpoint and the read-only health listener a config asks for."""
+    admin = config.admin
+    health = config.health
+    return (
+        AdminServer(admin.address, views, admin.allow_mutations_from) if admin else None,
+        AdminServer(health.address, HealthViews(ready), name="health listener") if health else None,
+    )
 
 
 class AdminServer:

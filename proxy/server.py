@@ -19,7 +19,7 @@ from filters.network import registry
 from filters.network.api import FilterFactory
 from proxy import heap
 from proxy.accesslog import AccessLogs
-from proxy.admin import AdminServer, AdminViews, HealthViews
+from proxy.admin import AdminViews, admin_servers
 from proxy.config.model import Config, FilterChainConfig, FilterConfig, ListenerConfig
 from proxy.filter_chain import ChainGeneration, FilterChain
 from proxy.listener import Listener
@@ -52,16 +52,7 @@ class Server:
         self.singletons: dict[str, object] = {}
         self.listeners = [self._listener(lc) for lc in config.listeners]
         views = AdminViews(self)
-        self.admin = (
-            AdminServer(config.admin.address, views, config.admin.allow_mutations_from)
-            if config.admin
-            else None
-        )
-        self.health = (
-            AdminServer(config.health.address, HealthViews(views.ready), name="health listener")
-            if config.health
-            else None
-        )
+        self.admin, self.health = admin_servers(config, views, views.ready)
         self.metrics.add(ServerCollector(lambda: self.listeners, lambda: self.cluster_manager))
         self.reloader = Reloader(self, config_path(source))
         self.metrics.add(ReloadCollector(self.reloader))

@@ -38,7 +38,7 @@ from urllib.parse import urlencode
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.admin import AdminServer, AdminViews, HealthViews, Response, View
+from proxy.admin import AdminServer, AdminViews, Response, View, admin_servers
 from proxy.config.model import Config, ListenerConfig
 from proxy.config.parse import load_config
 from proxy.config.units import Address
@@ -192,16 +192,7 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.failed = False
         views = SupervisorViews(self)
-        self.admin = (
-            AdminServer(config.admin.address, views, config.admin.allow_mutations_from)
-            if config.admin
-            else None
-        )
-        self.health = (
-            AdminServer(config.health.address, HealthViews(views.ready), name="health listener")
-            if config.health
-            else None
-        )
+        self.admin, self.health = admin_servers(config, views, views.ready)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
