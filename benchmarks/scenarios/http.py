@@ -94,6 +94,22 @@ def per_request_us(cpu: float, served: float) -> float:
     return cpu / served * 1e6 if served else float("nan")
 
 
+def wrk_verdict(table: Table) -> str:
+    """The targets against nginx (one worker each): CPU per request <= 1.5x, requests/s
+    >= 0.8x, p99 <= 2x."""
+
+    def ratio(row: str) -> float:
+        return table.median(row, "mecha") / table.median(row, "nginx")
+
+    checks = [
+        ("CPU per request <= 1.5x nginx", ratio(CPU_ROW), ratio(CPU_ROW) <= 1.5),
+        ("requests/s >= 0.8x", ratio("requests/s"), ratio("requests/s") >= 0.8),
+        ("p99 <= 2x", ratio("latency p99 (ms)"), ratio("latency p99 (ms)") <= 2.0),
+    ]
+    parts = [f"{name}: {value:.2f}x, {'met' if ok else 'MISSED'}" for name, value, ok in checks]
+    return "Targets against nginx, one worker each: " + "; ".join(parts) + "."
+
+
 def rotated(systems: list[str], round_: int) -> list[str]:
     shift = round_ % len(systems)
     return systems[shift:] + systems[:shift]
@@ -178,7 +194,7 @@ def run(args: argparse.Namespace) -> str:
         "user + system CPU time over the run (nginx: master and worker; direct: the backend) "
         "divided by its good responses; the shared cores skew it least.",
         error_note(wrk_errors),
-        "Target: mecha >= 1.0x nginx on the wrk scenario, one worker each.",
+        wrk_verdict(wrk_table),
     ]
     workers_table.notes += [
         f"{common} The same backend and configs with two workers: mecha's supervisor and two "

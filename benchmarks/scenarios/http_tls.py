@@ -257,7 +257,7 @@ def add_notes(figures: Figures, rounds: int) -> None:
         "cores the proxy got.",
         tls_cost_note(figures.wrk, figures.plain_cpu),
         error_note(figures.wrk_errors),
-        "Target: mecha >= 0.8x nginx, one worker each.",
+        "Target: mecha >= 0.7x nginx (requests/s), one worker each.",
     ]
     figures.h2.notes += [
         f"{common} The same proxies and certificate; h2load negotiates h2 by ALPN, the "
