@@ -8,6 +8,12 @@ hang (operations carry their own timeouts). `ping()` backs /v1.0/healthz/outboun
 Features are declared so the API can refuse what a backend cannot do (TTL, transactions,
 ETags, query) instead of silently ignoring it.
 
+A component class may set `runs_inline = True` when none of its operations needs a running
+task before it first waits (no `asyncio.timeout()`, no `asyncio.current_task()` there): the
+HTTP API then starts its calls outside a task and answers at once those that do not wait
+(filters/http/runtime_api/inline.py). The in-memory components do; a backend with I/O and
+deadlines does not, and loses nothing but that shortcut.
+
 The in-memory implementation of each block is the reference: one conformance suite per
 block (tests/conformance/) runs against every backend.
 """

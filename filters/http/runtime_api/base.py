@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -77,8 +77,20 @@ class ApiRequest:
 class Answer:
     status: int
     body: bytes = b""
-    headers: Headers = field(default_factory=Headers)
+    headers: Iterable[tuple[bytes, bytes]] = ()
     content_type: bytes = b"application/json"
+    """Sent with a body, unless `headers` has a Content-Type."""
+
+    def head(self) -> Headers:
+        """The response's fields: `headers`, then Content-Type and Content-Length when there
+        is a body (none for a 204, which must not have them)."""
+        headers = Headers(self.headers)
+        body = self.body
+        if body:
+            if b"content-type" not in headers:
+                headers.add(b"content-type", self.content_type)
+            headers.add(b"content-length", b"%d" % len(body))
+        return headers
 
 
 def json_answer(value: Any, status: int = 200) -> Answer:

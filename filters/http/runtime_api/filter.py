@@ -1,7 +1,9 @@
 """`runtime_api`: Dapr's HTTP API as an HTTP stream filter.
 
-In an `http` connection manager, the filter answers `/v1.0*` paths itself (one task per
-request, the body buffered up to `runtime.max_request_body`), hands invocations
+In an `http` connection manager, the filter answers `/v1.0*` paths itself (the body buffered
+up to `runtime.max_request_body`; a handler whose component can start without a task runs
+inline and answers in the same loop turn, see inline.py; the others get one task per
+request), hands invocations
 (`/v1.0/invoke/...` or a `dapr-app-id` header) to the router with a route of their own
 (to this app when it speaks gRPC: buffered and answered here, through its OnInvoke), and
 lets every other request through to the listener's routes. The network filter of the same
@@ -17,6 +19,7 @@ import asyncio
 import hmac
 import logging
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from filters.http.api import (
@@ -31,6 +34,7 @@ from filters.http.api import (
 from filters.http.registry import HttpFilterSpec
 from filters.http.runtime_api import paths
 from filters.http.runtime_api.base import Answer, ApiError, ApiRequest, split_target
+from filters.http.runtime_api.inline import run_inline
 from filters.http.runtime_api.invoke import (
     INVOKE_PREFIX,
     Invoker,
@@ -38,7 +42,7 @@ from filters.http.runtime_api.invoke import (
     invoke_grpc_app,
     split_invoke_path,
 )
-from protocols.http.events import RequestHeaders
+from protocols.http.events import RequestHeaders, ResponseHeaders
 from protocols.http.headers import Headers
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
@@ -105,7 +109,8 @@ class Resolved:
 
 
 class RuntimeApiFilter(StreamFilter):
-    __slots__ = ("_args", "_body", "_handler", "_request", "_size", "_task", "callbacks", "shared")
+    __slots__ = ("_args", "_body", "_handler", "_inline", "_request", "_size", "_task",
+                 "callbacks", "shared")  # fmt: skip
 
     def __init__(self, shared: ApiShared, callbacks: StreamCallbacks) -> None:
         self.shared = shared
@@ -113,6 +118,7 @@ class RuntimeApiFilter(StreamFilter):
         self._request: ApiRequest | None = None
         self._handler: paths.Handler | None = None
         self._args: list[str] = []
+        self._inline = False
         self._body: list[bytes] = []
         self._size = 0
         self._task: asyncio.Task[None] | None = None
@@ -144,9 +150,18 @@ class RuntimeApiFilter(StreamFilter):
             return STOP
         self._request = ApiRequest(resolved.method, resolved.parts, resolved.query, request.headers)
         self._handler, self._args = found.handler, found.args
+        self._inline = self._runs_inline(found)
         if end_stream:
             self._start()
         return STOP
+
+    def _runs_inline(self, found: paths.Found) -> bool:
+        """Whether the handler may start outside a task: what it waits on needs none. (A
+        name that is no component is answered at once, with Dapr's error.)"""
+        if found.waits is not paths.COMPONENT:
+            return found.waits is paths.NOTHING
+        loaded = self.shared.runtime.components.get(found.args[0])
+        return loaded is None or getattr(loaded.instance, "runs_inline", False) is True
 
     def _authorized(self, request: RequestHeaders) -> bool:
         given = request.headers.get(TOKEN_HEADER)
@@ -189,14 +204,18 @@ class RuntimeApiFilter(StreamFilter):
     def _start(self) -> None:
         request = self._request
         assert request is not None and self._handler is not None
-        request.body = b"".join(self._body)
-        self._body = []
-        self._task = asyncio.get_running_loop().create_task(self._serve(request))
+        if self._body:
+            request.body = b"".join(self._body)
+            self._body = []
+        serving = self._serve(request, self._handler(self.shared.runtime, request, *self._args))
+        if self._inline:
+            self._task = run_inline(serving)
+        else:
+            self._task = asyncio.get_running_loop().create_task(serving)
 
-    async def _serve(self, request: ApiRequest) -> None:
-        assert self._handler is not None
+    async def _serve(self, request: ApiRequest, handling: Awaitable[Answer]) -> None:
         try:
-            answer = await self._handler(self.shared.runtime, request, *self._args)
+            answer = await handling
         except ApiError as error:
             answer = error.answer()
         except Exception:
@@ -205,10 +224,19 @@ class RuntimeApiFilter(StreamFilter):
         self._reply(answer)
 
     def _reply(self, answer: Answer) -> None:
-        headers = answer.headers
-        if answer.body:
-            headers.setdefault(b"content-type", answer.content_type)
-        self.callbacks.send_local_reply(answer.status, answer.body, headers=headers)
+        callbacks = self.callbacks
+        if callbacks.info.grpc:  # (a gRPC client hears the status as grpc-status)
+            headers = Headers(answer.headers)
+            if answer.body:
+                headers.setdefault(b"content-type", answer.content_type)
+            callbacks.send_local_reply(answer.status, answer.body, headers=headers)
+            return
+        body = answer.body
+        head = ResponseHeaders(answer.status, answer.head(), end_stream=not body,
+                               content_length=len(body))  # fmt: skip
+        callbacks.encode_headers(head, not body)
+        if body:
+            callbacks.encode_data(body, True)
 
     # -- invocation --------------------------------------------------------------------------
 

@@ -4,11 +4,17 @@ A pattern is a tuple of segments: a literal, `{}` (one segment, passed to the ha
 `{*}` (the rest of the path, `/`-joined: state keys and topics may contain slashes).
 Patterns are indexed by their first two segments (`v1.0`, `state`), so a lookup tries a
 handful of patterns, the literal ones first.
+
+A path also says what its handler waits on (`waits`), so the filter knows when it may run
+the handler inline, without a task (inline.py): on NOTHING, always; on the COMPONENT its
+first `{}` names, when that component says it `runs_inline`; on OTHER things (deliveries,
+every component's ping), never.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import enum
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +30,20 @@ from filters.http.runtime_api import (
 )
 from filters.http.runtime_api.base import Answer
 
-Handler = Callable[..., Awaitable[Answer]]
+Handler = Callable[..., Coroutine[Any, Any, Answer]]
 WRITE = ("POST", "PUT")
+
+
+class Waits(enum.Enum):
+    """What a handler may wait on."""
+
+    NOTHING = "nothing"
+    COMPONENT = "component"
+    """Only the component its first `{}` names."""
+    OTHER = "other"
+
+
+NOTHING, COMPONENT, OTHER = Waits.NOTHING, Waits.COMPONENT, Waits.OTHER
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +51,7 @@ class ApiPath:
     methods: tuple[str, ...]
     pattern: tuple[str, ...]
     handler: Handler
+    waits: Waits = COMPONENT
 
     def match(self, parts: list[str]) -> list[str] | None:
         """The handler's arguments when `parts` fit the pattern (methods aside)."""
@@ -54,10 +73,11 @@ class ApiPath:
         return args
 
 
-def _path(methods: str | tuple[str, ...], path: str, handler: Handler) -> ApiPath:
-    return ApiPath(
-        (methods,) if isinstance(methods, str) else methods, tuple(path.split("/")), handler
-    )
+def _path(
+    methods: str | tuple[str, ...], path: str, handler: Handler, waits: Waits = COMPONENT
+) -> ApiPath:
+    methods = (methods,) if isinstance(methods, str) else methods
+    return ApiPath(methods, tuple(path.split("/")), handler, waits)
 
 
 PATHS = [
@@ -78,9 +98,17 @@ PATHS = [
         for version in ("v1.0", "v1.0-alpha1")
         for path in (
             _path("GET", f"{version}/configuration/{{}}", configuration.get),
-            _path("GET", f"{version}/configuration/{{}}/subscribe", configuration.subscribe),
             _path(
-                "GET", f"{version}/configuration/{{}}/{{}}/unsubscribe", configuration.unsubscribe
+                "GET",
+                f"{version}/configuration/{{}}/subscribe",
+                configuration.subscribe,
+                OTHER,
+            ),
+            _path(
+                "GET",
+                f"{version}/configuration/{{}}/{{}}/unsubscribe",
+                configuration.unsubscribe,
+                OTHER,
             ),
         )
     ),
@@ -88,11 +116,11 @@ PATHS = [
     _path(WRITE, "v1.0-alpha1/lock/{}/renew", lock.renew),
     _path(WRITE, "v1.0-alpha1/unlock/{}", lock.unlock),
     _path(WRITE, "v1.0-alpha1/sequencer/{}", sequencer.next_id),
-    _path("GET", "v1.0/metadata", meta.metadata),
-    _path("PUT", "v1.0/metadata/{}", meta.set_metadata),
-    _path("GET", "v1.0/healthz", meta.healthz),
-    _path("GET", "v1.0/healthz/outbound", meta.healthz_outbound),
-    _path("POST", "v1.0/shutdown", meta.shutdown),
+    _path("GET", "v1.0/metadata", meta.metadata, NOTHING),
+    _path("PUT", "v1.0/metadata/{}", meta.set_metadata, NOTHING),
+    _path("GET", "v1.0/healthz", meta.healthz, NOTHING),
+    _path("GET", "v1.0/healthz/outbound", meta.healthz_outbound, OTHER),
+    _path("POST", "v1.0/shutdown", meta.shutdown, NOTHING),
 ]
 
 UNAUTHENTICATED = frozenset({meta.healthz, meta.healthz_outbound})
@@ -117,6 +145,7 @@ class Found:
     handler: Handler | None
     """None: the path exists but not for this method (405)."""
     args: list[Any]
+    waits: Waits = OTHER
 
 
 def find(method: str, parts: list[str]) -> Found | None:
@@ -128,6 +157,6 @@ def find(method: str, parts: list[str]) -> Found | None:
         if args is None:
             continue
         if method in path.methods:
-            return Found(path.handler, args)
+            return Found(path.handler, args, path.waits)
         other_method = True
     return Found(None, []) if other_method else None

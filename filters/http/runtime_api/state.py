@@ -25,7 +25,6 @@ from filters.http.runtime_api.base import (
     string_map,
 )
 from protocols import strict_json
-from protocols.http.headers import Headers
 from runtime.components.api import (
     Concurrency,
     DeleteRequest,
@@ -212,11 +211,9 @@ async def get(runtime: Runtime, request: ApiRequest, name: str, key: str) -> Ans
     item = await get_item(store, name, key, state_key(runtime, name, key), request.metadata())
     if item.value is None:
         return NO_CONTENT
-    headers = Headers()
-    if item.etag is not None:
-        headers.add(b"etag", item.etag.encode())
-    for meta_key, meta_value in item.metadata.items():
-        headers.add(b"metadata." + meta_key.encode(), meta_value.encode())
+    headers = [] if item.etag is None else [(b"etag", item.etag.encode())]
+    if item.metadata:
+        headers += [(b"metadata." + k.encode(), v.encode()) for k, v in item.metadata.items()]
     return Answer(200, item.value, headers)
 
 

@@ -71,6 +71,8 @@ class _Watch:
 
 
 class InMemoryConfigurationStore:
+    runs_inline = True
+
     def __init__(self) -> None:
         self._items: dict[str, ConfigurationItem] = {}
         self._watches: set[_Watch] = set()

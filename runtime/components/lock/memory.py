@@ -34,6 +34,8 @@ class _Lock:
 
 
 class InMemoryLockStore:
+    runs_inline = True
+
     def __init__(self) -> None:
         self._locks: dict[str, _Lock] = {}
         self._tokens = 0

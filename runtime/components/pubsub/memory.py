@@ -225,6 +225,7 @@ class _Topic:
 
 class InMemoryPubSub:
     features = PubSubFeature.AT_LEAST_ONCE
+    runs_inline = True
 
     def __init__(self) -> None:
         self._settings = _Settings()

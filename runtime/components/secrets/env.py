@@ -21,6 +21,8 @@ FORBIDDEN_NAMES = frozenset({"APP_API_TOKEN"})
 
 
 class EnvSecretStore:
+    runs_inline = True
+
     def __init__(self) -> None:
         self._prefix = ""
 

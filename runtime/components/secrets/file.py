@@ -32,6 +32,8 @@ DEFAULT_SEPARATOR = ":"
 
 
 class FileSecretStore:
+    runs_inline = True
+
     def __init__(self) -> None:
         self._secrets: dict[str, dict[str, str]] = {}
 

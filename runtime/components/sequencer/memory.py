@@ -9,6 +9,8 @@ from runtime.components.errors import ComponentError
 
 
 class InMemorySequencer:
+    runs_inline = True
+
     def __init__(self) -> None:
         self._last: dict[str, int] = {}
         self._open = False
