@@ -15,7 +15,9 @@ Connection metadata (Dapr's names; every Redis component accepts them):
 | `enableTLS`, `failover` | only `false`: TLS and Sentinel are refused with BadMetadata (not yet) |
 
 redis-py reconnects by itself after a Redis restart; on top of that every operation runs
-under a deadline of 2 x `timeout`, so an outage is an error quickly, never a hang.
+under a deadline of 2 x `timeout`, so an outage is an error quickly, never a hang. (The state
+store on a standalone server uses its own pipelined connection, redis_pipe.py, with the same
+deadline and retries.)
 """
 
 from __future__ import annotations

@@ -21,6 +21,13 @@ returned by get when the item expires.
 Metadata: the connection keys of runtime/components/redis_common.py, and `ttlInSeconds`
 (default TTL of every write; -1 or absent: forever).
 
+Connection: on a standalone server every call goes through one pipelined connection
+(runtime/components/redis_pipe.py: commands in order, replies read by hiredis, a deadline per
+connection instead of per call), which needs no task, so the store `runs_inline`; reads are
+tried again after a lost connection, writes only when the server had closed the connection
+while it was quiet. A Redis Cluster is reached through redis-py's cluster client, each call
+under `guarded`.
+
 Redis Cluster (`redisType: cluster`): single-key operations and bulk operations go to each
 key's node. A transaction is one script, so all its keys must hash to one slot: give them a
 common hash tag, e.g. `order{42}-head` and `order{42}-lines`; otherwise transact() raises
@@ -48,8 +55,10 @@ from runtime.components.redis_common import (
     RedisBacked,
     Script,
     guarded,
+    parse_settings,
     same_slot,
 )
+from runtime.components.redis_pipe import RedisPipe, ReplyError, retryable
 
 # KEYS[i] is the item of operation i; ARGV holds five values per operation:
 # kind ("set" | "del"), etag ("" = none), first-write ("1" | "0"), value, ttl in ms ("" = none).
@@ -120,17 +129,46 @@ class RedisStateStore(RedisBacked):
     def __init__(self) -> None:
         super().__init__()
         self._default_ttl: float | None = None
+        self._pipe: RedisPipe | None = None
+        """A standalone server's connection (runtime/components/redis_pipe.py); a cluster's
+        calls go through redis-py's cluster client instead."""
+        self.runs_inline = False
+        """True on a standalone server: the pipe needs no task (components/api.py)."""
 
     async def init(self, metadata: Metadata) -> None:
         try:
             self._default_ttl = _ttl_value(metadata.get("ttlInSeconds"))
         except ComponentError as error:
             raise BadMetadata("ttlInSeconds", error.message) from None
-        await super().init(metadata)
+        settings = parse_settings(metadata)
+        if settings.cluster:
+            await super().init(metadata)
+            return
+        self._settings = settings
+        self._pipe = RedisPipe(settings)
+        self.runs_inline = True
+        await self.ping()
+
+    async def ping(self) -> None:
+        if self._pipe is None:
+            await super().ping()
+            return
+        reply = await self._pipe.call("PING", what="ping", idempotent=True)
+        if isinstance(reply, ReplyError):
+            raise ComponentError(f"redis: ping: {reply}")
+
+    async def close(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            await pipe.close()
+        await super().close()
 
     # -- reads --------------------------------------------------------------------------------
 
     async def get(self, key: str, metadata: Metadata) -> StateItem:
+        pipe = self._pipe
+        if pipe is not None:
+            return _item(key, await pipe.script(_READ, (key,), (), f"get {key!r}", True))
         async with guarded(f"get {key!r}", self._settings.deadline):
             reply = await _READ(self._connected(), [key], [])
         return _item(key, reply)
@@ -138,11 +176,19 @@ class RedisStateStore(RedisBacked):
     async def bulk_get(self, keys: Sequence[str], metadata: Metadata) -> list[StateItem]:
         if not keys:
             return []
-        async with guarded(f"bulk get of {len(keys)} keys", self._settings.deadline):
-            pipe = self._connected().pipeline(transaction=False)
-            for key in keys:
-                pipe.eval(_READ.source, 1, key)
-            replies = await pipe.execute()
+        what = f"bulk get of {len(keys)} keys"
+        if self._pipe is not None:
+            commands = [("EVAL", _READ.source, 1, key) for key in keys]
+            replies = await self._pipe.calls(commands, what, idempotent=True)
+            for reply in replies:
+                if isinstance(reply, ReplyError):
+                    raise ComponentError(f"redis: {what}: {reply}", retryable=retryable(reply))
+        else:
+            async with guarded(what, self._settings.deadline):
+                pipe = self._connected().pipeline(transaction=False)
+                for key in keys:
+                    pipe.eval(_READ.source, 1, key)
+                replies = await pipe.execute()
         return [_item(key, reply) for key, reply in zip(keys, replies, strict=True)]
 
     # -- writes --------------------------------------------------------------------------------
@@ -174,8 +220,11 @@ class RedisStateStore(RedisBacked):
 
     async def _write(self, operations: list[StateOperation], what: str) -> None:
         keys, args = self._encode(operations)
-        async with guarded(what, self._settings.deadline):
-            reply = await _WRITE(self._connected(), keys, args)
+        if self._pipe is not None:
+            reply = await self._pipe.script(_WRITE, keys, args, what)
+        else:
+            async with guarded(what, self._settings.deadline):
+                reply = await _WRITE(self._connected(), keys, args)
         _check(reply, keys)
 
     async def _bulk(self, requests: Sequence[StateOperation], what: str) -> None:
@@ -188,11 +237,7 @@ class RedisStateStore(RedisBacked):
             except ComponentError as error:
                 errors[index] = error
         if encoded:
-            async with guarded(what, self._settings.deadline):
-                pipe = self._connected().pipeline(transaction=False)
-                for keys, args in encoded.values():
-                    pipe.eval(_WRITE.source, 1, *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self._bulk_writes(list(encoded.values()), what)
             for (index, (keys, _)), reply in zip(encoded.items(), replies, strict=True):
                 try:
                     _check(reply, keys)
@@ -200,6 +245,19 @@ class RedisStateStore(RedisBacked):
                     errors[index] = error
         if errors:
             raise errors[min(errors)]
+
+    async def _bulk_writes(self, encoded: list[tuple[list[str], list[Any]]], what: str
+                           ) -> list[Any]:  # fmt: skip
+        """The write script's reply (or error) for each (keys, args), in one pipeline."""
+        if self._pipe is not None:
+            commands = [("EVAL", _WRITE.source, 1, *keys, *args) for keys, args in encoded]
+            return await self._pipe.calls(commands, what)
+        async with guarded(what, self._settings.deadline):
+            pipe = self._connected().pipeline(transaction=False)
+            for keys, args in encoded:
+                pipe.eval(_WRITE.source, 1, *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     def _encode(self, operations: Sequence[StateOperation]) -> tuple[list[str], list[Any]]:
         keys: list[str] = []
