@@ -111,6 +111,22 @@ def test_pipelined_requests_are_answered_in_order(mecha: Mecha, store: str) -> N
     assert "content-length" not in answers[0][1]  # (a 204 has none)
 
 
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [("/v1.0/state/memstore/deep", 204), ("/v1.0/no-such-api", 404)],
+    ids=["answered at once", "refused at once"],
+)
+def test_a_long_pipeline_of_answers_made_at_once(mecha: Mecha, target: str, status: int) -> None:
+    """Each answer made in the request's own call ends its exchange, and the connection
+    manager starts the next pipelined one from there: 3,000 in one write must not nest 3,000
+    deep (a RecursionError, the connection reset)."""
+    count = 3000
+    with connect(mecha) as sock:
+        sock.sendall(request("GET", target) * count + request("GET", target, close=True))
+        answers = read_answers(sock, count + 1)
+    assert {answer[0] for answer in answers} == {status}
+
+
 def test_a_body_in_pieces_is_answered_when_it_is_complete(mecha: Mecha) -> None:
     whole = request("POST", "/v1.0/state/memstore", [{"key": "slow", "value": [1, 2, 3]}])
     with connect(mecha) as sock:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from filters.http.runtime_api.base import Answer
-from filters.http.runtime_api.filter import ApiShared, RuntimeApiFilter
+from filters.http.runtime_api.filter import NESTED_REPLIES, ApiShared, RuntimeApiFilter
 from filters.http.runtime_api.inline import Resumed, run_inline
 from proxy.upstream.cluster import ClusterManager
 from runtime.components.api import Metadata, StateFeature, StateItem
@@ -377,3 +377,17 @@ def test_an_answers_head_keeps_its_own_content_type_and_a_204_has_no_length() ->
         (b"content-length", b"2"),
     ]
     assert list(Answer(204).head()) == []
+
+
+@pytest.mark.parametrize("gone", [False, True], ids=["answered a turn later", "client gone"])
+async def test_answers_nested_too_deep_wait_a_loop_turn(api: Api, gone: bool) -> None:
+    api.shared.replying = NESTED_REPLIES  # (as deep inside other answers as allowed)
+    stream, api_filter = api.send(b"GET", b"/v1.0/healthz")
+    api.shared.replying = 0
+    deferred = api_filter._deferred
+    assert stream.responses == [] and deferred is not None
+    if gone:
+        stream.finish()
+        assert deferred.cancelled()
+    await asyncio.sleep(0)
+    assert [head.status for head in stream.responses] == ([] if gone else [204])

@@ -55,6 +55,8 @@ API_PREFIX = b"/v1.0"
 TOKEN_HEADER = b"dapr-api-token"
 JSON = b"application/json"
 RESOLVED_CACHE_LIMIT = 4096
+NESTED_REPLIES = 16
+"""How many answers may be sent from inside one another's call (see ApiShared.replying)."""
 HOP_HEADERS = (b"dapr-app-id", TOKEN_HEADER)
 """Not forwarded on an invocation: the target is chosen, and the token is this API's."""
 
@@ -83,6 +85,10 @@ class ApiShared:
         self.invoker = Invoker(runtime, context.cluster_manager)
         self.app_id = config.app_id.encode()
         self._resolved: dict[tuple[bytes, bytes], Resolved] = {}
+        self.replying = 0
+        """Answers being sent, one inside the other: an HTTP/1 connection manager starts the
+        next pipelined exchange from the end of the last, so answers made at once nest; past
+        NESTED_REPLIES the next one waits a loop turn, and the stack stays shallow."""
 
     def resolve(self, method: bytes, target: bytes) -> Resolved:
         """The request target parsed and matched to a handler, cached: clients repeat
@@ -109,8 +115,8 @@ class Resolved:
 
 
 class RuntimeApiFilter(StreamFilter):
-    __slots__ = ("_args", "_body", "_handler", "_inline", "_request", "_size", "_task",
-                 "callbacks", "shared")  # fmt: skip
+    __slots__ = ("_args", "_body", "_deferred", "_handler", "_inline", "_request", "_size",
+                 "_task", "callbacks", "shared")  # fmt: skip
 
     def __init__(self, shared: ApiShared, callbacks: StreamCallbacks) -> None:
         self.shared = shared
@@ -122,6 +128,7 @@ class RuntimeApiFilter(StreamFilter):
         self._body: list[bytes] = []
         self._size = 0
         self._task: asyncio.Task[None] | None = None
+        self._deferred: asyncio.Handle | None = None
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -198,6 +205,8 @@ class RuntimeApiFilter(StreamFilter):
     def on_destroy(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._deferred is not None:
+            self._deferred.cancel()
 
     # -- answering ---------------------------------------------------------------------------
 
@@ -224,6 +233,17 @@ class RuntimeApiFilter(StreamFilter):
         self._reply(answer)
 
     def _reply(self, answer: Answer) -> None:
+        shared = self.shared
+        if shared.replying >= NESTED_REPLIES:
+            self._deferred = asyncio.get_running_loop().call_soon(self._reply, answer)
+            return
+        shared.replying += 1
+        try:
+            self._send(answer)
+        finally:
+            shared.replying -= 1
+
+    def _send(self, answer: Answer) -> None:
         callbacks = self.callbacks
         if callbacks.info.grpc:  # (a gRPC client hears the status as grpc-status)
             headers = Headers(answer.headers)
