@@ -9,6 +9,7 @@ stable enough to compare before/after on a noisy machine, and a profiler sees on
     python -m benchmarks.profile_runtime 30000              # µs per request
     python -m benchmarks.profile_runtime 30000 tottime      # + cProfile table by that key
     python -m benchmarks.profile_runtime 30000 --redis      # state.redis on redis-server
+    python -m benchmarks.profile_runtime 10000 --clients 1  # one connection: round trips
     valgrind --tool=callgrind python -m benchmarks.profile_runtime 20000
 
 CPU µs/request (process time: user + kernel) is the figure to compare; wall time also
@@ -134,15 +135,15 @@ async def seed(port: int, store: str) -> None:
 
 
 async def run_clients(
-    port: int, store: str, requests: int, profile: cProfile.Profile | None
+    port: int, store: str, requests: int, profile: cProfile.Profile | None, clients: int
 ) -> tuple[float, float]:
-    """(wall, CPU) seconds for CLIENTS connections to complete `requests` exchanges."""
+    """(wall, CPU) seconds for `clients` connections to complete `requests` exchanges."""
     loop = asyncio.get_running_loop()
     state = [requests, 0]
     done: asyncio.Future[None] = loop.create_future()
     transports = []
     get = request(store)
-    for _ in range(CLIENTS):
+    for _ in range(clients):
         transport, _ = await loop.create_connection(
             lambda: Client(get, state, done), "127.0.0.1", port
         )
@@ -160,7 +161,7 @@ async def run_clients(
     return time.perf_counter() - started, time.process_time() - cpu_started
 
 
-async def main(requests: int, sort: str | None, redis_port: int | None) -> None:
+async def main(requests: int, sort: str | None, redis_port: int | None, clients: int) -> None:
     server = Server(parse_config(mecha_config(redis_port)))
     await server.start()
     store = "memstore" if redis_port is None else "redisstore"
@@ -168,9 +169,9 @@ async def main(requests: int, sort: str | None, redis_port: int | None) -> None:
         bound = server.listeners[0].bound
         assert bound is not None
         await seed(bound.port, store)
-        await run_clients(bound.port, store, WARMUP, None)
+        await run_clients(bound.port, store, WARMUP, None, clients)
         profile = cProfile.Profile() if sort else None
-        elapsed, cpu = await run_clients(bound.port, store, requests, profile)
+        elapsed, cpu = await run_clients(bound.port, store, requests, profile, clients)
     finally:
         await server.stop()
     print(
@@ -190,13 +191,16 @@ def cli() -> None:
     parser.add_argument("requests", type=int, nargs="?", default=30000)
     parser.add_argument("sort", nargs="?", help="print a cProfile table sorted by this key")
     parser.add_argument("--redis", action="store_true", help="state.redis on a redis-server")
+    parser.add_argument(
+        "--clients", type=int, default=CLIENTS, help="connections (1: wall time = round trip)"
+    )
     args = parser.parse_args()
     if not args.redis:
-        uvloop.run(main(args.requests, args.sort, None))
+        uvloop.run(main(args.requests, args.sort, None, args.clients))
         return
     ensure_commands({"redis-server": REDIS_COMMANDS["redis-server"]})
     with processes() as procs:
-        uvloop.run(main(args.requests, args.sort, start_redis(procs)))
+        uvloop.run(main(args.requests, args.sort, start_redis(procs), args.clients))
 
 
 if __name__ == "__main__":
