@@ -107,6 +107,13 @@ class _Connection(asyncio.Protocol):
             if not future.done():  # (else its caller stopped waiting)
                 future.set_result(reply)
 
+    def eof_received(self) -> None:
+        """The server closed its side: nothing more will be answered (and the transport is
+        closing, so nothing more may be written)."""
+        if not self.closed:
+            self.reason = "connection closed by the server"
+            self._fail_all()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self.closed:
             self.reason = f"connection lost: {exc}"
