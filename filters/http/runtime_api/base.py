@@ -54,9 +54,13 @@ class ApiRequest:
 
     def metadata(self) -> dict[str, str]:
         """`?metadata.key=value` query parameters, as Dapr passes request metadata."""
+        if not self.query:
+            return {}
         return {k[9:]: v for k, v in self.query if k.startswith("metadata.") and len(k) > 9}
 
     def values(self, name: str) -> list[str]:
+        if not self.query:
+            return []
         return [v for k, v in self.query if k == name]
 
     def header(self, name: bytes) -> str | None:
@@ -84,13 +88,13 @@ class Answer:
     def head(self) -> Headers:
         """The response's fields: `headers`, then Content-Type and Content-Length when there
         is a body (none for a 204, which must not have them)."""
-        headers = Headers(self.headers)
+        fields = list(self.headers)
         body = self.body
         if body:
-            if b"content-type" not in headers:
-                headers.add(b"content-type", self.content_type)
-            headers.add(b"content-length", b"%d" % len(body))
-        return headers
+            if not any(name == b"content-type" for name, _ in fields):
+                fields.append((b"content-type", self.content_type))
+            fields.append((b"content-length", b"%d" % len(body)))
+        return Headers(fields)
 
 
 def json_answer(value: Any, status: int = 200) -> Answer:
