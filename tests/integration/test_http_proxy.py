@@ -425,3 +425,19 @@ def test_the_route_timeout_on_a_kept_alive_connection(
         assert connection.getresponse().status == 200
         connection.close()
         assert sum(" UT " in line for line in mecha.wait_access_log(7)) == 1
+
+
+def test_a_long_pipeline_of_local_answers(tmp_path: Path) -> None:
+    """3,000 pipelined requests, each answered at once (a direct response): all answered in
+    order, in one connection, without a recursion as deep as the pipeline."""
+    routes = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": "ok"}}]
+    count = 3000
+    with run_mecha(tmp_path, http_config({"app": [free_port()]}, routes)) as mecha:
+        with socket.create_connection(("127.0.0.1", mecha.port("http")), timeout=10) as sock:
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * count)
+            received = b""
+            while received.count(b"HTTP/1.1 200") < count:
+                chunk = sock.recv(1 << 16)
+                assert chunk, f"closed after {received.count(b'HTTP/1.1 200')} answers"
+                received += chunk
+        assert "Traceback" not in mecha.logs()

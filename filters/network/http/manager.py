@@ -78,7 +78,7 @@ class HcmShared:
 
 class HttpConnectionManager(NetworkFilter):
     __slots__ = ("_body_left", "_closing", "_deadline_at", "_deadline_timer", "_drain_timer",
-                 "_draining", "_flush_handle",
+                 "_draining", "_flush_handle", "_next_pending",
                  "_forwarded", "_h1", "_h2", "_held", "_held_paused", "_loop", "_out",
                  "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
                  "streams")  # fmt: skip
@@ -106,6 +106,8 @@ class HttpConnectionManager(NetworkFilter):
         self._held_paused = False
         self._deadline_timer: Deadline | asyncio.TimerHandle | None = None
         self._deadline_at = 0.0
+        self._next_pending: bool | None = None
+        """While _next_h1_exchange runs: whether an exchange ended meanwhile (None: idle)."""
         self._loop = asyncio.get_running_loop()
         """Cached: get_running_loop() costs a getpid() system call each time."""
 
@@ -606,20 +608,33 @@ class HttpConnectionManager(NetworkFilter):
             self._close()
 
     def _next_h1_exchange(self) -> None:
+        """Start the next pipelined request. One answered at once (a local reply) ends
+        inside this call: the loop takes its successor, instead of a recursion as deep as
+        the pipeline."""
+        if self._next_pending is not None:
+            self._next_pending = True  # (the loop below, further up the stack, goes on)
+            return
         h1 = self._h1
         assert h1 is not None
-        if self._closing or not h1.keep_alive:
-            self._close()
-            return
+        self._next_pending = True
         try:
-            events = h1.next_message()
-            if events:
-                self._dispatch(events)
-        except HttpError as error:
-            self._protocol_error(error)
-            return
-        if not self.streams and h1.closed:
-            self._close()
+            while self._next_pending:
+                self._next_pending = False
+                if self._closing or not h1.keep_alive:
+                    self._close()
+                    return
+                try:
+                    events = h1.next_message()
+                    if events:
+                        self._dispatch(events)
+                except HttpError as error:
+                    self._protocol_error(error)
+                    return
+                if not self.streams and h1.closed:
+                    self._close()
+                    return
+        finally:
+            self._next_pending = None
 
     # -- writing -------------------------------------------------------------------------------
 
