@@ -78,10 +78,9 @@ class HcmShared:
 
 class HttpConnectionManager(NetworkFilter):
     __slots__ = ("_body_left", "_closing", "_deadline_at", "_deadline_timer", "_drain_timer",
-                 "_draining", "_flush_handle", "_next_pending",
-                 "_forwarded", "_h1", "_h2", "_held", "_held_paused", "_loop", "_out",
-                 "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
-                 "streams")  # fmt: skip
+                 "_draining", "_flush_handle", "_forwarded", "_h1", "_h2", "_held",
+                 "_held_paused", "_loop", "_next_pending", "_out", "_paused_by_streams",
+                 "_sniffed", "callbacks", "client_ip", "shared", "streams")  # fmt: skip
 
     def __init__(self, shared: HcmShared, callbacks: ConnectionCallbacks) -> None:
         self.shared = shared
