@@ -302,9 +302,11 @@ class Takeover:
         log.info("hot restart: old process answered %s", answer.decode(errors="replace").strip())
 
     def close(self, server: Server) -> None:
-        """Close the connection and every received socket no listener took."""
+        """Close the connection and every received socket no listener took (a listener
+        owns the socket it serves on, and closes it when it stops)."""
         self.conn.close()
-        used = {id(sock) for sock in server.inherited.values()}
+        used = {id(listener.socket) for listener in server.listeners}
+        used |= {id(sock) for sock in server.inherited.values()}
         used |= {id(sock) for sock in self._kept.values()}
         for handed in self.handed:
             if id(handed.sock) not in used:

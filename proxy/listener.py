@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from filters.listener.api import ListenerFilterFactory
+from proxy.acceptor import Acceptor
 from proxy.config.model import ListenerConfig
 from proxy.config.units import Address
 from proxy.connection import DownstreamConnection
@@ -58,6 +59,8 @@ class ListenerStats:
     """Counted by listener filters (e.g. original_dst_missing), by event name."""
     bytes_received_closed: int = 0
     bytes_sent_closed: int = 0
+    accept_exhausted: int = 0
+    """accept() failures for want of descriptors or kernel memory (EMFILE, ENFILE, ...)."""
 
 
 class Listener:
@@ -78,7 +81,7 @@ class Listener:
         self.stats = ListenerStats()
         self.bound: Address | None = None
         self.socket: socket.socket | None = None
-        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
         self._empty = asyncio.Event()
         self._empty.set()
         self.draining = False
@@ -90,10 +93,10 @@ class Listener:
             config.address, f"listener {self.name!r}", config.backlog, config.reuse_port
         )
         self.socket = sock
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: DownstreamConnection(self), sock=sock, backlog=self.config.backlog
-        )
+        sock.setblocking(False)
+        self._acceptor = Acceptor(sock, lambda: DownstreamConnection(self), self._exhausted,
+                                  self.name)  # fmt: skip
+        self._acceptor.start()
         host, port = sock.getsockname()[:2]
         self.bound = Address(host, port)
         log.info("listener %r listening on %s", self.name, self.bound)
@@ -114,9 +117,22 @@ class Listener:
         self.generation = generation
 
     def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        """For good: the listening socket is closed."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+            self._acceptor = None
+
+    def pause_accepting(self, reason: str) -> None:
+        """Leave new connections in the backlog until `resume_accepting(reason)`."""
+        if self._acceptor is not None:
+            self._acceptor.pause(reason)
+
+    def resume_accepting(self, reason: str) -> None:
+        if self._acceptor is not None:
+            self._acceptor.resume(reason)
+
+    def _exhausted(self, error: OSError) -> None:
+        self.stats.accept_exhausted += 1
 
     def drain(self) -> None:
         """Stop accepting and ask open connections to wind down (GOAWAY, Connection: close)."""
