@@ -22,6 +22,7 @@ MANAGER_KEYS = (
     "idle_timeout",
     "max_concurrent_streams",
     "max_request_headers",
+    "request_headers_timeout",
 )
 """What a runtime API listener lets its connection manager be tuned by."""
 
@@ -57,6 +58,7 @@ def api_manager(
         max_request_headers=node.size("max_request_headers", 64 * 1024, minimum=1024),
         idle_timeout=node.duration("idle_timeout", 3600.0) or None,
         max_concurrent_streams=node.integer("max_concurrent_streams", max_streams, minimum=1),
+        request_headers_timeout=node.duration("request_headers_timeout", 10.0) or None,
     )
 
 

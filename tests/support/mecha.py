@@ -233,11 +233,15 @@ def http_config(
 HTTP1_PATHS = ("as-bytes", "parsed", "filters")
 
 
-def http1_paths_config(port: int, access_log: bool = True) -> dict[str, Any]:
+def http1_paths_config(
+    port: int, access_log: bool = True, options: dict[str, Any] | None = None,
+    listener_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """One listener per HTTP/1 path, named after it, all sending everything to the cluster
     `upstream` (127.0.0.1:`port`): `as-bytes` forwards requests as bytes, `parsed` from the
     parsed head (its route adds a header), `filters` through the stream filters (a
-    header_mutation filter before the router)."""
+    header_mutation filter before the router). `options` go into each connection manager's
+    config, `listener_options` into each listener's."""
     via = {"name": "x-via", "value": "mecha"}
 
     def listener(path: str) -> dict[str, Any]:
@@ -248,13 +252,14 @@ def http1_paths_config(port: int, access_log: bool = True) -> dict[str, Any]:
             "access_log": "stdout" if access_log else False,
             "route_config": {"virtual_hosts": [{"name": "vh", "domains": ["*"],
                                                 "routes": [route]}]},
+            **(options or {}),
         }  # fmt: skip
         if path == "filters":
             manager["http_filters"] = [
                 {"name": "header_mutation", "config": {"request": {"add": [via]}}},
                 {"name": "router"},
             ]
-        return {"name": path, "address": "127.0.0.1:0",
+        return {"name": path, "address": "127.0.0.1:0", **(listener_options or {}),
                 "filters": [{"name": "http", "config": manager}]}  # fmt: skip
 
     return {

@@ -35,13 +35,15 @@ class HcmConfig:
     """Request bodies up to this size are kept so that a retry can replay them."""
     idle_timeout: float | None = 3600.0
     max_concurrent_streams: int = 100
+    request_headers_timeout: float | None = 10.0
+    """HTTP/1: from a head's first byte to its last; late, the client gets 408 and is closed."""
 
 
 def parse_config(node: Node, context: ParseContext) -> HcmConfig:
     node.only("codec", "route_config", "http_filters", "access_log", "generate_request_id",
               "append_forwarded_for", "generate_traceparent", "max_request_headers",
               "max_request_body", "retry_buffer_limit", "idle_timeout",
-              "max_concurrent_streams")  # fmt: skip
+              "max_concurrent_streams", "request_headers_timeout")  # fmt: skip
     access_log = node.child("access_log").value
     log_path = "off" if access_log is False else node.text("access_log", "stdout")
     max_body = node.size("max_request_body", 0)
@@ -59,6 +61,7 @@ def parse_config(node: Node, context: ParseContext) -> HcmConfig:
         retry_buffer_limit=node.size("retry_buffer_limit", 64 * 1024),
         idle_timeout=idle or None,
         max_concurrent_streams=node.integer("max_concurrent_streams", 100, minimum=1),
+        request_headers_timeout=node.duration("request_headers_timeout", 10.0) or None,
     )
 
 

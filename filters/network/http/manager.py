@@ -78,8 +78,8 @@ class HcmShared:
 
 class HttpConnectionManager(NetworkFilter):
     __slots__ = ("_body_left", "_closing", "_deadline_at", "_deadline_timer", "_drain_timer",
-                 "_draining", "_flush_handle", "_forwarded", "_h1", "_h2", "_held",
-                 "_held_paused", "_loop", "_next_pending", "_out", "_paused_by_streams",
+                 "_draining", "_flush_handle", "_forwarded", "_h1", "_h2", "_head_timer",
+                 "_held", "_held_paused", "_loop", "_next_pending", "_out", "_paused_by_streams",
                  "_sniffed", "callbacks", "client_ip", "shared", "streams")  # fmt: skip
 
     def __init__(self, shared: HcmShared, callbacks: ConnectionCallbacks) -> None:
@@ -107,6 +107,8 @@ class HttpConnectionManager(NetworkFilter):
         self._deadline_at = 0.0
         self._next_pending: bool | None = None
         """While _next_h1_exchange runs: whether an exchange ended meanwhile (None: idle)."""
+        self._head_timer: Deadline | None = None
+        """Armed while a request head is partly received (request_headers_timeout)."""
         self._loop = asyncio.get_running_loop()
         """Cached: get_running_loop() costs a getpid() system call each time."""
 
@@ -120,6 +122,7 @@ class HttpConnectionManager(NetworkFilter):
         if self._h1 is None and self._h2 is None:
             data = self._choose_codec(data, end_stream)
             if not data and not end_stream:
+                self._watch_head()  # part of what may be the HTTP/2 preface
                 return STOP
         try:
             if data:
@@ -184,6 +187,12 @@ class HttpConnectionManager(NetworkFilter):
                 self._dispatch(h1.feed(data))
         else:
             self._dispatch(h1.feed(data))
+        # Not a call on the hot path: a request that arrives whole is in self.streams.
+        if not self.streams:
+            if self._head_timer is None:
+                self._watch_head()
+        elif self._head_timer is not None:
+            self._head_received()
 
     def _forward(self, data: bytes) -> bool:
         """Start forwarding the request at the start of `data` as bytes; False when its head
@@ -338,6 +347,8 @@ class HttpConnectionManager(NetworkFilter):
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
+        if self._head_timer is not None:
+            self._head_received()
         for stream in list(self.streams.values()):
             stream.finish(downstream_reset=True)
 
@@ -384,6 +395,36 @@ class HttpConnectionManager(NetworkFilter):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
+
+    # -- request-header timeout ----------------------------------------------------------------
+
+    def _watch_head(self) -> None:
+        """A request head has begun and not ended: it has request_headers_timeout to end."""
+        timeout = self.shared.config.request_headers_timeout
+        if timeout and not self._closing and self._head_pending():
+            self._head_timer = self.shared.timers.call_later(timeout, self._head_late)
+
+    def _head_pending(self) -> bool:
+        return bool(self._sniffed) or (self._h1 is not None and self._h1.buffered > 0)
+
+    def _head_received(self) -> None:
+        assert self._head_timer is not None
+        self._head_timer.cancel()
+        self._head_timer = None
+
+    def _head_late(self) -> None:
+        """The head did not end in time (a slowloris, or a client that stalled): 408 and
+        close, as nginx (client_header_timeout) and Envoy (request_headers_timeout) do."""
+        self._head_timer = None
+        if self.streams or self._closing or not self._head_pending():
+            return
+        self.shared.stats.request_headers_timeouts += 1
+        log.debug("%s: %s did not send its request head in time", self.shared.listener,
+                  self.callbacks.info.downstream_remote)  # fmt: skip
+        if self._h1 is None:  # not even the first line: no HTTP to answer in yet
+            self._close()
+            return
+        self._answer_and_close(408, "request headers timeout", None)
 
     # -- events from the client ----------------------------------------------------------------
 
@@ -470,6 +511,11 @@ class HttpConnectionManager(NetworkFilter):
             self._flush()  # the codec queued a GOAWAY
             self._close()
             return
+        self._answer_and_close(error.status, error.reason, ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR)
+
+    def _answer_and_close(self, status: int, reason: str, flag: ResponseFlag | None) -> None:
+        """HTTP/1: answer the exchange in progress (or one made up for the purpose) with
+        `status` and close; only close when its response has begun."""
         stream = self.streams.get(1)
         if stream is not None and stream.response_started:
             self._close()
@@ -479,13 +525,16 @@ class HttpConnectionManager(NetworkFilter):
             stream = ActiveStream(self, request, self._stream_info(request), None, None)
             self.streams[1] = stream
         self._closing = True
-        stream.info.fail(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, error.reason)
-        body = f"{error.reason}\n".encode()
+        if flag is not None:
+            stream.info.fail(flag, reason)
+        else:
+            stream.info.failure_reason = reason
+        body = f"{reason}\n".encode()
         if isinstance(stream, ForwardedExchange):
-            self.local_reply(stream, error.status, body)  # (_closing adds Connection: close)
+            self.local_reply(stream, status, body)  # (_closing adds Connection: close)
             return
-        stream.send_local_reply(error.status, body, ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR,
-                                Headers([(b"connection", b"close")]), error.reason)  # fmt: skip
+        stream.send_local_reply(status, body, flag, Headers([(b"connection", b"close")]),
+                                reason)  # fmt: skip
 
     # -- output from streams -------------------------------------------------------------------
 
@@ -632,6 +681,8 @@ class HttpConnectionManager(NetworkFilter):
                 if not self.streams and h1.closed:
                     self._close()
                     return
+            if not self.streams and self._head_timer is None and h1.buffered:
+                self._watch_head()  # a pipelined head, in part
         finally:
             self._next_pending = None
 

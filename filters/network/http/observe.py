@@ -67,6 +67,7 @@ class HttpStats:
         self.downstream_rq = 0
         self.downstream_rq_active = 0
         self.protocol_errors = 0
+        self.request_headers_timeouts = 0
 
     def record(self, info: HttpStreamInfo) -> None:
         """Count a finished request (once per request: `_Series.observe`, inlined)."""
@@ -104,9 +105,15 @@ class HttpStatsCollector(Collector):
             "mecha_http_downstream_protocol_errors", "Malformed HTTP from clients",
             labels=["listener"],
         )  # fmt: skip
+        header_timeouts = CounterMetricFamily(
+            "mecha_http_downstream_rq_header_timeout",
+            "Requests whose head did not arrive within request_headers_timeout (408)",
+            labels=["listener"],
+        )
         for stats in self.stats:
             downstream.add_metric([stats.listener], stats.downstream_rq)
             errors.add_metric([stats.listener], stats.protocol_errors)
+            header_timeouts.add_metric([stats.listener], stats.request_headers_timeouts)
             for (route, cluster), series in list(stats.series.items()):
                 labels = [stats.listener, route, cluster]
                 for code_class, count in zip(CLASSES, series.by_class, strict=True):
@@ -117,4 +124,4 @@ class HttpStatsCollector(Collector):
                     cumulative += count
                     buckets.append((bound, cumulative))
                 latency.add_metric(labels, buckets, series.total)
-        yield from (requests, latency, downstream, errors)
+        yield from (requests, latency, downstream, errors, header_timeouts)
