@@ -367,6 +367,17 @@ class DownstreamConnection(asyncio.Protocol):
                 self._filter_failed("on_drain")
                 return
 
+    def close_if_idle(self) -> bool:
+        """Close gracefully if the terminal filter has nothing in flight; True if it did."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing() or not self._read_filters:
+            return False  # (still inspecting or in its TLS handshake: not idle yet)
+        try:
+            return self._read_filters[-1].close_if_idle()
+        except Exception:
+            self._filter_failed("close_if_idle")
+            return True
+
     # -- filter chains ----------------------------------------------------------------------
 
     def _build_chain(self, factories: tuple[FilterFactory, ...]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,9 @@ from proxy.connection import DownstreamConnection
 from proxy.filter_chain import ChainGeneration, FilterChain
 
 log = logging.getLogger("mecha.listener")
+
+RESCAN_AFTER = 0.1
+"""Seconds a full listener with no idle connection refuses before it looks again."""
 
 
 class BindError(Exception):
@@ -61,6 +65,10 @@ class ListenerStats:
     bytes_sent_closed: int = 0
     accept_exhausted: int = 0
     """accept() failures for want of descriptors or kernel memory (EMFILE, ENFILE, ...)."""
+    idle_reclaimed: int = 0
+    """Idle connections closed to make room for a new one at max_connections."""
+    idle_shed: int = 0
+    """Idle connections closed by the overload manager."""
 
 
 class Listener:
@@ -77,7 +85,10 @@ class Listener:
         self.generation = generation or ChainGeneration()
         """What `chains` were built with; a connection attaches to it when it picks one."""
         self.listener_filters = list(listener_filters)
-        self.connections: set[DownstreamConnection] = set()
+        self.connections: dict[DownstreamConnection, None] = {}
+        """Open connections, oldest first."""
+        self._none_idle_until = 0.0
+        """At max_connections and none was idle: until then, refuse without looking again."""
         self.stats = ListenerStats()
         self.bound: Address | None = None
         self.socket: socket.socket | None = None
@@ -152,19 +163,40 @@ class Listener:
     # -- called by connections ------------------------------------------------------------
 
     def connection_opened(self, connection: DownstreamConnection) -> bool:
-        """Admit a new connection, or refuse it when the listener is full."""
+        """Admit a new connection, or refuse it when the listener is full and no open
+        connection is idle."""
         limit = self.config.max_connections
-        if limit is not None and len(self.connections) >= limit:
+        if limit is not None and len(self.connections) >= limit and not self._make_room():
             self.stats.cx_overflow += 1
             return False
         self.stats.cx_total += 1
-        self.connections.add(connection)
+        self.connections[connection] = None
         self._empty.clear()
         return True
 
+    def _make_room(self) -> bool:
+        """Close the oldest idle connection (nginx reuses keep-alive connections the same
+        way), so that idle clients cannot keep new ones out. Finding none, the listener
+        does not look again for RESCAN_AFTER: a flood at the limit costs no scan each."""
+        now = time.monotonic()
+        if now < self._none_idle_until:
+            return False
+        for connection in self.connections:  # oldest first
+            if connection.close_if_idle():
+                self.stats.idle_reclaimed += 1
+                return True
+        self._none_idle_until = now + RESCAN_AFTER
+        return False
+
+    def close_idle(self) -> int:
+        """Close every idle connection (the overload manager sheds them); how many."""
+        closed = sum(connection.close_if_idle() for connection in list(self.connections))
+        self.stats.idle_shed += closed
+        return closed
+
     def connection_closed(self, connection: DownstreamConnection) -> None:
         if connection in self.connections:
-            self.connections.discard(connection)
+            del self.connections[connection]
             self.stats.bytes_received_closed += connection.info.bytes_received
             self.stats.bytes_sent_closed += connection.info.bytes_sent
             if not self.connections:

@@ -95,6 +95,13 @@ class NetworkFilter:
         Called at most once. Filters that do nothing here are cut at the drain timeout.
         """
 
+    def close_if_idle(self) -> bool:
+        """Close the connection gracefully if nothing is in flight or partly received (a
+        kept-alive HTTP connection between requests, a Redis client with no reply due);
+        True when it did. Asked of the terminal filter when the listener needs room (at
+        max_connections, or under overload); a filter that cannot tell keeps it (False)."""
+        return False
+
 
 FilterFactory = Callable[[ConnectionCallbacks], NetworkFilter]
 

@@ -192,10 +192,10 @@ async def test_close_notifies_filters_and_the_listener() -> None:
     journal: Journal = []
     connection, _ = open_connection(recorder("a", journal))
     listener = connection.listener
-    assert listener.connections == {connection}
+    assert list(listener.connections) == [connection]
     connection.connection_lost(ConnectionResetError())
     assert journal[-1] == "a.close"
-    assert listener.connections == set()
+    assert not listener.connections
     assert ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION in connection.info.flags
 
 
@@ -221,4 +221,4 @@ async def test_max_connections_refuses_the_extra_connection() -> None:
     second.connection_made(refused)
     assert refused.aborted
     assert listener.stats.cx_overflow == 1
-    assert listener.connections == {first}
+    assert list(listener.connections) == [first]

@@ -363,6 +363,18 @@ class HttpConnectionManager(NetworkFilter):
             self._closing = True  # before a codec, _choose_codec sets it for HTTP/1 only
         self._set_drain_timer(IDLE_DRAIN_GRACE, self._close_if_idle)
 
+    def close_if_idle(self) -> bool:
+        """Between requests with nothing received since: close (HTTP/2 with GOAWAY naming
+        the last stream served, so a request crossing it is retried elsewhere)."""
+        if self.streams or self._closing or self._sniffed or self._held:
+            return False
+        if self._h1 is not None and not self._h1.idle:
+            return False
+        if self._h2 is not None:
+            self._h2.goaway(0)
+        self._close()
+        return True
+
     def _close_if_idle(self) -> None:
         self._drain_timer = None
         pending = self._sniffed or (self._h1 is not None and self._h1.buffered)
