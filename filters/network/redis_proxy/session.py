@@ -278,6 +278,13 @@ class RedisSession(NetworkFilter):
         if not self.queue and not self._flush_scheduled:
             self._flush()
 
+    def close_if_idle(self) -> bool:
+        """No reply due and no command partly received: close (the client reconnects)."""
+        if self._closing or self.queue or self._out or self.parser.buffered:
+            return False
+        self.close_after_replies()
+        return True
+
     def on_close(self) -> None:
         self._closing = True
         self.queue.clear()  # replies still on their way are dropped by their completions

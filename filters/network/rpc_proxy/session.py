@@ -221,6 +221,15 @@ class RpcSession(NetworkFilter):
         if not self.calls and not self._flush_scheduled:
             self._flush()
 
+    def close_if_idle(self) -> bool:
+        """No call either way and no message partly received: close. A client with its own
+        upstream connection (per_client) is a session the server keeps state for: never."""
+        if (self.closed_for_input or self.calls or self._server_calls or self._out
+                or self._decoder.buffered or self.shared.config.per_client):  # fmt: skip
+            return False
+        self.close_when_answered()
+        return True
+
     def on_close(self) -> None:
         self.closed = True
         for call in list(self.calls):

@@ -1,0 +1,80 @@
+"""Redis and msgpack-RPC clients that hold connections without using them: idle sessions at
+max_connections make room for new clients, and a partial frame is not held forever."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from tests.support.mecha import redis_proxy_config, rpc_proxy_config, run_mecha
+from tests.support.msgpack_rpc_peer import PeerServer, start_server
+from tests.support.net import is_closed_by_peer
+
+pytestmark = pytest.mark.integration
+
+PING = b"*1\r\n$4\r\nPING\r\n"
+LIMIT = 50
+
+
+@pytest.fixture(scope="module")
+def rpc_server() -> Iterator[PeerServer]:
+    with start_server(0) as running:
+        yield running
+
+
+def redis_client(port: int) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    client.sendall(PING)
+    assert client.recv(64) == b"+PONG\r\n"
+    return client
+
+
+def rpc_client(port: int, msgid: int = 0) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    rpc_call(client, msgid)
+    return client
+
+
+def rpc_call(client: socket.socket, msgid: int) -> None:
+    client.sendall(msgpack.packb([0, msgid, "echo", [msgid]]))
+    assert msgpack.unpackb(client.recv(256)) == [1, msgid, None, [msgid]]
+
+
+def test_idle_redis_clients_at_max_connections_make_room(tmp_path: Path, redis_port: int) -> None:
+    config = redis_proxy_config([redis_port])
+    config["listeners"][0]["max_connections"] = LIMIT
+    with run_mecha(tmp_path, config) as mecha, ExitStack() as clients:
+        port = mecha.port("redis")
+        idle = [clients.enter_context(redis_client(port)) for _ in range(LIMIT - 1)]
+        busy = clients.enter_context(redis_client(port))
+        busy.sendall(PING[:5])  # a command on its way: not idle
+        newcomers = [clients.enter_context(redis_client(port)) for _ in range(10)]
+        assert all(is_closed_by_peer(client, 2) for client in idle[:10])
+        busy.sendall(PING[5:])
+        assert busy.recv(64) == b"+PONG\r\n"
+        for client in idle[10:] + newcomers:
+            client.sendall(PING)
+            assert client.recv(64) == b"+PONG\r\n"
+        reclaimed = "mecha_listener_downstream_cx_idle_reclaimed_total"
+        assert mecha.metric(reclaimed, listener="redis") == 10
+
+
+def test_idle_rpc_callers_at_max_connections_make_room(
+    tmp_path: Path, rpc_server: PeerServer
+) -> None:
+    config = rpc_proxy_config([{"cluster": "rpc"}], {"rpc": [rpc_server.port]})
+    config["listeners"][0]["max_connections"] = LIMIT
+    with run_mecha(tmp_path, config) as mecha, ExitStack() as clients:
+        port = mecha.port("rpc")
+        idle = [clients.enter_context(rpc_client(port)) for _ in range(LIMIT)]
+        newcomers = [clients.enter_context(rpc_client(port)) for _ in range(10)]
+        assert all(is_closed_by_peer(client, 2) for client in idle[:10])
+        for index, client in enumerate(idle[10:] + newcomers):
+            rpc_call(client, index + 1)
+        reclaimed = "mecha_listener_downstream_cx_idle_reclaimed_total"
+        assert mecha.metric(reclaimed, listener="rpc") == 10
