@@ -493,6 +493,7 @@ class DownstreamConnection(asyncio.Protocol):
             self._idle_quiet += 1
             if self._idle_quiet >= _IDLE_CHECKS:
                 self._idle_handle = None
+                self.listener.stats.idle_timeouts += 1
                 self.info.fail(ResponseFlag.STREAM_IDLE_TIMEOUT, "idle timeout")
                 self.close()
                 return

@@ -65,6 +65,8 @@ class ListenerStats:
     bytes_sent_closed: int = 0
     accept_exhausted: int = 0
     """accept() failures for want of descriptors or kernel memory (EMFILE, ENFILE, ...)."""
+    idle_timeouts: int = 0
+    """Connections closed by their idle timeout (no bytes either way for that long)."""
     idle_reclaimed: int = 0
     """Idle connections closed to make room for a new one at max_connections."""
     idle_shed: int = 0

@@ -47,6 +47,8 @@ _LISTENER_ROWS: list[Row[Listener]] = [
      lambda li: len(li.connections)),
     ("downstream_cx_overflow", "Connections refused by max_connections", "counter",
      lambda li: li.stats.cx_overflow),
+    ("downstream_cx_idle_timeout", "Connections closed by their idle timeout", "counter",
+     lambda li: li.stats.idle_timeouts),
     ("downstream_cx_idle_reclaimed",
      "Idle connections closed to make room for new ones at max_connections", "counter",
      lambda li: li.stats.idle_reclaimed),

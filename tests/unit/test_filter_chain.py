@@ -207,6 +207,7 @@ async def test_idle_timeout(traffic: bool) -> None:
         if traffic:
             connection.data_received(b".")
     assert transport.closed is (not traffic)
+    assert connection.listener.stats.idle_timeouts == (0 if traffic else 1)
     if not traffic:
         assert ResponseFlag.STREAM_IDLE_TIMEOUT in connection.info.flags
     connection.connection_lost(None)
