@@ -27,6 +27,8 @@ class RedisProxyConfig:
     deny: frozenset[bytes] = frozenset()
     slow_command_threshold: float | None = 0.1
     limits: RespLimits = DEFAULT_LIMITS
+    idle_timeout: float | None = 3600.0
+    """No bytes either way for this long (a partial command included): the client is closed."""
 
 
 HASHES = ("crc32", "md5")
@@ -35,7 +37,7 @@ HASHES = ("crc32", "md5")
 def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
     node.only("cluster", "password", "username", "upstream_auth", "upstream_resp3",
               "connections_per_endpoint", "timeout", "hash", "commands",
-              "slow_command_threshold", "limits")  # fmt: skip
+              "slow_command_threshold", "limits", "idle_timeout")  # fmt: skip
     upstream = node.section("upstream_auth")
     upstream.only("username", "password")
     commands = node.section("commands")
@@ -63,6 +65,7 @@ def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
             max_array=limits.integer("max_array", 1 << 20, minimum=1),
             max_inline=limits.size("max_inline", 64 << 10, minimum=16),
         ),
+        idle_timeout=node.duration("idle_timeout", 3600.0) or None,
     )
 
 

@@ -8,7 +8,13 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
-from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
+from filters.network.api import (
+    CONTINUE,
+    STOP,
+    ConnectionCallbacks,
+    FilterStatus,
+    NetworkFilter,
+)
 from filters.network.redis_proxy.commands import Kind, Spec, hash_tag, keys_of, lookup
 from filters.network.redis_proxy.local import LocalCommands
 from filters.network.redis_proxy.replies import (
@@ -60,6 +66,10 @@ class RedisSession(NetworkFilter):
         return self._closing
 
     # -- network filter ---------------------------------------------------------------------
+
+    def on_new_connection(self) -> FilterStatus:
+        self.callbacks.set_idle_timeout(self.shared.config.idle_timeout)
+        return CONTINUE
 
     def on_data(self, data: bytes, end_stream: bool) -> FilterStatus:
         if data and not self._closing:
