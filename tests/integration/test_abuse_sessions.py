@@ -4,6 +4,7 @@ max_connections make room for new clients, and a partial frame is not held forev
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -78,3 +79,34 @@ def test_idle_rpc_callers_at_max_connections_make_room(
             rpc_call(client, index + 1)
         reclaimed = "mecha_listener_downstream_cx_idle_reclaimed_total"
         assert mecha.metric(reclaimed, listener="rpc") == 10
+
+
+IDLE_TIMEOUT = 1.0
+PARTIAL = {
+    "redis": b"*2\r\n$3\r\nGET\r\n$100\r\n0123",
+    "rpc": msgpack.packb([0, 1, "echo", ["x" * 100]])[:20],
+}
+"""A frame cut short, as a client that stalls (or an attacker) leaves it."""
+
+
+@pytest.mark.parametrize("protocol", ["redis", "rpc"])
+def test_a_partial_frame_is_not_held_past_the_idle_timeout(
+    tmp_path: Path, redis_port: int, rpc_server: PeerServer, protocol: str
+) -> None:
+    options = {"idle_timeout": f"{IDLE_TIMEOUT}s"}
+    if protocol == "redis":
+        config = redis_proxy_config([redis_port], options)
+    else:
+        config = rpc_proxy_config([{"cluster": "rpc"}], {"rpc": [rpc_server.port]}, options)
+    with run_mecha(tmp_path, config) as mecha, ExitStack() as clients:
+        port = mecha.port(protocol)
+        stalled = [clients.enter_context(socket.create_connection(("127.0.0.1", port)))
+                   for _ in range(20)]  # fmt: skip
+        for client in stalled:
+            client.sendall(PARTIAL[protocol])
+        started = time.monotonic()
+        assert all(is_closed_by_peer(client, IDLE_TIMEOUT * 3) for client in stalled)
+        assert time.monotonic() - started < IDLE_TIMEOUT * 1.25 + 0.5  # (checked 4x a period)
+        mecha.wait_metric("mecha_listener_downstream_cx_active", 0, listener=protocol)
+        timeouts = "mecha_listener_downstream_cx_idle_timeout_total"
+        assert mecha.metric(timeouts, listener=protocol) == 20

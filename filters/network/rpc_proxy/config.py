@@ -41,6 +41,8 @@ class RpcProxyConfig:
     per_client: each caller has its own upstream connection, pinned to one endpoint per
     cluster, and requests the server sends (Neovim's rpcrequest) reach that caller."""
     access_log: str | None = None
+    idle_timeout: float | None = 3600.0
+    """No bytes either way for this long (a partial message included): the caller is closed."""
 
     @property
     def per_client(self) -> bool:
@@ -49,7 +51,7 @@ class RpcProxyConfig:
 
 def parse_config(node: Node, context: ParseContext) -> RpcProxyConfig:
     node.only("codec", "routes", "max_message_size", "connections_per_endpoint",
-              "upstream_connections", "access_log")  # fmt: skip
+              "upstream_connections", "access_log", "idle_timeout")  # fmt: skip
     routes = tuple(
         _route(item, context, i) for i, item in enumerate(node.items("routes", required=True))
     )
@@ -64,6 +66,7 @@ def parse_config(node: Node, context: ParseContext) -> RpcProxyConfig:
         connections_per_endpoint=node.integer("connections_per_endpoint", 1, minimum=1, maximum=64),
         upstream_connections=node.choice("upstream_connections", UPSTREAM_CONNECTIONS, "shared"),
         access_log=None if log_path == "off" else log_path,
+        idle_timeout=node.duration("idle_timeout", 3600.0) or None,
     )
 
 

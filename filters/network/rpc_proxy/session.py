@@ -10,7 +10,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
+from filters.network.api import (
+    CONTINUE,
+    STOP,
+    ConnectionCallbacks,
+    FilterStatus,
+    NetworkFilter,
+)
 from filters.network.rpc_proxy.call import ProxiedCall
 from filters.network.rpc_proxy.upstreams import PROBATION, CallerUpstreams, Verdict
 from protocols.rpc.api import Frame, FrameKind, RpcError
@@ -64,6 +70,10 @@ class RpcSession(NetworkFilter):
     @property
     def may_retry(self) -> bool:
         return not self.closed and not self.cut_off and not self.shared.config.per_client
+
+    def on_new_connection(self) -> FilterStatus:
+        self.callbacks.set_idle_timeout(self.shared.config.idle_timeout)
+        return CONTINUE
 
     def on_data(self, data: bytes, end_stream: bool) -> FilterStatus:
         if data and not self.closed_for_input:
