@@ -139,6 +139,28 @@ class UpstreamHandler(Protocol):
     def on_upstream_below_write_buffer_low_watermark(self) -> None: ...
 
 
+class _Detached:
+    """The handler of a connection that was lost: hears nothing more."""
+
+    def on_upstream_data(self, data: bytes) -> None:
+        pass
+
+    def on_upstream_eof(self) -> None:
+        pass
+
+    def on_upstream_close(self, error: Exception | None) -> None:
+        pass
+
+    def on_upstream_above_write_buffer_high_watermark(self) -> None:
+        pass
+
+    def on_upstream_below_write_buffer_low_watermark(self) -> None:
+        pass
+
+
+DETACHED = _Detached()
+
+
 class UpstreamConnection(ClusterConnection):
     """A byte pipe to an endpoint for L4 proxying."""
 
@@ -165,7 +187,12 @@ class UpstreamConnection(ClusterConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.handler.on_upstream_close(exc)
+        handler = self.handler
+        # The handler holds this connection: let go of it, so that both are freed by
+        # reference counting rather than left to the cyclic GC with their buffers.
+        self.handler = DETACHED
+        self._deliver = DETACHED.on_upstream_data
+        handler.on_upstream_close(exc)
 
     def pause_writing(self) -> None:
         self.handler.on_upstream_above_write_buffer_high_watermark()
