@@ -15,52 +15,52 @@ VERSION = "7.0.0"
 
 
 class LocalCommands:
-    __slots__ = ("session",)
+    """Stateless: the session is an argument, so that a session is not held in a cycle
+    (session -> its commands -> session) that only the cyclic GC would free, with the
+    partial command it was reading."""
 
-    def __init__(self, session: RedisSession) -> None:
-        self.session = session
+    __slots__ = ()
 
-    def run(self, name: bytes, args: list[bytes]) -> bytes:
+    def run(self, session: RedisSession, name: bytes, args: list[bytes]) -> bytes:
         handler = getattr(self, "_" + name.decode().lower(), None)
         assert handler is not None, f"LOCAL command without a handler: {name!r}"
-        result: bytes = handler(args)
+        result: bytes = handler(session, args)
         return result
 
-    def _ping(self, args: list[bytes]) -> bytes:
+    def _ping(self, session: RedisSession, args: list[bytes]) -> bytes:
         if len(args) > 2:
             return _arity("ping")
         return encode_bulk(args[1]) if len(args) == 2 else PONG
 
-    def _echo(self, args: list[bytes]) -> bytes:
+    def _echo(self, session: RedisSession, args: list[bytes]) -> bytes:
         return encode_bulk(args[1]) if len(args) == 2 else _arity("echo")
 
-    def _quit(self, args: list[bytes]) -> bytes:
-        self.session.close_after_replies()
+    def _quit(self, session: RedisSession, args: list[bytes]) -> bytes:
+        session.close_after_replies()
         return OK
 
-    def _select(self, args: list[bytes]) -> bytes:
+    def _select(self, session: RedisSession, args: list[bytes]) -> bytes:
         if len(args) != 2:
             return _arity("select")
         if args[1] != b"0":
             return error_span("SELECT is not allowed: the proxy serves database 0 only")
         return OK
 
-    def _auth(self, args: list[bytes]) -> bytes:
+    def _auth(self, session: RedisSession, args: list[bytes]) -> bytes:
         if len(args) not in (2, 3):
             return _arity("auth")
-        if self.session.shared.config.password is None:
+        if session.shared.config.password is None:
             return error_span(
                 "AUTH <password> called without any password configured for the default user. "
                 "Are you sure your configuration is correct?"
             )
         username = args[1] if len(args) == 3 else None
-        if not self.session.check_password(username, args[-1]):
+        if not session.check_password(username, args[-1]):
             return b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-        self.session.authenticated = True
+        session.authenticated = True
         return OK
 
-    def _hello(self, args: list[bytes]) -> bytes:
-        session = self.session
+    def _hello(self, session: RedisSession, args: list[bytes]) -> bytes:
         protocol = 3 if session.resp3 else 2
         rest = args[1:]
         if rest:
@@ -71,7 +71,7 @@ class LocalCommands:
         while rest:
             option = rest[0].upper()
             if option == b"AUTH" and len(rest) >= 3:
-                answer = self._auth([b"AUTH", rest[1], rest[2]])
+                answer = self._auth(session, [b"AUTH", rest[1], rest[2]])
                 if answer != OK:
                     return answer
                 rest = rest[3:]
@@ -92,18 +92,16 @@ class LocalCommands:
             resp3=session.resp3,
         )  # fmt: skip
 
-    def _reset(self, args: list[bytes]) -> bytes:
-        session = self.session
+    def _reset(self, session: RedisSession, args: list[bytes]) -> bytes:
         session.resp3 = False
         session.name = None
         session.authenticated = session.shared.config.password is None
         return b"+RESET\r\n"
 
-    def _client(self, args: list[bytes]) -> bytes:
+    def _client(self, session: RedisSession, args: list[bytes]) -> bytes:
         if len(args) < 2:
             return _arity("client")
         sub = args[1].upper()
-        session = self.session
         if sub == b"SETNAME" and len(args) == 3:
             session.name = args[2] or None
             return OK
@@ -121,8 +119,8 @@ class LocalCommands:
             return encode_bulk(line.encode() + b"\n")
         return error_span(f"CLIENT {sub[:32].decode('latin-1')} is not supported by the proxy")
 
-    def _info(self, args: list[bytes]) -> bytes:
-        shared = self.session.shared
+    def _info(self, session: RedisSession, args: list[bytes]) -> bytes:
+        shared = session.shared
         endpoints = ",".join(str(e.address) for e in shared.cluster.endpoints)
         lines = [
             "# Server", f"redis_version:{VERSION}", "proxy:mecha",
@@ -131,6 +129,9 @@ class LocalCommands:
             "# Keyspace",
         ]  # fmt: skip
         return encode_bulk(("\r\n".join(lines) + "\r\n").encode())
+
+
+LOCAL = LocalCommands()
 
 
 def session_id(session: RedisSession) -> int:

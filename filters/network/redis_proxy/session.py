@@ -16,7 +16,7 @@ from filters.network.api import (
     NetworkFilter,
 )
 from filters.network.redis_proxy.commands import Kind, Spec, hash_tag, keys_of, lookup
-from filters.network.redis_proxy.local import LocalCommands
+from filters.network.redis_proxy.local import LOCAL
 from filters.network.redis_proxy.replies import (
     ClusterReply,
     Part,
@@ -42,7 +42,7 @@ MAX_QUEUED = 10_000
 
 class RedisSession(NetworkFilter):
     __slots__ = ("_closing", "_dispatching", "_flush_scheduled", "_loop", "_out", "_paused",
-                 "authenticated", "callbacks", "local", "name", "parser", "queue", "resp3",
+                 "authenticated", "callbacks", "name", "parser", "queue", "resp3",
                  "shared")  # fmt: skip
 
     def __init__(self, shared: RedisShared, callbacks: ConnectionCallbacks) -> None:
@@ -53,7 +53,6 @@ class RedisSession(NetworkFilter):
         self.authenticated = shared.config.password is None
         self.resp3 = False
         self.name: bytes | None = None
-        self.local = LocalCommands(self)
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -141,7 +140,7 @@ class RedisSession(NetworkFilter):
             return
         kind = spec.kind
         if kind is Kind.LOCAL:
-            self.answer(name, started, self.local.run(name, args))
+            self.answer(name, started, LOCAL.run(self, name, args))
         elif kind is Kind.REFUSED:
             reason = f"{name.decode()} is not supported by the proxy: {spec.reason}"
             self.answer(name, started, error_span(reason))
