@@ -167,6 +167,8 @@ def restart_needed(old: Config, new: Config) -> tuple[str, ...]:
         found.append("admin")
     if old.health != new.health:
         found.append("health")
+    if old.overload != new.overload:
+        found.append("overload")
     if (old.runtime is None) != (new.runtime is None):
         found.append("runtime")
     elif old.runtime is not None and new.runtime is not None:

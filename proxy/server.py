@@ -24,6 +24,7 @@ from proxy.config.model import Config, FilterChainConfig, FilterConfig, Listener
 from proxy.filter_chain import ChainGeneration, FilterChain
 from proxy.listener import Listener
 from proxy.metrics import Metrics, ServerCollector
+from proxy.overload import OverloadCollector, OverloadManager, OverloadState
 from proxy.redact import redact
 from proxy.reload import ReloadCollector, Reloader, config_path
 from proxy.upstream.cluster import ClusterManager
@@ -50,12 +51,18 @@ class Server:
             self.runtime.on_shutdown = lambda: self.request_stop("shutdown API")
         self.access_logs = AccessLogs()
         self.singletons: dict[str, object] = {}
+        self.overload = (
+            OverloadManager(config.overload, lambda: self.listeners) if config.overload else None
+        )
+        self.overload_state = self.overload.state if self.overload else OverloadState()
         self.listeners = [self._listener(lc) for lc in config.listeners]
         views = AdminViews(self)
         self.admin, self.health = admin_servers(config, views, views.ready)
         self.metrics.add(ServerCollector(lambda: self.listeners, lambda: self.cluster_manager))
         self.reloader = Reloader(self, config_path(source))
         self.metrics.add(ReloadCollector(self.reloader))
+        if self.overload is not None:
+            self.metrics.add(OverloadCollector(self.overload))
         self._stopping: asyncio.Event | None = None
         self.inherited: dict[str, socket.socket] = {}
         """Listening sockets a hot restart handed over, by listener name."""
@@ -106,6 +113,8 @@ class Server:
                 await self.runtime.start()
             for listener in self.listeners:
                 await listener.start(self.inherited.pop(listener.name, None))
+            if self.overload is not None:
+                self.overload.start()
         except BaseException:
             await self.stop()
             raise
@@ -148,6 +157,8 @@ class Server:
                 listener.close_connections()
 
     async def stop(self) -> None:
+        if self.overload is not None:
+            self.overload.stop()
         await self.reloader.stop(0.0)  # what a reload still retires is cut short
         for listener in self.listeners:
             listener.stop_accepting()
@@ -193,6 +204,10 @@ class ListenerContext:
     @property
     def runtime(self) -> Runtime | None:
         return self._server.runtime
+
+    @property
+    def overload(self) -> OverloadState:
+        return self._server.overload_state
 
     def access_log(self, path: str | None) -> Callable[[str], None]:
         return self._server.access_logs.sink(path or "stdout").write

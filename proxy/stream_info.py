@@ -25,6 +25,7 @@ class ResponseFlag(enum.Enum):
     FAULT_INJECTED = "FI"
     DELAY_INJECTED = "DI"
     UNAUTHORIZED = "UAEX"
+    OVERLOAD_MANAGER = "OM"
 
 
 @dataclass(slots=True)

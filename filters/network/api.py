@@ -20,6 +20,7 @@ from proxy.stream_info import StreamInfo
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
+    from proxy.overload import OverloadState
     from proxy.upstream.cluster import ClusterManager
     from runtime.runtime import Runtime
 
@@ -118,6 +119,10 @@ class FactoryContext(Protocol):
     @property
     def runtime(self) -> Runtime | None:
         """The application runtime, when the config has a `runtime:` section."""
+
+    @property
+    def overload(self) -> OverloadState:
+        """What the overload manager asks of the data path (refuse new requests)."""
 
     def access_log(self, path: str | None) -> Callable[[str], None]:
         """A function that writes one line to the access log at `path` (batched)."""

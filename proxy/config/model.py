@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any
 
+from proxy.config.overload import OverloadConfig
 from proxy.config.reader import Problem
 from proxy.config.tls import DownstreamTls, UpstreamTls
 from proxy.config.units import Address
@@ -171,6 +172,8 @@ class Config:
     admin: AdminConfig | None
     health: HealthConfig | None = None
     drain_timeout: float = 15.0
+    overload: OverloadConfig | None = field(default_factory=OverloadConfig)
+    """Watermarks on memory and descriptors and the load shed past each; None: off."""
     runtime: RuntimeConfig | None = None
     """The application runtime (components, app channel); None: mesh only."""
     document: Any = None

@@ -27,6 +27,7 @@ from proxy.config.model import (
     OutlierDetection,
     RedisClusterSettings,
 )
+from proxy.config.overload import parse_overload
 from proxy.config.reader import Node, Problem
 from proxy.config.tls import parse_upstream_tls
 from proxy.config.units import Address, parse_address
@@ -53,7 +54,7 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
     if not isinstance(root.value, dict):
         root.problem("the config must be a mapping with listeners, clusters and admin")
         root.raise_if_problems()
-    root.only("admin", "health", "listeners", "clusters", "drain_timeout", "runtime")
+    root.only("admin", "health", "listeners", "clusters", "drain_timeout", "overload", "runtime")
     clusters = tuple(_cluster(node, base_dir) for node in root.items("clusters"))
     _unique(root, "clusters", [c.name for c in clusters])
     warnings: list[Problem] = []
@@ -72,6 +73,7 @@ def parse_config(document: Any, base_dir: Path | None = None) -> Config:
         admin=admin,
         health=health,
         drain_timeout=root.duration("drain_timeout", 15.0),
+        overload=parse_overload(root),
         document=root.value,
         runtime=runtime,
         file_digests=dict(_file_digests(root.value, base_dir)),

@@ -134,6 +134,11 @@ def test_adding_the_runtime_section_needs_a_restart() -> None:
     assert diff_configs(parsed(without), parsed(BASE)).restart_needed == ("runtime",)
 
 
+def test_the_overload_section_needs_a_restart() -> None:
+    new = edited(overload={"watermarks": {"stop_accepting": 0.8}})
+    assert diff_configs(parsed(BASE), parsed(new)).restart_needed == ("overload",)
+
+
 def test_drain_timeout_is_applied() -> None:
     diff = diff_configs(parsed(BASE), parsed(edited(drain_timeout="3s")))
     assert diff.drain_timeout and not diff.empty

@@ -19,6 +19,7 @@ from proxy.config.units import Address
 from proxy.connection import DownstreamConnection
 from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
+from proxy.overload import OverloadState
 from proxy.upstream.cluster import ClusterManager
 from tests.unit.fakes import FakeTransport
 
@@ -37,6 +38,7 @@ class Context:
 
     def __init__(self) -> None:
         self.shared: dict[str, Any] = {}
+        self.overload = OverloadState()
 
     def access_log(self, path: str | None) -> Callable[[str], None]:
         return lambda line: None

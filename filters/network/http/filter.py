@@ -58,6 +58,7 @@ def create_factory(config: HcmConfig, context: FactoryContext) -> FilterFactory:
         h1_limits=H1Limits(max_head=config.max_request_headers, max_body=config.max_request_body),
         h2_settings=H2Settings(max_concurrent_streams=config.max_concurrent_streams),
         clusters=context.cluster_manager,
+        overload=context.overload,
     )
 
     def factory(callbacks: ConnectionCallbacks) -> NetworkFilter:

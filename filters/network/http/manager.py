@@ -34,8 +34,9 @@ from protocols.http.events import (
 from protocols.http.h1 import H1Limits, H1ServerCodec
 from protocols.http.h1_forward import read_request
 from protocols.http.h1_parse import HTTP11
-from protocols.http.h2 import H2Codec, H2Settings
+from protocols.http.h2 import REFUSED_STREAM, H2Codec, H2Settings
 from protocols.http.headers import Headers
+from proxy.overload import OverloadState
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
 from proxy.timers import Deadline, TimerWheel
 from proxy.upstream.cluster import ClusterManager
@@ -68,6 +69,7 @@ class HcmShared:
     h1_limits: H1Limits
     h2_settings: H2Settings
     clusters: ClusterManager
+    overload: OverloadState = field(default_factory=OverloadState)
     timers: TimerWheel = field(default_factory=TimerWheel)
     forwarding: bool = field(init=False)
     """The router is the only HTTP filter: plain routes may take the forwarding path."""
@@ -198,6 +200,8 @@ class HttpConnectionManager(NetworkFilter):
         """Start forwarding the request at the start of `data` as bytes; False when its head
         (or route) asks for more than forwarding (the codec and the stream filters take it)."""
         shared = self.shared
+        if shared.overload.refuse_requests:
+            return False  # (refused by _new_stream)
         limits = shared.h1_limits
         end = data.find(b"\r\n\r\n", 0, limits.max_head)
         head = None if end < 0 else read_request(data, end, limits)
@@ -469,6 +473,9 @@ class HttpConnectionManager(NetworkFilter):
         forwarding path when nothing else is asked of it, else through the filters."""
         shared = self.shared
         shared.stats.downstream_rq += 1
+        if shared.overload.refuse_requests:
+            self._refuse(request)
+            return
         info = self._stream_info(request)
         prepare_request(request, info, shared.config, self.client_ip,
                         self.callbacks.info.downstream_tls)  # fmt: skip
@@ -491,6 +498,21 @@ class HttpConnectionManager(NetworkFilter):
         if request.expect_continue and self._h1 is not None:
             self._write(self._h1.encode_response(ResponseHeaders(100, Headers())))
         stream.start()
+
+    def _refuse(self, request: RequestHeaders) -> None:
+        """Overloaded: the new request is refused before any work is done for it (Envoy's
+        stop_accepting_requests). HTTP/2 resets the stream with REFUSED_STREAM, which a
+        client may retry; HTTP/1.1 answers 503 and closes, shedding the connection too."""
+        self.shared.stats.overload_refused += 1
+        if self._h2 is not None:
+            self._h2.reset(request.stream_id, REFUSED_STREAM)
+            self._schedule_flush()
+            return
+        stream = ActiveStream(self, request, self._stream_info(request), None, None)
+        self.streams[request.stream_id] = stream
+        self._closing = True
+        stream.send_local_reply(503, b"overloaded\n", ResponseFlag.OVERLOAD_MANAGER,
+                                Headers([(b"connection", b"close")]), "overloaded")  # fmt: skip
 
     def _stream_info(self, request: RequestHeaders) -> HttpStreamInfo:
         return HttpStreamInfo(

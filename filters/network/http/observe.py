@@ -68,6 +68,7 @@ class HttpStats:
         self.downstream_rq_active = 0
         self.protocol_errors = 0
         self.request_headers_timeouts = 0
+        self.overload_refused = 0
 
     def record(self, info: HttpStreamInfo) -> None:
         """Count a finished request (once per request: `_Series.observe`, inlined)."""
@@ -110,10 +111,16 @@ class HttpStatsCollector(Collector):
             "Requests whose head did not arrive within request_headers_timeout (408)",
             labels=["listener"],
         )
+        refused = CounterMetricFamily(
+            "mecha_http_downstream_rq_overload_refused",
+            "Requests refused by the overload manager (503 / REFUSED_STREAM)",
+            labels=["listener"],
+        )
         for stats in self.stats:
             downstream.add_metric([stats.listener], stats.downstream_rq)
             errors.add_metric([stats.listener], stats.protocol_errors)
             header_timeouts.add_metric([stats.listener], stats.request_headers_timeouts)
+            refused.add_metric([stats.listener], stats.overload_refused)
             for (route, cluster), series in list(stats.series.items()):
                 labels = [stats.listener, route, cluster]
                 for code_class, count in zip(CLASSES, series.by_class, strict=True):
@@ -124,4 +131,4 @@ class HttpStatsCollector(Collector):
                     cumulative += count
                     buckets.append((bound, cumulative))
                 latency.add_metric(labels, buckets, series.total)
-        yield from (requests, latency, downstream, errors, header_timeouts)
+        yield from (requests, latency, downstream, errors, header_timeouts, refused)
