@@ -7,6 +7,7 @@ import importlib
 import sys
 
 SCENARIOS = {
+    "abuse": "benchmarks.scenarios.abuse",
     "http": "benchmarks.scenarios.http",
     "https": "benchmarks.scenarios.http_tls",
     "l4": "benchmarks.scenarios.l4",
