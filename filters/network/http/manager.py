@@ -417,7 +417,7 @@ class HttpConnectionManager(NetworkFilter):
     def _watch_head(self) -> None:
         """A request head has begun and not ended: it has request_headers_timeout to end."""
         timeout = self.shared.config.request_headers_timeout
-        if timeout and not self._closing and self._head_pending():
+        if self._head_timer is None and timeout and not self._closing and self._head_pending():
             self._head_timer = self.shared.timers.call_later(timeout, self._head_late)
 
     def _head_pending(self) -> bool:
