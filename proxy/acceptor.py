@@ -96,8 +96,8 @@ class Acceptor:
     def _accept(self) -> None:
         """One connection per readable event: the loop polls level-triggered, so the next
         turn accepts the next one. A connection flood then gets one accept per turn, like
-        every other connection's callback, and no accept is tried in vain (a failed
-        accept costs as much as a third of a successful one)."""
+        every other connection's callback, and no accept is tried in vain (looping until
+        EAGAIN would cost an exception per event)."""
         try:
             conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError):
