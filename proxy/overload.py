@@ -18,6 +18,7 @@ see only `OverloadState` (a service, like the timer wheel): one flag per request
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import resource
@@ -37,6 +38,7 @@ log = logging.getLogger("mecha.overload")
 HYSTERESIS = 0.02
 """An action stops when the pressure is this far below its watermark."""
 PAUSE_REASON = "overload"
+EXHAUSTED = (errno.EMFILE, errno.ENFILE)
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -113,11 +115,23 @@ class OverloadManager:
         self._timer = loop.call_later(self.config.check_interval, self.check)
 
     def _read(self) -> None:
+        """Both readings open a file in /proc. With no descriptor free, descriptors are at
+        their limit by definition, and memory keeps its last reading."""
         readings = self._readings
         limit = self.config.max_descriptors or readings.descriptor_limit()
-        self.pressure["descriptors"] = readings.descriptors() / limit
+        try:
+            used = readings.descriptors()
+        except OSError as error:
+            if error.errno not in EXHAUSTED:
+                raise
+            used = limit
+        self.pressure["descriptors"] = used / limit
         if self.config.max_rss is not None:
-            self.pressure["memory"] = readings.memory() / self.config.max_rss
+            try:
+                self.pressure["memory"] = readings.memory() / self.config.max_rss
+            except OSError as error:
+                if error.errno not in EXHAUSTED:
+                    raise
 
     def _act(self) -> None:
         resource_name, pressure = max(self.pressure.items(), key=lambda item: item[1])

@@ -48,10 +48,15 @@ def waiting(client: socket.socket) -> bool:
         client.settimeout(5)
 
 
-def test_clients_wait_for_descriptors_and_are_served_when_they_free_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overload", [False, True], ids=["acceptor alone", "overload manager"])
+def test_clients_wait_for_descriptors_and_are_served_when_they_free_up(
+    tmp_path: Path, overload: bool
+) -> None:
+    """Alone, the acceptor retries every 100 ms; with the overload manager (the default) the
+    listener also stops accepting at its next check, until descriptors free up."""
     with (
         tcp_server(echo) as upstream,
-        run_mecha(tmp_path, tcp_proxy_config([upstream])) as mecha,
+        run_mecha(tmp_path, configured(upstream, overload)) as mecha,
         ExitStack() as clients,
     ):
         port = mecha.port("tcp")
@@ -72,6 +77,13 @@ def test_clients_wait_for_descriptors_and_are_served_when_they_free_up(tmp_path:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
             late.sendall(b"later\n")
             assert late.recv(64) == b"later\n"
+
+
+def configured(upstream: int, overload: bool) -> dict[str, object]:
+    config = tcp_proxy_config([upstream])
+    if not overload:
+        config["overload"] = False
+    return config
 
 
 def assert_counted_and_logged(mecha: Mecha, exhausted_for: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from typing import Any, cast
 
@@ -221,3 +222,19 @@ def frames(data: bytes) -> list[Frame]:
         found.append(frame)
         view = view[9 + length :]
     return found
+
+
+class Exhausted(Dial):
+    def descriptors(self) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def memory(self) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+async def test_with_no_descriptor_free_to_read_them_descriptors_are_at_their_limit() -> None:
+    dial = Exhausted()
+    overload = manager(dial, [], max_rss=100 << 20)
+    await checked(overload)
+    assert overload.pressure == {"descriptors": 1.0, "memory": 0.0}
+    assert overload.state.refuse_requests
