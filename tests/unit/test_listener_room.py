@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from hyperframe.frame import SettingsFrame
+
 from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
 from proxy.config.model import FilterChainMatch, ListenerConfig
 from proxy.config.units import Address
@@ -11,7 +13,7 @@ from proxy.connection import DownstreamConnection
 from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
 from tests.unit.fakes import FakeTransport
-from tests.unit.test_http_drain import REQUEST, connect, http_listener, settle
+from tests.unit.test_http_drain import PREFACE, REQUEST, connect, goaways, http_listener, settle
 
 
 def full_http_listener(limit: int) -> Listener:
@@ -79,3 +81,12 @@ async def test_close_idle_sheds_only_the_idle() -> None:
     assert listener.close_idle() == 3
     assert all(transport.closed for _, transport in idle) and not busy_transport.closed
     assert listener.stats.idle_shed == 3
+
+
+async def test_an_idle_http2_connection_gets_a_goaway_before_it_is_closed() -> None:
+    listener = http_listener()
+    connection, transport = connect(listener)
+    connection.data_received(PREFACE + SettingsFrame(0).serialize())
+    await settle()
+    assert listener.close_idle() == 1
+    assert goaways(transport.data) == [0] and transport.closed
