@@ -189,9 +189,10 @@ class HttpConnectionManager(NetworkFilter):
                 self._dispatch(h1.feed(data))
         else:
             self._dispatch(h1.feed(data))
-        # Not a call on the hot path: a request that arrives whole is in self.streams.
+        # A request that arrives whole is in self.streams, or was answered at once and
+        # left nothing buffered: no timer, and no call here but `buffered`.
         if not self.streams:
-            if self._head_timer is None:
+            if self._head_timer is None and h1.buffered:
                 self._watch_head()
         elif self._head_timer is not None:
             self._head_received()
