@@ -113,25 +113,30 @@ def test_a_partial_frame_is_not_held_past_the_idle_timeout(
 
 
 UNFINISHED = 20 << 20
+ROUNDS = 4
 
 
 def test_unfinished_bulks_of_closed_clients_are_freed_at_once(
     tmp_path: Path, redis_port: int
 ) -> None:
-    """Three rounds of three clients, each leaving 20 MiB of a bulk unfinished and closing:
-    RSS comes back each round (the issue saw +300 MB a round, freed only by a full GC)."""
+    """Rounds of three clients, each leaving 20 MiB of a bulk unfinished and closing: RSS
+    does not grow from round to round (the issue saw +300 MB a round, freed only by a full
+    GC). The allocator may keep up to a round's worth for reuse, so that is the bound."""
     header = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % (UNFINISHED * 2)
     chunk = b"x" * (1 << 20)
+    round_size = 3 * UNFINISHED
     with run_mecha(tmp_path, redis_proxy_config([redis_port])) as mecha:
         baseline = mecha.rss()
-        for _ in range(3):
+        after = []
+        for _ in range(ROUNDS):
             with ExitStack() as clients:
                 for _ in range(3):
                     client = clients.enter_context(redis_client(mecha.port("redis")))
                     client.sendall(header)
                     for _ in range(UNFINISHED // len(chunk)):
                         client.sendall(chunk)
-                peak = mecha.rss()
             mecha.wait_metric("mecha_listener_downstream_cx_active", 0, listener="redis")
             time.sleep(0.2)
-            assert mecha.rss() < baseline + (20 << 20), (baseline, peak, mecha.rss())
+            after.append(mecha.rss())
+        assert max(after) < baseline + round_size, (baseline, after)
+        assert after[-1] - after[0] < round_size // 2, (baseline, after)
