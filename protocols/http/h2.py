@@ -26,7 +26,6 @@ in through `send_*`, bytes out through `data_to_send`. The rules it keeps:
 
 from __future__ import annotations
 
-import logging
 import re
 from collections import deque
 from contextlib import suppress
@@ -35,14 +34,13 @@ from typing import cast
 
 import h2.events as h2e
 import h2.exceptions as h2x
-import hpack.hpack
-import hpack.table
+import hpack
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from hpack import HPACKError
-from hpack.struct import Header, NeverIndexedHeaderTuple
+from hpack.struct import Header
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from protocols.http.errors import HttpError
@@ -57,6 +55,7 @@ from protocols.http.events import (
 )
 from protocols.http.h1_parse import content_length
 from protocols.http.headers import Headers
+from protocols.http.hpack import Decoder, Encoder, HeaderListTooLarge, HpackError
 
 HeaderList = list[tuple[bytes, bytes]]
 _Endable = RequestHeaders | ResponseHeaders | Data | Trailers
@@ -73,8 +72,6 @@ HTTP2 = b"HTTP/2"
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
-_NEVER_INDEXED = frozenset((b"authorization", b"proxy-authorization"))
-"""Credentials HPACK must not add to its tables (as h2 and nghttp2 do; so do short cookies)."""
 _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 # What h2 wraps when an HPACK block cannot be decoded: the compression context is lost,
@@ -103,16 +100,19 @@ class H2Settings:
                 raise ValueError(f"H2Settings.{name} must be in [{low}, {high}]")
 
 
-class _QuietLogger(logging.Logger):
-    """hpack logs every field it encodes or decodes at DEBUG, ~20 calls a stream that cost
-    ~5% of it even when disabled; nothing needs HPACK at that detail."""
+class _H2Decoder(Decoder):
+    """mecha's HPACK decoder (protocols/http/hpack.py) where h2 expects hpack's: h2 turns
+    hpack's errors into its own connection errors, so ours are given to it as those."""
 
-    def debug(self, *args: object, **kwargs: object) -> None:
-        pass
+    __slots__ = ()
 
-
-hpack.hpack.log = _QuietLogger(hpack.hpack.log.name)
-hpack.table.log = _QuietLogger(hpack.table.log.name)
+    def decode(self, block: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:
+        try:
+            return super().decode(block)
+        except HeaderListTooLarge as exc:
+            raise hpack.OversizedHeaderListError(str(exc)) from exc
+        except HpackError as exc:
+            raise hpack.HPACKDecodingError(str(exc)) from exc
 
 
 class _Connection(H2Connection):
@@ -284,7 +284,9 @@ class H2Codec:
             },
         )
         conn.max_inbound_frame_size = settings.max_frame_size
-        conn.decoder.max_header_list_size = settings.max_header_list_size
+        # mecha's HPACK: cached blocks both ways, where hpack is per-field pure Python.
+        conn.decoder = _H2Decoder(settings.max_header_list_size)  # type: ignore[assignment]
+        conn.encoder = Encoder()  # type: ignore[assignment]
         self._conn = conn
         self._client = client_side
         self._settings = settings
@@ -698,11 +700,7 @@ def _regular(headers: Headers, request: bool) -> HeaderList:
             continue
         if _FIELD_NAME.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
             raise HttpError(f"header {name!r} cannot be sent over HTTP/2", 500)
-        value = value.strip()
-        if name in _NEVER_INDEXED or (name == b"cookie" and len(value) < 20):
-            block.append(NeverIndexedHeaderTuple(name, value))
-        else:
-            block.append((name, value))
+        block.append((name, value.strip()))  # the encoder keeps credentials out of tables
     return block
 
 
