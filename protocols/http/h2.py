@@ -50,13 +50,11 @@ from protocols.http.events import (
 )
 from protocols.http.h2_frames import ErrorCode, H2ConnectionError
 from protocols.http.h2_headers import (
+    CheckedBlocks,
     HeaderList,
     Malformed,
-    declared_length,
     outbound_request,
     regular,
-    request_block,
-    response_block,
     trailer_block,
 )
 from protocols.http.h2_streams import (
@@ -124,8 +122,9 @@ class H2Codec:
 
     # fmt: off
     __slots__ = (
-        "_block", "_budgets", "_client", "_closed", "_closed_streams", "_conn_processed",
-        "_decoder", "_encoder", "_failed", "_goaway_sent", "_highest_peer", "_local_last",
+        "_block", "_budgets", "_checked", "_client", "_closed", "_closed_streams",
+        "_conn_processed", "_decoder", "_encoder", "_failed", "_goaway_sent", "_highest_peer",
+        "_local_last",
         "_next_sid", "_out", "_outbox", "_peer_initial", "_peer_last", "_peer_max_frame",
         "_peer_max_streams", "_reader", "_recv_window", "_send_window", "_settings",
         "_settings_seen", "_stop_after", "_streams", "_unacked",
@@ -138,6 +137,7 @@ class H2Codec:
         self._reader = fr.FrameReader(not client_side, settings.max_frame_size)
         self._encoder = Encoder()
         self._decoder = Decoder(settings.max_header_list_size)
+        self._checked = CheckedBlocks()
         self._out: list[bytes] = []
         self._streams: dict[int, Stream] = {}
         self._closed_streams: dict[int, int] = {}
@@ -398,8 +398,7 @@ class H2Codec:
         stream = self._streams[sid] = Stream(self._peer_initial, self._settings.initial_window_size)
         self._budgets.streams += 1
         try:
-            pseudo, headers = request_block(fields)
-            stream.remaining = declared_length(headers)
+            pseudo, headers, stream.remaining = self._checked.request(fields)
         except Malformed:
             self._refuse(sid, batch, PROTOCOL_ERROR, PROTOCOL_ERROR)
             return
@@ -426,8 +425,7 @@ class H2Codec:
         self, sid: int, stream: Stream, fields: HeaderList, end: bool, batch: Batch
     ) -> None:
         try:
-            status, headers = response_block(fields)
-            length = declared_length(headers)
+            status, headers, length = self._checked.response(fields)
             if status[0] == 0x31 and end:
                 raise Malformed("an informational response ending the stream")
         except Malformed:

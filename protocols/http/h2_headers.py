@@ -150,3 +150,42 @@ def outbound_request(
             (b":path", path or b"/"),
         ]
     return pseudo + regular(headers, True)
+
+
+class CheckedBlocks:
+    """The HPACK decoder hands out the same list object for the same block while its table
+    is unchanged, so a repeated header list is checked once: the verdict is kept by the
+    list's identity (the list held with it, so the identity stays its own). Malformed lists
+    are not kept; they raise each time."""
+
+    __slots__ = ("_requests", "_responses")
+
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self._requests: dict[
+            int, tuple[HeaderList, dict[bytes, bytes], HeaderList, int | None]
+        ] = {}
+        self._responses: dict[int, tuple[HeaderList, bytes, HeaderList, int | None]] = {}
+
+    def request(self, fields: HeaderList) -> tuple[dict[bytes, bytes], Headers, int | None]:
+        hit = self._requests.get(id(fields))
+        if hit is not None and hit[0] is fields:
+            return hit[1], Headers(hit[2]), hit[3]
+        pseudo, headers = request_block(fields)
+        length = declared_length(headers)
+        if len(self._requests) >= self.LIMIT:
+            self._requests.clear()
+        self._requests[id(fields)] = (fields, pseudo, list(headers), length)
+        return pseudo, headers, length
+
+    def response(self, fields: HeaderList) -> tuple[bytes, Headers, int | None]:
+        hit = self._responses.get(id(fields))
+        if hit is not None and hit[0] is fields:
+            return hit[1], Headers(hit[2]), hit[3]
+        status, headers = response_block(fields)
+        length = declared_length(headers)
+        if len(self._responses) >= self.LIMIT:
+            self._responses.clear()
+        self._responses[id(fields)] = (fields, status, list(headers), length)
+        return status, headers, length

@@ -146,6 +146,8 @@ def _run(
 def test_same_events_and_errors_as_the_h2_package(chunks: list[bytes], limits: H2Settings) -> None:
     ours = _run(H2Codec(client_side=False, settings=limits), chunks)
     theirs = _run(h2_reference.H2Codec(client_side=False, settings=limits), chunks)
+    if ours[1] == ErrorCode.COMPRESSION_ERROR and theirs[1] == ErrorCode.PROTOCOL_ERROR:
+        ours = ours[0], theirs[1]  # an undecodable block: h2 says PROTOCOL_ERROR, RFC 7541 this
     if ours != theirs and ours[1] == ErrorCode.FRAME_SIZE_ERROR and theirs[1] is None:
         # Refused from the header; h2 is still buffering the payload it was promised.
         failed_at = len(ours[0]) - 1
@@ -168,7 +170,9 @@ RESPONSES = [
 def _server_ops(draw: st.DrawFn, answered: set[int]) -> list[Op]:
     """What a raw server may do. A malformed head that ends its stream (trailers first, a
     second final head, a bad :status with END_STREAM) is left out: h2 makes it a connection
-    error, the stream having closed, and mecha a stream error (RFC 9113 §8.1.1). So is a
+    error, the stream having closed, and mecha a stream error (RFC 9113 §8.1.1). So are
+    trailers where a declared body never came (h2 lets them by; the message is malformed,
+    §8.1.1) and a
     GOAWAY with an error: the reference reports its refused streams again at a later one."""
     sid = draw(st.sampled_from([1, 3, 5, 7]))
     size = draw(st.integers(0, 20000))
@@ -184,10 +188,12 @@ def _server_ops(draw: st.DrawFn, answered: set[int]) -> list[Op]:
         c.send_headers(sid, block, end_stream=end)
         if final:
             answered.add(sid)
+            if len(block) > 1:
+                answered.add(-sid)  # declared a length: trailers-only would contradict it
 
     def trailers(c: H2Connection) -> None:
-        if sid not in answered:
-            raise ValueError("trailers before the head")
+        if sid not in answered or -sid in answered:
+            raise ValueError("trailers before the head, or instead of a declared body")
         c.send_headers(sid, [(b"grpc-status", b"0")], end_stream=True)
 
     return [
