@@ -328,7 +328,7 @@ class H2Codec:
         block, _pad = fr.unpad(flags, payload)
         if flags & fr.PRIORITY_FLAG:
             if len(block) < 5:
-                raise H2ConnectionError("HEADERS too short for its priority")
+                raise H2ConnectionError("HEADERS too short for its priority", FRAME_SIZE)
             if int.from_bytes(block[:4], "big") & MAX_WINDOW == sid:
                 raise H2ConnectionError("a stream depending on itself")
             block = block[5:]
