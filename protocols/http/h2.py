@@ -125,7 +125,7 @@ class H2Codec:
         "_block", "_budgets", "_checked", "_client", "_closed", "_closed_streams",
         "_conn_processed", "_decoder", "_encoder", "_failed", "_goaway_sent", "_highest_peer",
         "_local_last",
-        "_next_sid", "_out", "_outbox", "_peer_initial", "_peer_last", "_peer_max_frame",
+        "_next_sid", "_out", "_outbox", "_owed", "_peer_initial", "_peer_last", "_peer_max_frame",
         "_peer_max_streams", "_reader", "_recv_window", "_send_window", "_settings",
         "_settings_seen", "_stop_after", "_streams", "_unacked",
     )
@@ -145,6 +145,8 @@ class H2Codec:
         self._unacked: dict[int, int] = {}
         """Payload bytes handed to the caller per stream and not yet acknowledged."""
         self._stop_after: set[int] = set()
+        self._owed: set[int] = set()
+        """Streams with bytes given back and not yet returned by a WINDOW_UPDATE."""
         """Streams to reset with NO_ERROR once their queued response has left."""
         self._budgets = Budgets()
         self._block: _Block | None = None
@@ -189,7 +191,7 @@ class H2Codec:
 
     def data_to_send(self) -> bytes:
         self._budgets.control = 0  # what was answered is on its way
-        if self._conn_processed or self._unacked_windows():
+        if self._conn_processed or self._owed:
             self._window_updates()
         if not self._out:
             return b""
@@ -623,22 +625,23 @@ class H2Codec:
         stream = self._streams.get(sid)
         if stream is not None and stream.remote_open:
             stream.processed += size
-
-    def _unacked_windows(self) -> bool:
-        return any(stream.processed for stream in self._streams.values())
+            self._owed.add(sid)
 
     def _window_updates(self) -> None:
         """WINDOW_UPDATEs for what was given back, once half a window is owed (h2's rule)."""
         if self._closed:
             return
         out = self._out
-        for sid, stream in self._streams.items():
-            if stream.processed and _worth(
-                stream.processed, stream.recv_window, self._settings.initial_window_size
-            ):
+        streams = self._streams
+        for sid in list(self._owed):
+            stream = streams.get(sid)
+            if stream is None or not stream.remote_open:
+                self._owed.discard(sid)  # nothing more will come on it
+            elif _worth(stream.processed, stream.recv_window, self._settings.initial_window_size):
                 out.append(fr.window_update(sid, stream.processed))
                 stream.recv_window += stream.processed
                 stream.processed = 0
+                self._owed.discard(sid)
         processed = self._conn_processed
         if processed and _worth(
             processed, self._recv_window, self._settings.connection_window_size
