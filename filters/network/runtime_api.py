@@ -28,8 +28,10 @@ MANAGER_KEYS = (
 
 
 def parse_config(node: Node, context: ParseContext) -> hcm.HcmConfig:
-    node.only(*MANAGER_KEYS)
-    filters = (hcm.http_filter(NAME, Node({}), context),)
+    """`internal: true`: the listener other sidecars send this app's invocations to."""
+    node.only(*MANAGER_KEYS, "internal")
+    internal = node.flag("internal", False)
+    filters = (hcm.http_filter(NAME, Node({"internal": True} if internal else {}), context),)
     return api_manager(node, context, NAME, filters, codec="auto", max_streams=100)
 
 
