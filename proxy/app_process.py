@@ -2,7 +2,8 @@
 
 The app starts once mecha's listeners are bound, with Dapr's variables in its environment
 (DAPR_HTTP_PORT, DAPR_GRPC_PORT, APP_ID, APP_PORT, APP_PROTOCOL), in a session of its own so
-that mecha decides what reaches it: SIGTERM and SIGINT are forwarded to its process group.
+that mecha decides what reaches it: SIGTERM and SIGINT are forwarded to its process group,
+and SIGTERM reaches it if mecha dies without stopping it.
 Its output is passed through line by line, prefixed `== APP == ` as `dapr run` prefixes it.
 When the app exits, mecha drains and exits with the app's status (128 + N for a signal N);
 when mecha stops first (the shutdown API), the app is sent SIGTERM, then SIGKILL after the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shlex
@@ -118,7 +120,7 @@ async def _run_app(server: Server, serving: asyncio.Task[None], info: RunInfo,
         process = await asyncio.create_subprocess_exec(
             *info.command, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_mecha,
         )  # fmt: skip
     except OSError as error:
         print(f"mecha: the app cannot start: {shlex.join(info.command)}: {error}",
@@ -143,6 +145,14 @@ async def _run_app(server: Server, serving: asyncio.Task[None], info: RunInfo,
     server.request_stop("app exited")
     await serving
     return status
+
+
+def _die_with_mecha() -> None:
+    """In the child: SIGTERM when mecha dies without stopping the app (killed, crashed), so
+    no app outlives its sidecar unseen (Linux prctl; elsewhere, nothing)."""
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _forward_signals(process: asyncio.subprocess.Process) -> None:

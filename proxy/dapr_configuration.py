@@ -1,12 +1,15 @@
 """A Dapr `kind: Configuration` file (`dapr run --config`) applied to a mecha config document.
 
-What mecha does the Dapr way is taken over: secret scopes (`spec.secrets.scopes`), name
+What mecha does the Dapr way is taken over: API allow and deny lists (`spec.api`), secret
+scopes (`spec.secrets.scopes`), name
 resolution (`spec.nameResolution`: `sqlite`'s `connectionString` is the local registry's
 file; `mdns` is what the local registry does on one machine), app-to-sidecar invocation
 access control (`spec.accessControl`), and metrics (always on the admin's /metrics). What
 only changes what is observed (tracing, logging, features) is a warning naming the key.
-What would leave the app less protected than the file asks (API allow and deny lists,
-middleware pipelines, mTLS) is an error naming the file and the key: mecha refuses to run
+The API's middleware (`spec.httpPipeline`) becomes mecha's HTTP filters in front of the API
+where mecha has the filter (`middleware.http.ratelimit`: `local_ratelimit`). What would
+leave the app less protected than the file asks (other middleware, the app's pipeline, mTLS)
+is an error naming the file and the key: mecha refuses to run
 rather than silently skip a policy.
 """
 
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from proxy.config.loader import parse_yaml, read_source
 from proxy.config.reader import ConfigError, Problem
@@ -25,9 +30,6 @@ WARNED = {
     "components": "component deny lists are not supported by mecha: ignored",
 }
 REFUSED = {
-    "api": "API allow/deny lists are not supported by mecha yet: every API would be served",
-    "httpPipeline": "middleware pipelines are not supported by mecha yet (use mecha's HTTP "
-    "filters in a mecha config)",
     "appHttpPipeline": "middleware pipelines are not supported by mecha yet (use mecha's "
     "HTTP filters in a mecha config)",
     "mtls": "mTLS between sidecars is not supported by mecha yet",
@@ -72,6 +74,10 @@ def apply_configuration(document: dict[str, Any], path: Path, problems: list[Pro
             _secrets(runtime, value, at, problems)
         elif key == "nameResolution":
             _name_resolution(runtime, value, at, problems)
+        elif key == "httpPipeline":
+            _http_pipeline(document, value, at, problems)
+        elif key == "api":
+            _api(runtime, value, at, problems)
         elif key == "accessControl":
             _access_control(runtime, value, at, problems)
         elif key not in REFUSED:
@@ -118,6 +124,106 @@ def _name_resolution(runtime: dict[str, Any], value: Any, at: str,
         connection = configuration.get("connectionString")
         if isinstance(connection, str) and connection:
             runtime.setdefault("invoke", {})["registry"] = connection
+
+
+def _http_pipeline(document: dict[str, Any], value: Any, at: str,
+                   problems: list[Problem]) -> None:  # fmt: skip
+    """The API's middleware, by the components it names, as mecha's HTTP filters in front of
+    `runtime_api`: middleware.http.ratelimit is `local_ratelimit` (a bucket of
+    maxRequestsPerSecond, refilled every second: 429 past it, as Dapr's)."""
+    handlers = value.get("handlers") if isinstance(value, dict) else None
+    if not isinstance(handlers, list):
+        problems.append(Problem(f"{at}.handlers", "expected a list of handlers"))
+        return
+    folders = document.get("runtime", {}).get("components_path") or []
+    found = _middleware_components(folders if isinstance(folders, list) else [folders])
+    filters = []
+    for index, handler in enumerate(handlers):
+        where = f"{at}.handlers[{index}]"
+        name = handler.get("name") if isinstance(handler, dict) else None
+        component = found.get(str(name))
+        if component is None:
+            problems.append(Problem(f"{where}.name", f"{name!r}: no middleware component of "
+                                    "that name in the resources paths"))  # fmt: skip
+            continue
+        made = _filter_of(component, where, problems)
+        if made is not None:
+            filters.append(made)
+    for listener in document.get("listeners") or []:
+        for item in listener.get("filters") or [] if isinstance(listener, dict) else []:
+            config = item.get("config") if isinstance(item, dict) else None
+            if item.get("name") == "runtime_api" and not (config or {}).get("internal"):
+                item.setdefault("config", {})["http_filters"] = filters
+
+
+def _middleware_components(folders: list[Any]) -> dict[str, tuple[str, dict[str, Any], str]]:
+    """name -> (type, metadata, file) of the middleware components in `folders`."""
+    found: dict[str, tuple[str, dict[str, Any], str]] = {}
+    for folder in folders:
+        for file in sorted(Path(str(folder)).glob("*.y*ml")):
+            try:
+                documents = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
+            except (OSError, yaml.YAMLError):
+                continue  # the components' own parse reports it
+            for document in documents:
+                if not isinstance(document, dict) or document.get("kind") != "Component":
+                    continue
+                spec = document.get("spec") or {}
+                kind = str(spec.get("type", "")) if isinstance(spec, dict) else ""
+                if kind.startswith("middleware."):
+                    items = spec.get("metadata") or []
+                    metadata = {str(i.get("name")): i.get("value") for i in items
+                                if isinstance(i, dict)}  # fmt: skip
+                    name = str((document.get("metadata") or {}).get("name", ""))
+                    found[name] = (kind, metadata, str(file))
+    return found
+
+
+def _filter_of(component: tuple[str, dict[str, Any], str], where: str,
+               problems: list[Problem]) -> dict[str, Any] | None:  # fmt: skip
+    kind, metadata, file = component
+    if kind != "middleware.http.ratelimit":
+        problems.append(Problem(where, f"{kind} ({file}) is not supported by mecha (supported: "
+                                "middleware.http.ratelimit)"))  # fmt: skip
+        return None
+    rate = str(metadata.get("maxRequestsPerSecond", "")).strip()
+    if not rate.isdigit() or int(rate) < 1:
+        problems.append(Problem(f"{file}: spec.metadata.maxRequestsPerSecond",
+                                f"{rate!r}: expected a whole number of at least 1"))  # fmt: skip
+        return None
+    per_second = int(rate)
+    bucket = {"max_tokens": per_second, "tokens_per_fill": per_second, "fill_interval": "1s"}
+    return {"name": "local_ratelimit", "config": bucket}
+
+
+def _api(runtime: dict[str, Any], value: Any, at: str, problems: list[Problem]) -> None:
+    """Allow and deny lists of the sidecar's APIs, as they are."""
+    if not isinstance(value, dict):
+        problems.append(Problem(at, "expected a mapping with allowed and/or denied"))
+        return
+    converted: dict[str, list[dict[str, str]]] = {}
+    for key in ("allowed", "denied"):
+        rules = value.get(key) or []
+        if not isinstance(rules, list):
+            problems.append(Problem(f"{at}.{key}", "expected a list of APIs"))
+            continue
+        converted[key] = [_api_rule(rule, f"{at}.{key}[{i}]", problems)
+                          for i, rule in enumerate(rules)]  # fmt: skip
+    runtime["api_access"] = converted
+
+
+def _api_rule(rule: Any, at: str, problems: list[Problem]) -> dict[str, str]:
+    if not isinstance(rule, dict) or not rule.get("name") or not rule.get("version"):
+        problems.append(Problem(at, "expected a mapping with name and version"))
+        return {"name": "", "version": ""}
+    converted = {"name": str(rule["name"]), "version": str(rule["version"])}
+    if rule.get("protocol"):
+        protocol = str(rule["protocol"]).lower()
+        if protocol not in ("http", "grpc"):
+            problems.append(Problem(f"{at}.protocol", f"{rule['protocol']!r}: expected http or "
+                                    "grpc"))  # fmt: skip
+        converted["protocol"] = protocol
+    return converted
 
 
 def _access_control(runtime: dict[str, Any], value: Any, at: str,

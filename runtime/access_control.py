@@ -21,6 +21,10 @@ class Operation:
     verbs: frozenset[str]
     allow: bool
 
+    def specificity(self) -> tuple[int, int]:
+        """Longer first, then more literal segments (`/orders/secret` over `/orders/*`)."""
+        return len(self.segments), sum(part not in ("*", "**") for part in self.segments)
+
     def matches(self, segments: list[str]) -> bool:
         for index, pattern in enumerate(self.segments):
             if pattern == "**":
@@ -49,7 +53,7 @@ class AccessControl:
         found = [op for op in policy.operations if op.matches(segments)]
         if not found:
             return policy.allow
-        operation = max(found, key=lambda op: len(op.segments))
+        operation = max(found, key=Operation.specificity)
         if "*" in operation.verbs or verb.upper() in operation.verbs:
             return operation.allow
         return policy.allow

@@ -23,6 +23,7 @@ import yaml
 from proxy.config.loader import expand_env
 from proxy.config.reader import ConfigError, Node, Problem
 from runtime.access_control import AccessControl, parse_access_control
+from runtime.api_access import ApiAccess, parse_api_access
 from runtime.components import registry
 from runtime.routing_rules import RuleError, compile_rule
 
@@ -138,6 +139,8 @@ class RuntimeConfig:
     """Deliver subscriptions and input bindings only once the app answers (`app_health`, or
     its port accepts), as `dapr run` does; off: at once, retried until the app is up."""
     app_health: AppHealth | None = None
+    api_access: ApiAccess | None = None
+    """Which of the sidecar's APIs the app may call (Dapr's API allow and deny lists)."""
     access_control: AccessControl | None = None
     """Which callers' sidecars may invoke which of this app's methods (Dapr's policies)."""
     secret_scopes: dict[str, SecretScope] = field(default_factory=dict)
@@ -166,7 +169,7 @@ def parse_runtime(
     node.only("app_id", "app_port", "app_host", "app_protocol", "api_token", "app_token",
               "components", "components_path", "subscriptions", "invoke", "max_request_body",
               "delivery", "app_max_concurrency", "wait_for_app", "app_health",
-              "secret_scopes", "access_control")  # fmt: skip
+              "secret_scopes", "access_control", "api_access")  # fmt: skip
     invoke = node.section("invoke")
     invoke.only("clusters", "dns", "timeout", "retries", "registry")
     clusters = invoke.child("clusters").value or {}
@@ -209,6 +212,7 @@ def parse_runtime(
         app_health=_app_health(node),
         secret_scopes=_secret_scopes(node.section("secret_scopes")),
         access_control=parse_access_control(node.child("access_control")),
+        api_access=parse_api_access(node.child("api_access")),
         invoke_registry=invoke.text("registry", "") or None,
     )
 
@@ -435,11 +439,21 @@ def _resource_files(
             where = _resource(node, f"{file}[{index}]", document, warnings)
             if where is None:
                 continue
-            if document.get("kind") == "Component":
+            if _middleware(document):
+                warnings.append(Problem(f"{file}[{index}]", "a middleware is not a component "
+                                        "mecha loads: a Configuration's httpPipeline applies "
+                                        "it"))  # fmt: skip
+            elif document.get("kind") == "Component":
                 components.append(_dapr_component(where, warnings))
             else:
                 subscriptions.append(_dapr_subscription(where, warnings))
     return components, subscriptions
+
+
+def _middleware(document: dict[str, Any]) -> bool:
+    spec = document.get("spec")
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    return document.get("kind") == "Component" and str(kind).startswith("middleware.")
 
 
 def _resource(node: Node, path: str, document: Any, warnings: list[Problem]) -> Node | None:

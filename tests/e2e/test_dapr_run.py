@@ -5,12 +5,16 @@ its own mecha; two apps publish and subscribe, and call each other by app id."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from tests.support.dapr_run import APPS, dapr_run, mecha_cli, running
@@ -73,12 +77,14 @@ def test_bad_flags_and_files_are_named(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "--app-port: 70000: expected a port (0-65535)" in result.stderr
     config = tmp_path / "config.yaml"
-    spec = {"api": {"denied": [{"name": "state"}]}}
+    spec = {"appHttpPipeline": {"handlers": [{"name": "up", "type": "middleware.http.uppercase"}]}}
     configuration = {"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration", "spec": spec}
     config.write_text(yaml.safe_dump(configuration))
     result = dapr_run(tmp_path, "--app-id", "a", "--config", str(config), "--", "true")
     assert result.returncode == 1
-    assert f"{config}: spec.api: API allow/deny lists are not supported" in result.stderr
+    assert f"{config}: spec.appHttpPipeline: middleware pipelines are not supported" in (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -132,6 +138,83 @@ def test_a_crashed_run_is_not_listed_nor_called(tmp_path: Path) -> None:
         while "invoke-receiver" in listed(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "invoke-receiver" not in listed(tmp_path)
+        app = int(receiver.logs().split("receiver.py (pid ")[1].split(")")[0])
+        deadline = time.monotonic() + 10
+        while _alive(app) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(app)  # the app does not outlive its killed sidecar
         caller = dapr_run(tmp_path, "--app-id", "checkout", "--", PYTHON, str(APPS / "caller.py"))
         assert caller.returncode != 0
         assert "invoke-receiver" in caller.stdout  # the SDK's error names the app id
+
+
+def test_a_configurations_api_lists_bind_the_app(tmp_path: Path) -> None:
+    """The state API over gRPC is denied: the SDK's calls are refused, and say why."""
+    folder = components(tmp_path, component("statestore", "state.in-memory"))
+    config = tmp_path / "config.yaml"
+    spec = {"api": {"denied": [{"name": "state", "version": "v1", "protocol": "grpc"}]}}
+    configuration = {"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration", "spec": spec}
+    config.write_text(yaml.safe_dump(configuration))
+    result = dapr_run(tmp_path, "--app-id", "state-app", "--resources-path", folder,
+                      "--config", str(config), "--", PYTHON, str(APPS / "state.py"))  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "PERMISSION_DENIED" in result.stdout
+    assert "API state v1 is not allowed for this app" in result.stdout
+
+
+def test_secrets_locks_and_bindings(tmp_path: Path) -> None:
+    """Secret scopes from the Configuration, a lock store, a Redis output binding."""
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"db-password": "s3cret", "admin-password": "root"}))
+    config = tmp_path / "config.yaml"
+    scopes = [{"storeName": "localsecretstore", "defaultAccess": "deny",
+               "allowedSecrets": ["db-password"]}]  # fmt: skip
+    config.write_text(yaml.safe_dump({"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+                                      "spec": {"secrets": {"scopes": scopes}}}))  # fmt: skip
+    with redis_server(tmp_path) as redis_port:
+        folder = components(
+            tmp_path,
+            component("localsecretstore", "secretstores.local.file",
+                      {"secretsFile": str(secrets)}),
+            component("lockstore", "lock.in-memory"),
+            component("orders-cache", "bindings.redis", {"redisHost": f"127.0.0.1:{redis_port}"}),
+        )  # fmt: skip
+        result = dapr_run(tmp_path, "--app-id", "blocks", "--resources-path", folder, "--config",
+                          str(config), "--", PYTHON, str(APPS / "blocks.py"))  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        for line in ("Secret: {'db-password': 's3cret'}", "Denied: PERMISSION_DENIED",
+                     "Lock acquired: True", "Lock taken by another: True", "Unlock: success",
+                     "Binding invoked"):  # fmt: skip
+            assert f"== APP == {line}\n" in result.stdout, result.stdout
+        assert redis.Redis(port=redis_port).get("order-1") == b"shipped"
+
+
+def test_an_http_pipeline_rate_limits_the_api(tmp_path: Path) -> None:
+    """Dapr's middleware.http.ratelimit, named by the Configuration's httpPipeline: 429 past
+    maxRequestsPerSecond."""
+    limit = component("limit", "middleware.http.ratelimit", {"maxRequestsPerSecond": "3"})
+    folder = components(tmp_path, limit)
+    config = tmp_path / "config.yaml"
+    spec = {"httpPipeline": {"handlers": [{"name": "limit", "type": "middleware.http.ratelimit"}]}}
+    configuration = {"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration", "spec": spec}
+    config.write_text(yaml.safe_dump(configuration))
+    port = free_port()
+    with running(tmp_path, "limited", "--app-id", "limited", "--dapr-http-port", str(port),
+                 "--resources-path", folder, "--config", str(config)) as sidecar:  # fmt: skip
+        sidecar.wait_for("listening on 127.0.0.1:", in_logs=True)
+        statuses = []
+        for _ in range(6):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1.0/metadata") as answer:
+                    statuses.append(answer.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+        assert statuses.count(200) <= 3 and 429 in statuses, statuses
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

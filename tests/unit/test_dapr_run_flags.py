@@ -160,6 +160,8 @@ def test_a_dapr_configuration_given_with_c_applies_to_the_embedded_default(tmp_p
         "accessControl": {"defaultAction": "deny", "policies": [
             {"appId": "checkout", "defaultAction": "deny",
              "operations": [{"name": "/orders/*", "httpVerb": ["POST"], "action": "allow"}]}]},
+        "api": {"allowed": [{"name": "state", "version": "v1.0", "protocol": "HTTP"}],
+                "denied": [{"name": "invoke", "version": "v1"}]},
         "someFutureKey": {},
     })  # fmt: skip
     built = build(RunFlags(config=path, app_id="orders"), tmp_path)
@@ -172,6 +174,9 @@ def test_a_dapr_configuration_given_with_c_applies_to_the_embedded_default(tmp_p
     assert control.allows("checkout", "/orders/1", "POST")
     assert not control.allows("checkout", "/orders/1", "GET")
     assert not control.allows("unknown", "/orders/1", "POST")
+    api = runtime.api_access
+    assert api.allows("http", "state", "v1.0") and not api.allows("http", "publish", "v1.0")
+    assert api.allows("grpc", "publish", "v1") and not api.allows("grpc", "invoke", "v1")
     warned = [str(w) for w in built.config.warnings]
     assert any(f"{path}: spec.tracing: tracing is not done by mecha" in w for w in warned)
     assert any(f"{path}: spec.someFutureKey: unknown key" in w for w in warned)
@@ -179,13 +184,13 @@ def test_a_dapr_configuration_given_with_c_applies_to_the_embedded_default(tmp_p
 
 def test_policies_mecha_cannot_enforce_are_refused_naming_file_and_key(tmp_path: Path) -> None:
     path = dapr_configuration(tmp_path / "config.yaml", {
-        "api": {"allowed": [{"name": "state", "version": "v1.0"}]},
+        "mtls": {"enabled": True},
         "appHttpPipeline": {"handlers": [{"name": "oauth", "type": "middleware.http.oauth2"}]},
         "nameResolution": {"component": "consul"},
         "secrets": {"scopes": [{"storeName": "s", "defaultAccess": "maybe"}]},
     })  # fmt: skip
     found = problems(RunFlags(config=path), tmp_path)
-    assert any(p.startswith(f"{path}: spec.api: API allow/deny lists") for p in found)
+    assert any(p.startswith(f"{path}: spec.mtls: mTLS between sidecars") for p in found)
     assert any(p.startswith(f"{path}: spec.appHttpPipeline: middleware") for p in found)
     assert any(p.startswith(f"{path}: spec.nameResolution.component: 'consul'") for p in found)
     assert any(p.startswith(f"{path}: spec.secrets.scopes[0].defaultAccess: 'maybe'")
@@ -226,3 +231,45 @@ def test_a_bad_resource_file_is_named_with_its_key(tmp_path: Path) -> None:
 def test_an_unreadable_config_is_named(tmp_path: Path) -> None:
     found = problems(RunFlags(config=tmp_path / "missing.yaml", app_id="a"), tmp_path)
     assert any(f"cannot read {tmp_path / 'missing.yaml'}" in p for p in found)
+
+
+def ratelimit(name: str, rate: str) -> dict[str, Any]:
+    return {"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {"name": name},
+            "spec": {"type": "middleware.http.ratelimit", "version": "v1",
+                     "metadata": [{"name": "maxRequestsPerSecond", "value": rate}]}}  # fmt: skip
+
+
+def test_an_http_pipeline_puts_mechas_filter_before_the_api(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    folder.mkdir()
+    write(folder / "limit.yaml", ratelimit("limit", "10"))
+    path = dapr_configuration(tmp_path / "config.yaml", {"httpPipeline": {"handlers": [
+        {"name": "limit", "type": "middleware.http.ratelimit"}]}})  # fmt: skip
+    built = build(RunFlags(config=path, app_id="a", resources_paths=(folder,)), tmp_path)
+    http = next(li for li in built.config.document["listeners"] if li["name"] == "runtime-http")
+    assert http["filters"][0]["config"]["http_filters"] == [{"name": "local_ratelimit", "config": {
+        "max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "1s"}}]  # fmt: skip
+    internal = [li for li in built.config.document["listeners"] if li["name"] == "runtime-internal"]
+    assert "http_filters" not in internal[0]["filters"][0]["config"]
+    assert [c.name for c in runtime_of(built).components] == []  # a middleware is no component
+
+
+def test_middleware_mecha_has_no_filter_for_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    folder.mkdir()
+    write(folder / "limit.yaml", ratelimit("limit", "fast"))
+    oauth = {**ratelimit("oauth", "1"), "spec": {"type": "middleware.http.oauth2"}}
+    write(folder / "oauth.yaml", oauth)
+    handlers = [{"name": "limit"}, {"name": "oauth"}, {"name": "nowhere"}]
+    path = dapr_configuration(tmp_path / "config.yaml", {"httpPipeline": {"handlers": handlers}})
+    found = problems(RunFlags(config=path, app_id="a", resources_paths=(folder,)), tmp_path)
+    assert (
+        f"{folder / 'limit.yaml'}: spec.metadata.maxRequestsPerSecond: 'fast': expected"
+        " a whole number of at least 1" in found
+    )
+    assert any(p.startswith(f"{path}: spec.httpPipeline.handlers[1]: middleware.http.oauth2")
+               for p in found)  # fmt: skip
+    assert (
+        f"{path}: spec.httpPipeline.handlers[2].name: 'nowhere': no middleware component "
+        "of that name in the resources paths" in found
+    )

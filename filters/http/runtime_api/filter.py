@@ -46,6 +46,7 @@ from protocols.http.events import RequestHeaders, ResponseHeaders
 from protocols.http.headers import Headers
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
+from runtime.api_access import http_api
 from runtime.runtime import Runtime
 
 log = logging.getLogger("mecha.runtime_api")
@@ -85,6 +86,7 @@ class ApiShared:
         self.internal = internal
         config = runtime.config
         self.app_token = config.app_token.encode() if config.app_token else None
+        self.api_access = None if internal else config.api_access
         token = config.api_token or os.environ.get("DAPR_API_TOKEN") or ""
         self.token = token.encode() or None
         self.max_body = config.max_request_body
@@ -149,6 +151,8 @@ class RuntimeApiFilter(StreamFilter):
         if shared.token is not None and not self._authorized(request):
             self._reply(ApiError(401, "ERR_UNAUTHORIZED", "invalid api token").answer())
             return STOP
+        if shared.api_access is not None and not self._api_allowed(request, target is not None):
+            return STOP
         if path.startswith(INVOKE_PREFIX):
             return self._invoke_by_path(request, end_stream)
         if target is not None:
@@ -177,6 +181,20 @@ class RuntimeApiFilter(StreamFilter):
             return found.waits is paths.NOTHING
         loaded = self.shared.runtime.components.get(found.args[0])
         return loaded is None or getattr(loaded.instance, "runs_inline", False) is True
+
+    def _api_allowed(self, request: RequestHeaders, by_header: bool) -> bool:
+        """The Configuration's API lists (403 past them, as Dapr answers)."""
+        access = self.shared.api_access
+        assert access is not None
+        if by_header or request.path.startswith(INVOKE_PREFIX):
+            name, version = "invoke", "v1.0"
+        else:
+            name, version = http_api(self.shared.resolve(request.method, request.path).parts)
+        if access.allows("http", name, version):
+            return True
+        message = f"API {name} {version} is not allowed for this app (its Configuration)"
+        self._reply(ApiError(403, "ERR_API_DENIED", message).answer())
+        return False
 
     def _authorized(self, request: RequestHeaders) -> bool:
         given = request.headers.get(TOKEN_HEADER)
