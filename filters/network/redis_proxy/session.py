@@ -19,7 +19,6 @@ from filters.network.redis_proxy.commands import (
     Kind,
     Spec,
     arity_error,
-    hash_tag,
     unknown_command,
 )
 from filters.network.redis_proxy.local import LOCAL
@@ -136,7 +135,7 @@ class RedisSession(NetworkFilter):
                     name, started, error_span(f"{name.decode()} is not allowed by the proxy")
                 )
                 return
-            endpoint = shared.ring.choose_hash(shared.hash(hash_tag(args[1])))
+            endpoint = shared.ring.choose_hash(shared.hash(shared.tag(args[1])))
             if endpoint is None:
                 self.answer(name, started, error_span("the cluster has no endpoints"))
                 return
@@ -183,7 +182,7 @@ class RedisSession(NetworkFilter):
             return
         groups: dict[Endpoint, list[int]] = {}
         for index, position in enumerate(positions):
-            endpoint = shared.ring.choose_hash(shared.hash(hash_tag(args[position])))
+            endpoint = shared.ring.choose_hash(shared.hash(shared.tag(args[position])))
             if endpoint is None:
                 self.answer(name, started, error_span("the cluster has no endpoints"))
                 return
