@@ -39,19 +39,23 @@ class RedisShared:
         self.slot_map = cluster.slot_map
         self.tag = tag_function(config.hash_tag)
         """Key -> what is hashed (Redis's {hash tag} by default)."""
+        self.hashed_by_tag = self.slot_map is None and self.tag is hash_tag
+        """Single-key commands take the session's shortest path (sharded, {hash tags})."""
         self.hash = HASHES[config.hash]
         self.ring: KeyRing = cluster.shard_ring or Ketama()
         self.commands: CommandTable = BUILTIN
         """Built-in until the upstream describes its own (learn.py)."""
         self.learner = CommandLearner(self)
-        self.pools = tuple(
-            cluster.lease(RedisPool, RedisPoolSettings(
+        self.settings = tuple(
+            RedisPoolSettings(
                 username=config.upstream_username, password=config.upstream_password,
                 resp3=resp3, connections=config.connections_per_endpoint,
                 timeout=config.timeout, limits=config.limits,
-            ))
+            )
             for resp3 in (False, True)
         )  # fmt: skip
+        """The shared pools' settings (RESP2, RESP3); a client's own connections take them."""
+        self.pools = tuple(cluster.lease(RedisPool, settings) for settings in self.settings)
         """Index by the session's resp3 flag, call with an endpoint: its (lazily made) pool.
         Leased from the cluster, which owns them; `release` when the filter chain retires."""
         if config.distribution is not None:
