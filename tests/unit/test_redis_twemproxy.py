@@ -13,8 +13,11 @@ import pytest
 import yaml
 
 from filters.network.redis_proxy import hashkit
+from filters.network.redis_proxy.config import RedisProxyConfig
 from filters.network.redis_proxy.distribution import Distribution, Ejection, Server, ketama_name
 from filters.network.redis_proxy.twemproxy import TwemproxyError, convert, render
+from proxy.config.parse import parse_config
+from proxy.config.reader import ConfigError
 from proxy.config.units import Address
 from proxy.upstream.endpoint import Endpoint
 
@@ -147,3 +150,41 @@ def test_the_converter_refuses_what_mecha_cannot_stand_in_for(
 ) -> None:
     with pytest.raises(TwemproxyError, match=message):
         convert(NUTCRACKER.replace(*change))
+
+
+def redis_document(proxy: dict[str, object], cluster: dict[str, object]) -> dict[str, object]:
+    return {
+        "listeners": [{"name": "r", "address": "127.0.0.1:0", "filters": [
+            {"name": "redis_proxy", "config": {"cluster": "c", **proxy}}]}],
+        "clusters": [{"name": "c", "endpoints": [
+            {"address": "127.0.0.1:6379", "weight": 2, "name": "one"}], **cluster}],
+    }  # fmt: skip
+
+
+def test_the_config_takes_twemproxy_settings_and_endpoint_names() -> None:
+    settings = {"hash": "murmur", "distribution": "ketama", "hash_tag": "[]",
+                "auto_eject_hosts": True, "server_retry_timeout": "2s"}  # fmt: skip
+    document = redis_document(settings, {})
+    config = parse_config(document)
+    proxy = config.listeners[0].filter_chains[0].filters[0].config
+    assert isinstance(proxy, RedisProxyConfig)
+    assert (proxy.hash, proxy.distribution, proxy.hash_tag) == ("murmur", "ketama", b"[]")
+    assert proxy.auto_eject_hosts and proxy.server_retry_timeout == 2.0
+    assert config.clusters[0].endpoints[0].name == "one"
+
+
+@pytest.mark.parametrize(
+    ("proxy", "cluster", "message"),
+    [
+        ({"distribution": "vnode"}, {}, "unknown value 'vnode'"),
+        ({"hash_tag": "{"}, {"lb_policy": "ketama"}, "two characters"),
+        ({"distribution": "modula"}, {"type": "strict_dns"}, "needs a static cluster"),
+        ({}, {}, "must use lb_policy ketama or maglev"),
+    ],
+)
+def test_the_config_refuses(
+    proxy: dict[str, object], cluster: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(redis_document(proxy, cluster))
+    assert any(message in str(problem) for problem in caught.value.problems), caught.value

@@ -57,6 +57,8 @@ def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
     distribution = node.choice("distribution", DISTRIBUTIONS, "") or None
     if distribution is None:
         _check_sharding(node, context, cluster)
+    else:
+        _check_static(node, context, cluster)
     hash_tag = node.text("hash_tag", "{}")
     if len(hash_tag) not in (0, 2):
         node.problem("expected two characters (as {}) or an empty string", "hash_tag")
@@ -97,6 +99,15 @@ def _check_sharding(node: Node, context: ParseContext, name: str) -> None:
             f"consistent hashing), or be of type redis_cluster; it uses {cluster.lb_policy}",
             "cluster",
         )
+
+
+def _check_static(node: Node, context: ParseContext, name: str) -> None:
+    """twemproxy's distributions are built from the listed endpoints, in their order."""
+    cluster = context.cluster_configs.get(name)
+    if cluster is not None and cluster.type != "static":
+        node.problem(f"distribution needs a static cluster (its endpoints listed, as "
+                     f"twemproxy's servers are); {name!r} is of type {cluster.type}",
+                     "distribution")  # fmt: skip
 
 
 def _optional(node: Node, key: str) -> str | None:
