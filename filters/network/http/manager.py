@@ -267,8 +267,14 @@ class HttpConnectionManager(NetworkFilter):
         self, exchange: ForwardedExchange, head: bytes, body: bytes, end_stream: bool
     ) -> None:
         """A response head from upstream as bytes (hop-by-hop fields cut), then its body."""
-        close = b"connection: close\r\n\r\n" if self._closing else b"\r\n"
-        self.forward_body(exchange, head + close + body, end_stream)
+        data = head + (b"connection: close\r\n\r\n" if self._closing else b"\r\n") + body
+        if self._out or self._flush_handle is not None:  # self.forward_body, inlined
+            self._out.append(data)  # (after what is queued: 100 Continue)
+            self._flush()
+        else:
+            self.callbacks.write(data)
+        if end_stream:
+            exchange.finish()
 
     def forward_body(self, exchange: ForwardedExchange, data: bytes, end_stream: bool) -> None:
         if self._out or self._flush_handle is not None:
@@ -684,6 +690,9 @@ class HttpConnectionManager(NetworkFilter):
             if not stream.request_complete:
                 self._closing = True  # answered before the request ended: cannot resync
             if stream is self._forwarded:
+                self._forwarded = None
+                if self._h1.idle and not (self._closing or self._held or self._held_paused):
+                    return  # _forwarded_finished() with nothing to do, inlined
                 self._forwarded_finished()
             else:
                 self._next_h1_exchange()
