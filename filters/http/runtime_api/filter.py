@@ -27,6 +27,7 @@ from filters.http.api import (
     STOP,
     FilterStatus,
     HttpFactoryContext,
+    LocalAnswer,
     StreamCallbacks,
     StreamFilter,
     StreamFilterFactory,
@@ -43,6 +44,8 @@ from filters.http.runtime_api.invoke import (
     split_invoke_path,
 )
 from protocols.http.events import RequestHeaders, ResponseHeaders
+from protocols.http.h1_forward import RequestHead
+from protocols.http.h1_parse import parse_fields
 from protocols.http.headers import Headers
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
@@ -104,6 +107,14 @@ class ApiShared:
             self._resolved[key] = resolved
         return resolved
 
+    def runs_inline(self, found: paths.Found) -> bool:
+        """Whether the handler may start outside a task: what it waits on needs none. (A
+        name that is no component is answered at once, with Dapr's error.)"""
+        if found.waits is not paths.COMPONENT:
+            return found.waits is paths.NOTHING
+        loaded = self.runtime.components.get(found.args[0])
+        return loaded is None or getattr(loaded.instance, "runs_inline", False) is True
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
@@ -157,18 +168,10 @@ class RuntimeApiFilter(StreamFilter):
             return STOP
         self._request = ApiRequest(resolved.method, resolved.parts, resolved.query, request.headers)
         self._handler, self._args = found.handler, found.args
-        self._inline = self._runs_inline(found)
+        self._inline = shared.runs_inline(found)
         if end_stream:
             self._start()
         return STOP
-
-    def _runs_inline(self, found: paths.Found) -> bool:
-        """Whether the handler may start outside a task: what it waits on needs none. (A
-        name that is no component is answered at once, with Dapr's error.)"""
-        if found.waits is not paths.COMPONENT:
-            return found.waits is paths.NOTHING
-        loaded = self.shared.runtime.components.get(found.args[0])
-        return loaded is None or getattr(loaded.instance, "runs_inline", False) is True
 
     def _authorized(self, request: RequestHeaders) -> bool:
         given = request.headers.get(TOKEN_HEADER)
@@ -329,15 +332,58 @@ class RuntimeApiFilter(StreamFilter):
         self.callbacks.continue_decoding()
 
 
+class RuntimeApiFactory:
+    """Makes a RuntimeApiFilter per stream; answers body-less reads without one."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self, shared: ApiShared) -> None:
+        self.shared = shared
+
+    def __call__(self, callbacks: StreamCallbacks) -> StreamFilter:
+        return RuntimeApiFilter(self.shared, callbacks)
+
+    def answer_at_once(self, head: RequestHead) -> LocalAnswer | None:
+        """A GET whose handler runs to its end in one step (the in-memory components, the
+        metadata, health and other answers that wait on nothing), answered from its head.
+        Anything else, or a handler that turns out to wait, is left to the stream path: a GET
+        changes nothing, so running it again there is safe."""
+        shared = self.shared
+        target = head.target
+        if (
+            head.method != b"GET"
+            or shared.token is not None
+            or not target.startswith(API_PREFIX)
+            or target.startswith(INVOKE_PREFIX)
+            or b"\ndapr-app-id" in head.lowered
+        ):
+            return None
+        resolved = shared.resolve(b"GET", target)
+        found = resolved.found
+        if found is None or found.handler is None or not shared.runs_inline(found):
+            return None
+        headers, _ = parse_fields(head.block, len(head.block))  # (read_request kept the limit)
+        request = ApiRequest(resolved.method, resolved.parts, resolved.query, headers)
+        handling = found.handler(shared.runtime, request, *found.args)
+        try:
+            handling.send(None)
+        except StopIteration as done:
+            answer: Answer = done.value
+        except ApiError as error:
+            answer = error.answer()
+        except Exception:
+            log.exception("runtime API GET %s failed", target.decode("latin-1"))
+            answer = ApiError(500, "ERR_INTERNAL", "internal error; see mecha's log").answer()
+        else:
+            handling.close()  # it waits on something after all
+            return None
+        return answer.status, answer.head().h1_block(), answer.body
+
+
 def create_factory(config: RuntimeApiConfig, context: HttpFactoryContext) -> StreamFilterFactory:
     runtime = context.runtime
     assert runtime is not None, "parse_config refuses runtime_api without a runtime"
-    shared = ApiShared(runtime, context)
-
-    def factory(callbacks: StreamCallbacks) -> StreamFilter:
-        return RuntimeApiFilter(shared, callbacks)
-
-    return factory
+    return RuntimeApiFactory(ApiShared(runtime, context))
 
 
 SPEC = HttpFilterSpec(parse_config, create_factory)
