@@ -352,12 +352,15 @@ class RuntimeApiFactory:
         target = head.target
         if (
             head.method != b"GET"
-            or shared.token is not None
             or not target.startswith(API_PREFIX)
             or target.startswith(INVOKE_PREFIX)
-            or b"\ndapr-app-id" in head.lowered
+            or b"\ndapr-app-id:" in head.lowered
         ):
             return None
+        if shared.token is not None:
+            given = head.field(TOKEN_HEADER)
+            if given is None or not hmac.compare_digest(given, shared.token):
+                return None  # (the stream path answers 401, or serves a path with no token)
         resolved = shared.resolve(b"GET", target)
         found = resolved.found
         if found is None or found.handler is None or not shared.runs_inline(found):
