@@ -320,14 +320,8 @@ class HttpConnectionManager(NetworkFilter):
         self, exchange: ForwardedExchange, head: bytes, body: bytes, end_stream: bool
     ) -> None:
         """A response head from upstream as bytes (hop-by-hop fields cut), then its body."""
-        data = head + (b"connection: close\r\n\r\n" if self._closing else b"\r\n") + body
-        if self._out or self._flush_handle is not None:  # self.forward_body, inlined
-            self._out.append(data)  # (after what is queued: 100 Continue)
-            self._flush()
-        else:
-            self.callbacks.write(data)
-        if end_stream:
-            exchange.finish()
+        close = b"connection: close\r\n\r\n" if self._closing else b"\r\n"
+        self.forward_body(exchange, head + close + body, end_stream)
 
     def forward_body(self, exchange: ForwardedExchange, data: bytes, end_stream: bool) -> None:
         if self._out or self._flush_handle is not None:
