@@ -248,3 +248,25 @@ def read_to_end(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         received.append(chunk)
     return b"".join(received)
+
+
+def test_a_read_that_waits_on_redis_runs_once(mecha: Mecha, redis_port: int) -> None:
+    """A GET on a store that waits (Redis) is not started from the head and then again by
+    the stream path: Redis runs one script per GET."""
+    client = redis.Redis(port=redis_port)
+    client.hset(f"{APP_ID}||once", mapping={"data": '"one"', "version": "1"})
+    with connect(mecha) as sock:  # (once, so Redis has the script)
+        sock.sendall(request("GET", "/v1.0/state/redisstore/once"))
+        assert read_answers(sock, 1)[0][2] == b'"one"'
+    before = scripts_run(client)
+    with connect(mecha) as sock:
+        sock.sendall(request("GET", "/v1.0/state/redisstore/once") * 10)
+        assert {body for _, _, body in read_answers(sock, 10)} == {b'"one"'}
+    assert scripts_run(client) - before == 10
+
+
+def scripts_run(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )

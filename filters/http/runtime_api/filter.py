@@ -107,13 +107,14 @@ class ApiShared:
             self._resolved[key] = resolved
         return resolved
 
-    def runs_inline(self, found: paths.Found) -> bool:
-        """Whether the handler may start outside a task: what it waits on needs none. (A
-        name that is no component is answered at once, with Dapr's error.)"""
+    def runs_inline(self, found: paths.Found, promise: str = "runs_inline") -> bool:
+        """Whether the handler may start outside a task: what it waits on needs none (with
+        `promise` "answers_at_once": it never waits at all). A name that is no component is
+        answered at once, with Dapr's error."""
         if found.waits is not paths.COMPONENT:
             return found.waits is paths.NOTHING
         loaded = self.runtime.components.get(found.args[0])
-        return loaded is None or getattr(loaded.instance, "runs_inline", False) is True
+        return loaded is None or getattr(loaded.instance, promise, False) is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,10 +345,9 @@ class RuntimeApiFactory:
         return RuntimeApiFilter(self.shared, callbacks)
 
     def answer_at_once(self, head: RequestHead) -> LocalAnswer | None:
-        """A GET whose handler runs to its end in one step (the in-memory components, the
-        metadata, health and other answers that wait on nothing), answered from its head.
-        Anything else, or a handler that turns out to wait, is left to the stream path: a GET
-        changes nothing, so running it again there is safe."""
+        """A GET whose handler runs to its end in one step (on components that say
+        `answers_at_once`, or on nothing: metadata, health, errors), answered from its head.
+        Anything else is left to the stream path, before its handler starts."""
         shared = self.shared
         target = head.target
         if (
@@ -363,7 +363,9 @@ class RuntimeApiFactory:
                 return None  # (the stream path answers 401, or serves a path with no token)
         resolved = shared.resolve(b"GET", target)
         found = resolved.found
-        if found is None or found.handler is None or not shared.runs_inline(found):
+        if found is None or found.handler is None:
+            return None
+        if not shared.runs_inline(found, "answers_at_once"):
             return None
         headers, _ = parse_fields(head.block, len(head.block))  # (read_request kept the limit)
         request = ApiRequest(resolved.method, resolved.parts, resolved.query, headers)
@@ -377,9 +379,11 @@ class RuntimeApiFactory:
         except Exception:
             log.exception("runtime API GET %s failed", target.decode("latin-1"))
             answer = ApiError(500, "ERR_INTERNAL", "internal error; see mecha's log").answer()
-        else:
-            handling.close()  # it waits on something after all
-            return None
+        else:  # (a component that says `answers_at_once` waited: it must not)
+            handling.close()
+            log.error("runtime API GET %s waited on a component that answers at once",
+                      target.decode("latin-1"))  # fmt: skip
+            answer = ApiError(500, "ERR_INTERNAL", "internal error; see mecha's log").answer()
         return answer.status, answer.head().h1_block(), answer.body
 
 
