@@ -48,7 +48,7 @@ REVERSE_PROXY = """\
         keepalive_requests 1000000;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{http2};
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -80,8 +80,12 @@ def start_backend(procs: Processes, name: str = "backend") -> tuple[int, int]:
     return http1, http2
 
 
-def start_reverse_proxy(procs: Processes, upstream: int, name: str = "nginx-proxy") -> int:
-    """nginx proxying everything to 127.0.0.1:`upstream` over pooled HTTP/1.1 connections."""
+def start_reverse_proxy(
+    procs: Processes, upstream: int, name: str = "nginx-proxy", http2: bool = False
+) -> int:
+    """nginx proxying everything to 127.0.0.1:`upstream` over pooled HTTP/1.1 connections;
+    with `http2`, its listener speaks h2c (prior knowledge) instead of HTTP/1.1."""
     port = free_port()
-    start_nginx(procs, name, REVERSE_PROXY.format(port=port, upstream=upstream), [port])
+    text = REVERSE_PROXY.format(port=port, upstream=upstream, http2=" http2" if http2 else "")
+    start_nginx(procs, name, text, [port])
     return port

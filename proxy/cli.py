@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from importlib import metadata, resources
@@ -14,15 +15,18 @@ from typing import TypeVar
 import uvloop
 
 from protocols.grpc import dapr_messages
+from proxy import dapr_cli
 from proxy.accesslog import AccessLogError
+from proxy.app_process import RunInfo, serve_with_app
 from proxy.config.parse import load_config
 from proxy.config.reader import ConfigError
+from proxy.dapr_run import Built, RunFlags, build_config
 from proxy.listener import BindError
 from proxy.server import Server
+from runtime.local_registry import default_path
 from runtime.runtime import RuntimeStartError
 
 log = logging.getLogger("mecha")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 T = TypeVar("T")
 
 
@@ -51,16 +55,20 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="config file (default: the embedded configs/default.yaml)",
+        help="a mecha config file (default: the embedded configs/default.yaml), or a Dapr "
+        "Configuration file, applied to the embedded default",
     )
-    run.add_argument("-l", "--log-level", choices=LOG_LEVELS, default="info")
+    run.add_argument("-l", "--log-level", choices=dapr_cli.LOG_LEVELS, default="info")
+    run.add_argument("--version", action="version", version=f"mecha {version()}")
     _process_arguments(run)
+    dapr_cli.add_run_flags(run)
     validate = commands.add_parser("validate", help="check a config file and exit")
     validate.add_argument("-c", "--config", type=Path, required=True)
     validate.add_argument("--strict", action="store_true",
                           help="refuse what mecha would read past and warn about (unknown "
                           "kinds and keys in Dapr resource files)")  # fmt: skip
     _iptables_parser(commands)
+    dapr_cli.add_commands(commands)
     return parser
 
 
@@ -134,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         return validate(args.config, args.strict)
     if args.command == "iptables":
         return iptables(args)
-    return run(args.config or default_config_path(), args)
+    if args.command == "list":
+        return dapr_cli.list_runs(args)
+    if args.command == "stop":
+        return dapr_cli.stop_runs(args)
+    return run(args)
 
 
 def validate(path: Path, strict: bool = False) -> int:
@@ -184,22 +196,28 @@ def _failed(errors: list[str]) -> int:
     return 1 if errors else 0
 
 
-def run(path: Path, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from proxy import hot_restart, workers
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    dapr_cli.setup_logging(args.log_level, args.log_as_json)
+    flags = dapr_cli.run_flags(args)
+    dapr_style = flags.dapr_style(os.environ)
+    path: Path = args.config or default_config_path()
     try:
-        config = load_config(path)
+        if dapr_style:
+            built = _build(flags)
+            config, path = built.config, Path(built.source)
+        else:
+            config = load_config(path)
     except ConfigError as error:
-        _report(path, error)
+        _report(path if not dapr_style or args.config else "command line", error)
         return 1
     for warning in config.warnings:
         logging.getLogger("mecha.config").warning("%s", warning)
     if args.worker is None and args.workers != 1:
+        if dapr_style:
+            print("mecha: --workers does not combine with Dapr's flags", file=sys.stderr)
+            return 2
         return workers.supervise(path, config, args)
     server: Server | None = None
     try:
@@ -212,10 +230,15 @@ def run(path: Path, args: argparse.Namespace) -> int:
             if args.hot_restart_from is not None:
                 takeover = hot_restart.Takeover.connect(args.hot_restart_from)
         server = Server(config, source=str(path))
+        if dapr_style:
+            server.reloader.load = lambda _: _build(flags).config
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             if args.worker is not None:
                 share = (args.worker, args.worker_port)
                 runner.run(workers.serve_worker(server, args.worker_admin, *share))
+            elif dapr_style:
+                info = _run_info(_build(flags), flags)
+                return runner.run(serve_with_app(server, handover_path, takeover, info))
             else:
                 runner.run(hot_restart.serve(server, handover_path, takeover))
     except (BindError, AccessLogError, hot_restart.HotRestartError, RuntimeStartError) as error:
@@ -231,7 +254,21 @@ def run(path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(path: Path, error: ConfigError) -> None:
+def _build(flags: RunFlags) -> Built:
+    return build_config(flags, os.environ, Path.home(), default_config_path(), default_path())
+
+
+def _run_info(built: Built, flags: RunFlags) -> RunInfo:
+    runtime = built.config.runtime
+    assert runtime is not None, "Dapr's flags always make a runtime"
+    return RunInfo(
+        app_id=runtime.app_id, app_port=runtime.app_port, app_protocol=runtime.app_protocol,
+        app_host=runtime.app_host, command=flags.command, listeners=built.listeners,
+        registry=built.registry,
+    )  # fmt: skip
+
+
+def _report(path: Path | str, error: ConfigError) -> None:
     print(f"mecha: {path}: invalid config", file=sys.stderr)
     for problem in error.problems:
         print(f"  {problem}", file=sys.stderr)

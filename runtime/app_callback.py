@@ -182,15 +182,17 @@ class Invoked:
 async def on_invoke(
     app: AppChannel, message: common_pb2.InvokeRequest, caller: Iterable[tuple[bytes, bytes]],
     app_id: str, timeout: float | None,  # noqa: ASYNC109 - the call's deadline, sent to the app
+    caller_id: str | None = None,
 ) -> Invoked:  # fmt: skip
     """The app's OnInvoke with `message` and the caller's headers as metadata. Raises
-    AppCallError with the app's status, AppUnavailable (NoAnswer: no answer in time)."""
+    AppCallError with the app's status, AppUnavailable (NoAnswer: no answer in time).
+    `caller_id`: the calling app another sidecar named; None: this app calls itself."""
     limit = NO_DEADLINE if timeout is None else timeout
     headers = Headers([(name, value) for name, value in caller if _forwarded(name)])
     headers.set(b"content-type", b"application/grpc")
     headers.set(b"te", b"trailers")
     headers.set(b"grpc-timeout", format_timeout(limit))
-    headers.set(b"dapr-caller-app-id", app_id.encode("latin-1"))
+    headers.set(b"dapr-caller-app-id", (caller_id or app_id).encode("latin-1"))
     headers.set(b"dapr-callee-app-id", app_id.encode("latin-1"))
     payload = encode_message(message.SerializeToString())
     answer = await app.request("POST", SERVICE + "OnInvoke", payload, headers, limit)

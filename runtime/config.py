@@ -22,6 +22,8 @@ import yaml
 
 from proxy.config.loader import expand_env
 from proxy.config.reader import ConfigError, Node, Problem
+from runtime.access_control import AccessControl, parse_access_control
+from runtime.api_access import ApiAccess, parse_api_access
 from runtime.components import registry
 from runtime.routing_rules import RuleError, compile_rule
 
@@ -32,6 +34,8 @@ SUBSCRIPTION_SPEC_KEYS = ("pubsubname", "topic", "route", "routes", "deadLetterT
 UNSUPPORTED_SPEC_KEYS = {"Subscription": ("bulkSubscribe",)}
 """Dapr keys mecha reads past: a warning says they have no effect."""
 METADATA_ITEM_KEYS = ("name", "value", "secretKeyRef")
+APP_PROTOCOLS = ("http", "grpc", "h2c")
+"""h2c: HTTP/2 without TLS to an app that speaks HTTP, as Dapr's `--app-protocol h2c`."""
 
 
 def in_scope(scopes: tuple[str, ...], app_id: str) -> bool:
@@ -84,6 +88,32 @@ class SubscriptionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretScope:
+    """Dapr's secret scope of one store: `allowed` (when not empty) lists the only secrets
+    the app may read; `denied` are refused; the rest follow `default_access`."""
+
+    default_access: str = "allow"
+    allowed: frozenset[str] = frozenset()
+    denied: frozenset[str] = frozenset()
+
+    def allows(self, key: str) -> bool:
+        if self.allowed:
+            return key in self.allowed and key not in self.denied
+        return key not in self.denied and self.default_access == "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class AppHealth:
+    """Dapr's app health check: GET `path` every `interval`, `threshold` failures in a row
+    (or answers slower than `timeout`) make the app unhealthy; None path: a TCP connect."""
+
+    path: str | None = "/healthz"
+    interval: float = 5.0
+    timeout: float = 0.5
+    threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     app_id: str = RESERVED_APP_ID
     app_port: int | None = None
@@ -103,6 +133,21 @@ class RuntimeConfig:
     max_request_body: int = 4 << 20
     delivery_retries: int = 10
     delivery_backoff: float = 0.2
+    app_max_concurrency: int | None = None
+    """Requests (invocations and deliveries) the app is sent at once; the rest wait."""
+    wait_for_app: bool = False
+    """Deliver subscriptions and input bindings only once the app answers (`app_health`, or
+    its port accepts), as `dapr run` does; off: at once, retried until the app is up."""
+    app_health: AppHealth | None = None
+    api_access: ApiAccess | None = None
+    """Which of the sidecar's APIs the app may call (Dapr's API allow and deny lists)."""
+    access_control: AccessControl | None = None
+    """Which callers' sidecars may invoke which of this app's methods (Dapr's policies)."""
+    secret_scopes: dict[str, SecretScope] = field(default_factory=dict)
+    """Store name -> which of its secrets the app may read (Dapr's `secrets.scopes`)."""
+    invoke_registry: str | None = None
+    """The local registry file (runtime/local_registry.py): app ids of every `mecha run` on
+    this machine, resolved to their sidecars."""
 
     def scoped_components(self) -> list[ComponentSpec]:
         """The components this app loads (secret stores first: others may need them)."""
@@ -112,6 +157,10 @@ class RuntimeConfig:
     def scoped_subscriptions(self) -> list[SubscriptionSpec]:
         return [spec for spec in self.subscriptions if spec.serves(self.app_id)]
 
+    def secret_allowed(self, store: str, key: str) -> bool:
+        scope = self.secret_scopes.get(store)
+        return scope is None or scope.allows(key)
+
 
 def parse_runtime(
     node: Node, base_dir: Path | None = None, warnings: list[Problem] | None = None
@@ -119,9 +168,10 @@ def parse_runtime(
     """`warnings` collects what is read past (unknown kinds and keys in Dapr files)."""
     node.only("app_id", "app_port", "app_host", "app_protocol", "api_token", "app_token",
               "components", "components_path", "subscriptions", "invoke", "max_request_body",
-              "delivery")  # fmt: skip
+              "delivery", "app_max_concurrency", "wait_for_app", "app_health",
+              "secret_scopes", "access_control", "api_access")  # fmt: skip
     invoke = node.section("invoke")
-    invoke.only("clusters", "dns", "timeout", "retries")
+    invoke.only("clusters", "dns", "timeout", "retries", "registry")
     clusters = invoke.child("clusters").value or {}
     if not isinstance(clusters, dict):
         invoke.problem("expected a mapping of app id to cluster", "clusters")
@@ -130,10 +180,7 @@ def parse_runtime(
     delivery.only("retries", "backoff")
     components = [_component(item) for item in node.items("components")]
     subscriptions = [_subscription(item) for item in node.items("subscriptions")]
-    if node.has("components_path"):
-        path = Path(node.text("components_path"))
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
+    for path in _components_paths(node, base_dir):
         found, declared = _resource_files(node, path, [] if warnings is None else warnings)
         components += found
         subscriptions += declared
@@ -148,7 +195,7 @@ def parse_runtime(
         app_id=app_id,
         app_port=port or None,
         app_host=node.text("app_host", "127.0.0.1"),
-        app_protocol=node.choice("app_protocol", ("http", "grpc"), "http"),
+        app_protocol=node.choice("app_protocol", APP_PROTOCOLS, "http"),
         api_token=token or None,
         app_token=app_token or None,
         components=tuple(loaded),
@@ -160,6 +207,58 @@ def parse_runtime(
         max_request_body=node.size("max_request_body", 4 << 20, minimum=1024),
         delivery_retries=delivery.integer("retries", 10, minimum=0),
         delivery_backoff=delivery.duration("backoff", 0.2, positive=True),
+        app_max_concurrency=node.integer("app_max_concurrency", 0, minimum=0) or None,
+        wait_for_app=node.flag("wait_for_app", False),
+        app_health=_app_health(node),
+        secret_scopes=_secret_scopes(node.section("secret_scopes")),
+        access_control=parse_access_control(node.child("access_control")),
+        api_access=parse_api_access(node.child("api_access")),
+        invoke_registry=invoke.text("registry", "") or None,
+    )
+
+
+def _components_paths(node: Node, base_dir: Path | None) -> list[Path]:
+    """`components_path`: one directory or a list of them (Dapr's repeated --resources-path)."""
+    value = node.child("components_path").value
+    if value is None:
+        return []
+    names = value if isinstance(value, list) else [value]
+    paths = [Path(name) for name in names if isinstance(name, str) and name]
+    if len(paths) != len(names):
+        node.problem("expected a directory or a list of directories", "components_path")
+        return []
+    if base_dir is None:
+        return paths
+    return [path if path.is_absolute() else base_dir / path for path in paths]
+
+
+def _secret_scopes(node: Node) -> dict[str, SecretScope]:
+    """`{store: {default_access: allow|deny, allowed: [names], denied: [names]}}`."""
+    scopes: dict[str, SecretScope] = {}
+    for store in node.value if isinstance(node.value, dict) else {}:
+        scope = node.section(str(store))
+        scope.only("default_access", "allowed", "denied")
+        scopes[str(store)] = SecretScope(
+            default_access=scope.choice("default_access", ("allow", "deny"), "allow"),
+            allowed=frozenset(_strings(scope, "allowed")),
+            denied=frozenset(_strings(scope, "denied")),
+        )
+    return scopes
+
+
+def _app_health(node: Node) -> AppHealth | None:
+    if not node.has("app_health"):
+        return None
+    health = node.section("app_health")
+    health.only("path", "interval", "timeout", "threshold")
+    path = health.text("path", "/healthz") or None
+    if path is not None and not path.startswith("/"):
+        health.problem("expected a path starting with /, or '' for a TCP connect", "path")
+    return AppHealth(
+        path=path,
+        interval=health.duration("interval", 5.0, positive=True),
+        timeout=health.duration("timeout", 0.5, positive=True),
+        threshold=health.integer("threshold", 3, minimum=1),
     )
 
 
@@ -340,11 +439,21 @@ def _resource_files(
             where = _resource(node, f"{file}[{index}]", document, warnings)
             if where is None:
                 continue
-            if document.get("kind") == "Component":
+            if _middleware(document):
+                warnings.append(Problem(f"{file}[{index}]", "a middleware is not a component "
+                                        "mecha loads: a Configuration's httpPipeline applies "
+                                        "it"))  # fmt: skip
+            elif document.get("kind") == "Component":
                 components.append(_dapr_component(where, warnings))
             else:
                 subscriptions.append(_dapr_subscription(where, warnings))
     return components, subscriptions
+
+
+def _middleware(document: dict[str, Any]) -> bool:
+    spec = document.get("spec")
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    return document.get("kind") == "Component" and str(kind).startswith("middleware.")
 
 
 def _resource(node: Node, path: str, document: Any, warnings: list[Problem]) -> Node | None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from protocols import strict_json
 from protocols.http.headers import Headers
 from runtime import cloudevents
-from runtime.app_channel import AppCallError, AppUnavailable
+from runtime.app_channel import AppCallError, AppChannel, AppUnavailable
 from runtime.components.api import (
     BindingEvent,
     ConfigurationItem,
@@ -83,7 +83,24 @@ class Delivery:
 
     async def start(self) -> None:
         """Declared subscriptions and input bindings; RuntimeStartError when one cannot be
-        made, unless its component may fail (`ignoreErrors`)."""
+        made, unless its component may fail (`ignoreErrors`). With `wait_for_app`, they start
+        once the app is up, and what cannot be made is logged."""
+        app = self.runtime.app
+        if self.runtime.config.wait_for_app and app is not None:
+            self._spawn(self._start_when_up(app), "wait-for-app")
+            return
+        await self._start_deliveries()
+
+    async def _start_when_up(self, app: AppChannel) -> None:
+        from runtime.app_health import wait_for_app
+
+        await wait_for_app(app, self.runtime.config)
+        try:
+            await self._start_deliveries()
+        except RuntimeStartError as error:
+            log.error("%s", error)
+
+    async def _start_deliveries(self) -> None:
         for spec in self.runtime.config.scoped_subscriptions():
             try:
                 await self._subscribe(spec, "DECLARATIVE")

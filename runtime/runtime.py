@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from proxy.config.model import ClusterConfig, EndpointConfig
+from proxy.config.model import CircuitBreakers, ClusterConfig, EndpointConfig
 from proxy.config.units import Address
 from proxy.redact import redact_text
 from proxy.upstream.cluster import ClusterManager
@@ -40,6 +40,19 @@ log = logging.getLogger("mecha.runtime")
 APP_CLUSTER = "dapr-app"
 VERSION = "mecha-0.1.0"
 T = TypeVar("T")
+
+
+def app_cluster(config: RuntimeConfig) -> ClusterConfig:
+    """The app channel's cluster: HTTP/2 without TLS for gRPC and h2c apps; at most
+    `app_max_concurrency` requests at once (Dapr's --app-max-concurrency), the rest pending."""
+    assert config.app_port
+    address = Address(config.app_host, config.app_port)
+    protocol = "http2" if config.app_protocol in ("grpc", "h2c") else "http1"
+    breakers = CircuitBreakers()
+    if config.app_max_concurrency:
+        breakers = CircuitBreakers(max_requests=config.app_max_concurrency)
+    return ClusterConfig(APP_CLUSTER, (EndpointConfig(address),), connect_timeout=2.0,
+                         protocol=protocol, circuit_breakers=breakers)  # fmt: skip
 
 
 class RuntimeStartError(Exception):
@@ -75,11 +88,7 @@ class Runtime:
         self.outbound_ready = False
         self.on_shutdown: Callable[[], None] = lambda: None
         if config.app_port:
-            address = Address(config.app_host, config.app_port)
-            protocol = "http2" if config.app_protocol == "grpc" else "http1"  # gRPC: h2c
-            cluster = clusters.add(ClusterConfig(APP_CLUSTER, (EndpointConfig(address),),
-                                                 connect_timeout=2.0,
-                                                 protocol=protocol))  # fmt: skip
+            cluster = clusters.add(app_cluster(config))
             self.app = AppChannel(cluster, config.app_token)
         from runtime.delivery import Delivery  # the delivery needs the finished runtime
 

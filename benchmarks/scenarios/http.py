@@ -1,4 +1,5 @@
-"""http: wrk via mecha, nginx and haproxy (one worker each) to an nginx backend; h2load over h2c."""
+"""http: wrk via mecha, nginx and haproxy (one worker each) to an nginx backend; h2load over
+h2c through the same three (HTTP/1.1 behind) and to the backend directly."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ defaults
     timeout client 1h
     timeout server 1h
 frontend http
-    bind 127.0.0.1:{listen}
+    bind 127.0.0.1:{listen}{proto}
     default_backend nginx
 backend nginx
     server nginx 127.0.0.1:{upstream}
@@ -53,10 +54,13 @@ CPU_ROW = "CPU per request (us)"
 """The server's own user + system CPU time per good response: what shared cores skew least."""
 
 
-def start_haproxy(procs: Processes, upstream: int, threads: int = 1) -> int:
+def start_haproxy(procs: Processes, upstream: int, threads: int = 1, h2c: bool = False) -> int:
+    """haproxy in http mode to `upstream`; with `h2c` its frontend speaks HTTP/2 with prior
+    knowledge (`proto h2`)."""
     port = free_port()
-    name = "haproxy" if threads == 1 else f"haproxy-{threads}t"
-    text = HAPROXY.format(listen=port, upstream=upstream, threads=threads)
+    name = ("haproxy" if threads == 1 else f"haproxy-{threads}t") + ("-h2c" if h2c else "")
+    proto = " proto h2" if h2c else ""
+    text = HAPROXY.format(listen=port, upstream=upstream, threads=threads, proto=proto)
     config = procs.write(f"{name}.cfg", text)
     procs.start(name, ["haproxy", "-f", str(config)])
     wait_for_port(port)
@@ -110,6 +114,19 @@ def wrk_verdict(table: Table) -> str:
     return "Targets against nginx, one worker each: " + "; ".join(parts) + "."
 
 
+def h2_verdict(table: Table) -> str:
+    """Issue 14's targets against nginx doing the same job (h2c in front, HTTP/1.1 behind):
+    requests/s >= 0.5x, CPU per request <= 3x."""
+    rps = table.median("requests/s", "mecha") / table.median("requests/s", "nginx")
+    cpu = table.median(CPU_ROW, "mecha") / table.median(CPU_ROW, "nginx")
+    checks = [
+        ("requests/s >= 0.5x nginx", rps, rps >= 0.5),
+        ("CPU per request <= 3x", cpu, cpu <= 3),
+    ]
+    parts = [f"{name}: {value:.2f}x, {'met' if ok else 'MISSED'}" for name, value, ok in checks]
+    return "Targets against nginx (h2c -> HTTP/1.1): " + "; ".join(parts) + "."
+
+
 def rotated(systems: list[str], round_: int) -> list[str]:
     shift = round_ % len(systems)
     return systems[shift:] + systems[:shift]
@@ -143,7 +160,7 @@ def run(args: argparse.Namespace) -> str:
     )  # fmt: skip
     h2_table = Table(
         f"h2load -c{H2_CLIENTS} -m{H2_STREAMS} -n {h2_requests:,}, h2c prior knowledge, GET /",
-        "", ["mecha", "direct"], label="metric", formats=H2_ROWS,
+        "", ["mecha", "nginx", "haproxy", "direct"], label="metric", formats=H2_ROWS,
     )  # fmt: skip
     wrk_errors: dict[str, Counter[str]] = {}
     workers_errors: dict[str, Counter[str]] = {}
@@ -160,6 +177,11 @@ def run(args: argparse.Namespace) -> str:
         two = {"mecha": start_mecha(procs, http1, workers=2)[0],
                "haproxy": start_haproxy(procs, http1, threads=2)}  # fmt: skip
         h2_ports = {"mecha": ports["mecha"], "direct": http2}
+        h2_pids = {"mecha": mecha_pid, "direct": pids["direct"]}
+        h2_ports["nginx"] = start_reverse_proxy(procs, http1, "nginx-h2c", http2=True)
+        h2_pids["nginx"] = procs.running[-1].pid
+        h2_ports["haproxy"] = start_haproxy(procs, http1, h2c=True)
+        h2_pids["haproxy"] = procs.running[-1].pid
         time.sleep(1.0)
         idle_rss = rss_bytes(mecha_pid)
         for port in [*ports.values(), *two.values()]:  # warm up pools and caches; not recorded
@@ -177,7 +199,7 @@ def run(args: argparse.Namespace) -> str:
                 record(workers_table, system, result, workers_errors)
             for system in rotated(h2_table.systems, round_):
                 load = partial(h2load, h2_ports[system], H2_CLIENTS, H2_STREAMS, h2_requests)
-                result, cpu = measured(pids[system], load)
+                result, cpu = measured(h2_pids[system], load)
                 record(h2_table, system, result, h2_errors)
                 h2_table.add(CPU_ROW, system, per_request_us(cpu, h2_requests))
         loaded_rss = rss_bytes(mecha_pid)
@@ -204,9 +226,12 @@ def run(args: argparse.Namespace) -> str:
     ]
     h2_table.notes += [
         f"{common} mecha: HTTP/2 downstream (codec auto, same port), HTTP/1.1 upstream to the "
-        "backend; direct: the backend's own h2c listener. Latency is h2load's time for request. "
-        "CPU per request: mecha's own (direct: the backend's), as for wrk.",
+        "backend; nginx: `listen ... http2` (h2c) with the same proxy_pass and upstream "
+        "keepalive, keepalive_requests 1000000; haproxy: `bind ... proto h2`, http-reuse always; "
+        "direct: the backend's own h2c listener. Latency is h2load's time for request. CPU per "
+        "request: each server's own (nginx: master and worker; direct: the backend's), as for wrk.",
         error_note(h2_errors),
+        h2_verdict(h2_table),
     ]
     log_note = "mecha log (warning level): " + (
         f"{len(mecha_log)} lines, first: `{mecha_log[0]}`" if mecha_log else "empty"

@@ -8,6 +8,7 @@ the API with routes, CORS, auth or rate limits.
 
 from __future__ import annotations
 
+from filters.http import registry as http_registry
 from filters.http.route import RouteTable
 from filters.network.http import config as hcm
 from filters.network.http.filter import create_factory
@@ -28,8 +29,12 @@ MANAGER_KEYS = (
 
 
 def parse_config(node: Node, context: ParseContext) -> hcm.HcmConfig:
-    node.only(*MANAGER_KEYS)
-    filters = (hcm.http_filter(NAME, Node({}), context),)
+    """`internal: true`: the listener other sidecars send this app's invocations to.
+    `http_filters`: HTTP filters the API's requests go through first (a Dapr httpPipeline)."""
+    node.only(*MANAGER_KEYS, "internal", "http_filters")
+    internal = node.flag("internal", False)
+    api = hcm.http_filter(NAME, Node({"internal": True} if internal else {}), context)
+    filters = (*_before_api(node, context), api)
     return api_manager(node, context, NAME, filters, codec="auto", max_streams=100)
 
 
@@ -60,6 +65,24 @@ def api_manager(
         max_concurrent_streams=node.integer("max_concurrent_streams", max_streams, minimum=1),
         request_headers_timeout=node.duration("request_headers_timeout", 10.0) or None,
     )
+
+
+def _before_api(node: Node, context: ParseContext) -> list[hcm.HttpFilterConfig]:
+    result = []
+    for item in node.items("http_filters"):
+        if not item.expect_mapping():
+            continue
+        item.only("name", "config")
+        name = item.text("name")
+        spec = http_registry.lookup(name) if name else None
+        if spec is None or spec.terminal or name == NAME:
+            known = ", ".join(http_registry.names())
+            item.problem(f"{name!r} cannot come before the API (known: {known}; not a terminal "
+                         "one)", "name")  # fmt: skip
+            continue
+        config = spec.parse_config(item.section("config"), context)
+        result.append(hcm.HttpFilterConfig(name, config))
+    return result
 
 
 SPEC = NetworkFilterSpec(parse_config, create_factory, terminal=True)

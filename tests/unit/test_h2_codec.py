@@ -914,3 +914,19 @@ def test_one_byte_at_a_time_gives_the_same_events() -> None:
         ack_all(byte_wise, events)
         got += events
     assert got == expected
+
+
+def test_a_response_to_a_stream_we_reset_is_ignored_and_hpack_stays_in_step() -> None:
+    """A deadline passed: the client reset its stream while the answer was on its way."""
+    client, server = pair()
+    late, other = send_request(client), send_request(client)
+    exchange(client, server)
+    client.reset(late)
+    respond(server, late, b"too late")  # crosses the RST_STREAM on the wire
+    server.send_headers(ResponseHeaders(200, headers((b"x-new", b"v")), stream_id=other), False)
+    server.send_data(other, b"fine", end_stream=True)
+    at_client = client.feed(server.data_to_send())
+    assert of(at_client, late) == []
+    head = of(at_client, other)[0]
+    assert isinstance(head, ResponseHeaders) and head.headers.get(b"x-new") == b"v"
+    assert body(at_client, other) == b"fine" and ended(at_client, other)

@@ -49,6 +49,7 @@ from protocols.http.h1_parse import parse_fields
 from protocols.http.headers import Headers
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
+from runtime.api_access import http_api
 from runtime.runtime import Runtime
 
 log = logging.getLogger("mecha.runtime_api")
@@ -66,22 +67,29 @@ HOP_HEADERS = (b"dapr-app-id", TOKEN_HEADER)
 
 @dataclass(frozen=True, slots=True)
 class RuntimeApiConfig:
-    pass
+    internal: bool = False
+    """Serves other sidecars, not the app: every request is an invocation of this app, sent
+    by the caller's sidecar, which said who calls (`dapr-caller-app-id`)."""
 
 
 def parse_config(node: Node, context: ParseContext) -> RuntimeApiConfig:
-    node.only()
+    node.only("internal")
     if context.runtime is None:
         node.problem("runtime_api needs a `runtime:` section at the top level")
-    return RuntimeApiConfig()
+    return RuntimeApiConfig(internal=node.flag("internal", False))
 
 
 class ApiShared:
     """What every stream of one filter factory shares."""
 
-    def __init__(self, runtime: Runtime, context: HttpFactoryContext) -> None:
+    def __init__(
+        self, runtime: Runtime, context: HttpFactoryContext, internal: bool = False
+    ) -> None:
         self.runtime = runtime
+        self.internal = internal
         config = runtime.config
+        self.app_token = config.app_token.encode() if config.app_token else None
+        self.api_access = None if internal else config.api_access
         token = config.api_token or os.environ.get("DAPR_API_TOKEN") or ""
         self.token = token.encode() or None
         self.max_body = config.max_request_body
@@ -145,6 +153,8 @@ class RuntimeApiFilter(StreamFilter):
     # -- decoding ------------------------------------------------------------------------------
 
     def decode_headers(self, request: RequestHeaders, end_stream: bool) -> FilterStatus:
+        if self.shared.internal:
+            return self._from_sidecar(request, end_stream)
         path = request.path
         target = request.headers.get(b"dapr-app-id")
         if not path.startswith(API_PREFIX) and target is None:
@@ -152,6 +162,8 @@ class RuntimeApiFilter(StreamFilter):
         shared = self.shared
         if shared.token is not None and not self._authorized(request):
             self._reply(ApiError(401, "ERR_UNAUTHORIZED", "invalid api token").answer())
+            return STOP
+        if shared.api_access is not None and not self._api_allowed(request, target is not None):
             return STOP
         if path.startswith(INVOKE_PREFIX):
             return self._invoke_by_path(request, end_stream)
@@ -173,6 +185,20 @@ class RuntimeApiFilter(StreamFilter):
         if end_stream:
             self._start()
         return STOP
+
+    def _api_allowed(self, request: RequestHeaders, by_header: bool) -> bool:
+        """The Configuration's API lists (403 past them, as Dapr answers)."""
+        access = self.shared.api_access
+        assert access is not None
+        if by_header or request.path.startswith(INVOKE_PREFIX):
+            name, version = "invoke", "v1.0"
+        else:
+            name, version = http_api(self.shared.resolve(request.method, request.path).parts)
+        if access.allows("http", name, version):
+            return True
+        message = f"API {name} {version} is not allowed for this app (its Configuration)"
+        self._reply(ApiError(403, "ERR_API_DENIED", message).answer())
+        return False
 
     def _authorized(self, request: RequestHeaders) -> bool:
         given = request.headers.get(TOKEN_HEADER)
@@ -277,14 +303,39 @@ class RuntimeApiFilter(StreamFilter):
             return STOP
         return self._invoke(request, *split, end_stream)
 
+    def _from_sidecar(self, request: RequestHeaders, end_stream: bool) -> FilterStatus:
+        """An invocation another sidecar sends this app: its access control applies to the
+        caller that sidecar names; the caller stays the one it names."""
+        headers, shared = request.headers, self.shared
+        callee = headers.get(b"dapr-callee-app-id")
+        if callee != shared.app_id:
+            what = "no app id" if callee is None else f"app id {callee.decode('latin-1')!r}"
+            message = f"{what} is not served here (this is {shared.runtime.config.app_id!r})"
+            self._reply(ApiError(404, "ERR_DIRECT_INVOKE", message).answer())
+            return STOP
+        caller = headers.get(b"dapr-caller-app-id") or b""
+        control = shared.runtime.config.access_control
+        method, path = request.method.decode("latin-1"), request.path.decode("latin-1")
+        if control is not None and not control.allows(caller.decode("latin-1"), path, method):
+            message = (f"fail to invoke, id: {callee.decode('latin-1')}, err: access control "
+                       f"policy has denied access to id: {caller.decode('latin-1')} operation: "
+                       f"{path} verb: {method}")  # fmt: skip
+            self._reply(ApiError(403, "ERR_DIRECT_INVOKE", message).answer())
+            return STOP
+        return self._invoke(request, callee.decode("latin-1"), request.path, end_stream, caller)
+
     def _invoke(
-        self, request: RequestHeaders, app_id: str, path: bytes, end_stream: bool
-    ) -> FilterStatus:
+        self, request: RequestHeaders, app_id: str, path: bytes, end_stream: bool,
+        caller: bytes | None = None,
+    ) -> FilterStatus:  # fmt: skip
+        """`caller`: the app id another sidecar named; None: this app calls."""
         headers = request.headers
         for name in HOP_HEADERS:
             headers.remove(name)
-        headers.set(b"dapr-caller-app-id", self.shared.app_id)
+        headers.set(b"dapr-caller-app-id", self.shared.app_id if caller is None else caller)
         headers.set(b"dapr-callee-app-id", app_id.encode("latin-1"))
+        if self.shared.app_token is not None and app_id == self.shared.runtime.config.app_id:
+            headers.set(TOKEN_HEADER, self.shared.app_token)  # Dapr's APP_API_TOKEN
         request.path = path
         if calls_grpc_app(self.shared.runtime, app_id):
             return self._invoke_grpc_app(request, path, end_stream)
@@ -352,6 +403,7 @@ class RuntimeApiFactory:
         target = head.target
         if (
             head.method != b"GET"
+            or shared.internal  # (every request there is an invocation)
             or not target.startswith(API_PREFIX)
             or target.startswith(INVOKE_PREFIX)
             or b"\ndapr-app-id:" in head.lowered
@@ -367,6 +419,9 @@ class RuntimeApiFactory:
             return None
         if not shared.runs_inline(found, "answers_at_once"):
             return None
+        access = shared.api_access
+        if access is not None and not access.allows("http", *http_api(resolved.parts)):
+            return None  # (the stream path answers 403)
         headers, _ = parse_fields(head.block, len(head.block))  # (read_request kept the limit)
         request = ApiRequest(resolved.method, resolved.parts, resolved.query, headers)
         handling = found.handler(shared.runtime, request, *found.args)
@@ -390,7 +445,7 @@ class RuntimeApiFactory:
 def create_factory(config: RuntimeApiConfig, context: HttpFactoryContext) -> StreamFilterFactory:
     runtime = context.runtime
     assert runtime is not None, "parse_config refuses runtime_api without a runtime"
-    return RuntimeApiFactory(ApiShared(runtime, context))
+    return RuntimeApiFactory(ApiShared(runtime, context, config.internal))
 
 
 SPEC = HttpFilterSpec(parse_config, create_factory)

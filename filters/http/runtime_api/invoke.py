@@ -24,10 +24,11 @@ from filters.http.runtime_api.base import Answer, ApiError, ApiRequest
 from protocols.grpc.status import http_status
 from protocols.http.headers import Headers
 from proxy.config.model import ClusterConfig, EndpointConfig
-from proxy.config.units import Address
+from proxy.config.units import Address, parse_address
 from proxy.upstream.cluster import ClusterManager
 from runtime.app_callback import on_invoke
 from runtime.app_channel import AppCallError, AppUnavailable, NoAnswer
+from runtime.local_registry import Registry, RegistryError
 from runtime.runtime import APP_CLUSTER, Runtime
 
 log = logging.getLogger("mecha.invoke")
@@ -35,6 +36,10 @@ log = logging.getLogger("mecha.invoke")
 INVOKE_PREFIX = b"/v1.0/invoke/"
 NEVER_SENT = frozenset({"connect-failure", "refused-stream"})
 DNS_CLUSTER = "invoke-dns:{}"
+REGISTRY_CLUSTER = "invoke-local:{}"
+REGISTRY_ROUTE = "invoke-local:"
+REFRESH = 2.0
+"""Seconds between two reads of the registry for an app id that is being called."""
 OCTET_STREAM = b"application/octet-stream"
 
 
@@ -63,6 +68,9 @@ class Invoker:
         )
         self._routes: dict[str, Route] = {}
         self._resolving: dict[str, asyncio.Task[str | None]] = {}
+        self._registry = Registry(config.invoke_registry) if config.invoke_registry else None
+        self._refreshed: dict[str, float] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     def route(self, app_id: str) -> Route | None:
         """The route for `app_id` when its cluster exists now."""
@@ -72,16 +80,22 @@ class Invoker:
             if cluster is None or cluster not in self.clusters.clusters:
                 return None
             route = self._routes[app_id] = self._make_route(app_id, cluster)
+        if self._registry is not None and route.name.startswith(REGISTRY_ROUTE):
+            self._refresh_soon(app_id, REGISTRY_CLUSTER.format(app_id))
         return route
 
     def resolvable(self, app_id: str) -> bool:
-        return self.runtime.config.invoke_dns is not None and _valid_host_label(app_id)
+        config = self.runtime.config
+        return (config.invoke_dns is not None or config.invoke_registry is not None) and (
+            _valid_host_label(app_id)
+        )
 
     async def resolve(self, app_id: str) -> Route | None:
         """Make (once) and warm the DNS cluster of `app_id`; None when DNS finds nothing."""
         task = self._resolving.get(app_id)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._dns_cluster(app_id))
+            make = self._registry_cluster if self._registry else self._dns_cluster
+            task = asyncio.get_running_loop().create_task(make(app_id), name=f"resolve:{app_id}")
             self._resolving[app_id] = task
         name = await asyncio.shield(task)
         if name is None:
@@ -105,6 +119,43 @@ class Invoker:
             return None
         return name
 
+    async def _registry_cluster(self, app_id: str) -> str | None:
+        """The sidecars the machine's registry lists for `app_id`, as a cluster kept in step
+        with the registry while it is used (see `route`)."""
+        addresses = await self._registered(app_id)
+        if not addresses:
+            log.warning("invoke: app id %r is not running on this machine", app_id)
+            return None
+        name = REGISTRY_CLUSTER.format(app_id)
+        endpoints = tuple(EndpointConfig(address) for address in addresses)
+        self.clusters.add(ClusterConfig(name, endpoints, protocol="http2", connect_timeout=2.0))
+        self._refreshed[app_id] = asyncio.get_running_loop().time()
+        return name
+
+    async def _registered(self, app_id: str) -> list[Address]:
+        assert self._registry is not None
+        try:
+            found = await asyncio.to_thread(self._registry.instances, app_id)
+        except RegistryError as error:
+            log.warning("invoke: %s", error)
+            return []
+        return [parse_address(i.internal_address) for i in found if i.internal_address]
+
+    def _refresh_soon(self, app_id: str, cluster: str) -> None:
+        """Members come and go: the registry is read again at most every REFRESH seconds."""
+        now = asyncio.get_running_loop().time()
+        if now - self._refreshed.get(app_id, now) < REFRESH or app_id in self._refreshing:
+            return
+        self._refreshed[app_id] = now
+        task = asyncio.get_running_loop().create_task(self._refresh(app_id, cluster))
+        self._refreshing[app_id] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(app_id, None))
+
+    async def _refresh(self, app_id: str, name: str) -> None:
+        cluster = self.clusters.clusters.get(name)
+        if cluster is not None:
+            cluster.set_endpoints((address, 1, None) for address in await self._registered(app_id))
+
     def _cluster_name(self, app_id: str) -> str | None:
         config = self.runtime.config
         if app_id == config.app_id:
@@ -113,14 +164,19 @@ class Invoker:
             return config.invoke_clusters[app_id]
         if app_id in self.clusters.clusters:
             return app_id
-        dns = DNS_CLUSTER.format(app_id)  # made by another API's Invoker (HTTP or gRPC)
-        return dns if dns in self.clusters.clusters else None
+        for made in (DNS_CLUSTER, REGISTRY_CLUSTER):  # by another API's Invoker (HTTP, gRPC)
+            name = made.format(app_id)
+            if name in self.clusters.clusters:
+                return name
+        return None
 
     def _make_route(self, app_id: str, cluster: str) -> Route:
         action = RouteAction(
             (cluster,), timeout=self.runtime.config.invoke_timeout, retry_policy=self._retry
         )
-        return Route(f"invoke:{app_id}", RouteMatch(prefix=b"/"), action)
+        local = cluster == REGISTRY_CLUSTER.format(app_id)
+        return Route(f"{REGISTRY_ROUTE if local else 'invoke:'}{app_id}", RouteMatch(prefix=b"/"),
+                     action)  # fmt: skip
 
 
 def _valid_host_label(app_id: str) -> bool:
@@ -144,7 +200,7 @@ async def invoke_grpc_app(runtime: Runtime, request: ApiRequest, target: str) ->
     try:
         invoked = await on_invoke(
             app, invoke_request(request, target), request.headers, app_id,
-            runtime.config.invoke_timeout,
+            runtime.config.invoke_timeout, request.header(b"dapr-caller-app-id"),
         )  # fmt: skip
     except AppCallError as error:
         raise _invoke_error(http_status(error.code), app_id, str(error)) from None

@@ -25,6 +25,7 @@ async def get_secret(
     """An unknown secret is an empty answer (the HTTP API's 204)."""
     name, key = request.store_name, request.key
     store = secrets.secret_store(ctx.runtime, name)
+    secrets.check_allowed(ctx.runtime, name, key)
     try:
         values = await store.get(key, dict(request.metadata))
     except NotFound:
@@ -50,7 +51,7 @@ async def get_bulk_secret(
             500, "ERR_SECRET_GET", f"failed getting secrets from secret store {name}: {error}"
         ) from None
     answer = secret_pb2.GetBulkSecretResponse()
-    for key, secret in values.items():
+    for key, secret in secrets.allowed_only(ctx.runtime, name, values).items():
         answer.data[key].secrets.update(secret)
     return answer
 

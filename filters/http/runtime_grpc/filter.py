@@ -45,6 +45,7 @@ from protocols.http.events import RequestHeaders
 from protocols.http.headers import Headers
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
+from runtime.api_access import grpc_api
 from runtime.runtime import Runtime
 
 log = logging.getLogger("mecha.runtime_grpc")
@@ -115,6 +116,12 @@ class RuntimeGrpcFilter(StreamFilter):
         given = headers.get(TOKEN_HEADER)
         if token is not None and (given is None or not hmac.compare_digest(given, token)):
             call.finish(Status(StatusCode.UNAUTHENTICATED, "authentication error: invalid token"))
+            return STOP
+        access = self.shared.runtime.config.api_access
+        if access is not None and not access.allows("grpc", *grpc_api(path)):
+            name, version = grpc_api(path)
+            message = f"API {name} {version} is not allowed for this app (its Configuration)"
+            call.finish(Status(StatusCode.PERMISSION_DENIED, message))
             return STOP
         if method is None:
             service, _, name = path[1:].decode("latin-1").rpartition("/")

@@ -45,6 +45,9 @@ log = logging.getLogger("mecha.http")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_STREAM_ID = 2**31 - 1
+H2_STREAM_BUFFER = 1 << 20
+"""Response bytes one HTTP/2 stream may hold past the client's window before its upstream
+is paused (the client bounds what it takes in flight; this bounds what waits for it)."""
 FINAL_GOAWAY_DELAY = 1.0
 """Draining HTTP/2: seconds between the first GOAWAY (every stream id still welcome) and the
 final one naming the last stream served, so requests already in flight are not refused."""
@@ -87,9 +90,10 @@ class HcmShared:
 
 class HttpConnectionManager(NetworkFilter):
     __slots__ = ("_body_left", "_closing", "_deadline_at", "_deadline_timer", "_drain_timer",
-                 "_draining", "_flush_handle", "_forwarded", "_h1", "_h2", "_head_timer",
-                 "_held", "_held_paused", "_loop", "_next_pending", "_out", "_paused_by_streams",
-                 "_sniffed", "callbacks", "client_ip", "shared", "streams")  # fmt: skip
+                 "_draining", "_flush_handle", "_forwarded", "_h1", "_h2", "_h2_held",
+                 "_head_timer", "_held", "_held_paused", "_loop", "_next_pending", "_out",
+                 "_paused_by_streams", "_sniffed", "callbacks", "client_ip", "shared",
+                 "streams")  # fmt: skip
 
     def __init__(self, shared: HcmShared, callbacks: ConnectionCallbacks) -> None:
         self.shared = shared
@@ -112,6 +116,9 @@ class HttpConnectionManager(NetworkFilter):
         self._held = b""
         """Bytes after a forwarded request (pipelined), read once its exchange ends."""
         self._held_paused = False
+        self._h2_held: set[int] = set()
+        """HTTP/2 streams whose response waits for the client's window past H2_STREAM_BUFFER:
+        their upstream is not read until the client has taken half of it."""
         self._deadline_timer: Deadline | asyncio.TimerHandle | None = None
         self._deadline_at = 0.0
         self._next_pending: bool | None = None
@@ -521,6 +528,18 @@ class HttpConnectionManager(NetworkFilter):
                     stream.decode_trailers(event.headers)
             elif isinstance(event, StreamReset) and stream is not None:
                 stream.finish(downstream_reset=True)
+        if self._h2_held:
+            self._release_h2_held()
+
+    def _release_h2_held(self) -> None:
+        """Resume the upstreams of streams whose client took half of what waited for it."""
+        assert self._h2 is not None
+        for sid in list(self._h2_held):
+            if self._h2.pending(sid) <= H2_STREAM_BUFFER // 2:
+                self._h2_held.discard(sid)
+                stream = self.streams.get(sid)
+                if stream is not None:
+                    stream.on_below_write_buffer_low_watermark()
 
     def _new_stream(self, request: RequestHeaders) -> None:
         """Prepare the head (as Envoy does before routing), route it, and run it on the
@@ -596,6 +615,8 @@ class HttpConnectionManager(NetworkFilter):
         log.debug("%s: bad HTTP from %s: %s", self.shared.listener,
                   self.callbacks.info.downstream_remote, error.reason)  # fmt: skip
         if self._h2 is not None:
+            if self._h2.flood is not None:
+                self.shared.stats.h2_floods += 1
             self._flush()  # the codec queued a GOAWAY
             self._close()
             return
@@ -653,9 +674,13 @@ class HttpConnectionManager(NetworkFilter):
                 self._flush()
         else:
             assert self._h2 is not None
-            self._h2.send_data(stream.stream_id, data, end_stream)
+            sid = stream.stream_id
+            self._h2.send_data(sid, data, end_stream)
             if end_stream:
                 self._h2_response_ended(stream)
+            elif self._h2.pending(sid) > H2_STREAM_BUFFER and sid not in self._h2_held:
+                self._h2_held.add(sid)  # the client does not read: stop reading upstream
+                stream.on_above_write_buffer_high_watermark()
             self._schedule_flush()
         if end_stream:
             stream.finish()
@@ -729,6 +754,7 @@ class HttpConnectionManager(NetworkFilter):
     def stream_finished(self, stream: Stream) -> None:
         info = stream.info
         self.streams.pop(stream.stream_id, None)
+        self._h2_held.discard(stream.stream_id)
         shared = self.shared
         shared.stats.record(info)
         if shared.access_log is not None:

@@ -69,6 +69,8 @@ class HttpStats:
         self.protocol_errors = 0
         self.request_headers_timeouts = 0
         self.overload_refused = 0
+        self.h2_floods = 0
+        """HTTP/2 connections ended with GOAWAY(ENHANCE_YOUR_CALM) past a flood budget."""
 
     def record(self, info: HttpStreamInfo) -> None:
         """Count a finished request (once per request: `_Series.observe`, inlined)."""
@@ -116,7 +118,13 @@ class HttpStatsCollector(Collector):
             "Requests refused by the overload manager (503 / REFUSED_STREAM)",
             labels=["listener"],
         )
+        floods = CounterMetricFamily(
+            "mecha_http_downstream_cx_h2_flood",
+            "HTTP/2 connections ended past a frame flood budget (GOAWAY ENHANCE_YOUR_CALM)",
+            labels=["listener"],
+        )
         for stats in self.stats:
+            floods.add_metric([stats.listener], stats.h2_floods)
             downstream.add_metric([stats.listener], stats.downstream_rq)
             errors.add_metric([stats.listener], stats.protocol_errors)
             header_timeouts.add_metric([stats.listener], stats.request_headers_timeouts)
@@ -131,4 +139,4 @@ class HttpStatsCollector(Collector):
                     cumulative += count
                     buckets.append((bound, cumulative))
                 latency.add_metric(labels, buckets, series.total)
-        yield from (requests, latency, downstream, errors, header_timeouts, refused)
+        yield from (requests, latency, downstream, errors, header_timeouts, refused, floods)

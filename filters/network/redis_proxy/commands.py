@@ -1,20 +1,32 @@
 """What the proxy knows about Redis commands: where the keys are, and what it cannot do.
 
+Every command is classified from Redis's own description of it (`COMMAND`: flags, ACL
+categories, tips and key specs; see keyspecs.py), so a command a newer Redis adds is routed
+without a change here. The built-in table comes from redis-server 7.0 (command_data.py);
+the proxy replaces it with what its upstream says when it first connects (`CommandTable`).
+
 A command is one of:
 - LOCAL: answered by the proxy (PING, ECHO, SELECT 0, AUTH, HELLO, CLIENT ..., QUIT, INFO);
-- ANY: sent to any one shard (COMMAND, TIME, ...), the answer being the same everywhere;
-- keyed: its keys sit at (first, last, step) like Redis's own key specs; all keys must
-  live on one shard, except for the commands the proxy splits and merges (SPLIT);
+- ANY: keyless, sent to any one shard (COMMAND, TIME, ...), the answer being the same;
+- KEYED: routed by its keys, which must all live on one shard;
+- SPLIT: keyed, and Redis's tips say it may be split per shard (request_policy:multi_shard)
+  with replies the proxy knows how to merge (MGET, MSET, DEL, EXISTS, UNLINK, TOUCH);
+- CONTAINER: the subcommand (XGROUP CREATE, OBJECT ENCODING, ...) decides;
 - REFUSED: cannot work across shards or on a shared connection; answered with -ERR and
   the reason, never forwarded.
-Commands that are in none of the tables are refused as unknown: forwarding a command
-whose keys the proxy cannot see could send it to the wrong shard.
+A command in no table is refused as unknown: forwarding a command whose keys the proxy
+cannot see could send it to the wrong shard.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from filters.network.redis_proxy.command_data import COMMANDS
+from filters.network.redis_proxy.keyspecs import CommandInfo, KeySpec, from_lines, key_positions
+from protocols.redis.encode import error_span
 
 
 class Kind(enum.Enum):
@@ -22,216 +34,249 @@ class Kind(enum.Enum):
     ANY = "any"
     KEYED = "keyed"
     SPLIT = "split"
-    EVAL = "eval"
+    CONTAINER = "container"
     REFUSED = "refused"
+
+
+Positions = Callable[["Spec", Sequence[bytes]], "list[int] | bytes"]
+"""Where a command's keys are (indexes into its arguments), or the error to answer."""
 
 
 @dataclass(frozen=True, slots=True)
 class Spec:
     name: bytes
-    """The canonical (upper-case) name, also the stats label."""
+    """The command's upper-case name (a subcommand's container's), also the stats label."""
     kind: Kind
-    first: int = 1
-    last: int = 1
-    """-1: every argument from `first` to the end."""
-    step: int = 1
+    full: str = ""
+    """Redis's full lower-case name (`xgroup|create`), for error texts."""
+    arity: int = 0
+    key_specs: tuple[KeySpec, ...] = ()
     reason: str = ""
+    merge: str = ""
+    """SPLIT: how the parts' replies combine (sum, ok, array)."""
+    subcommands: Mapping[bytes, Spec] = field(default_factory=dict)
+    finder: Positions | None = None
+    """A command whose key specs Redis leaves incomplete (SORT): finds its keys by hand."""
     single_key: bool = field(default=False, init=False)
     """The common case, routed without slicing: exactly one key, at index 1."""
 
     def __post_init__(self) -> None:
-        single = self.kind is Kind.KEYED and self.first == self.last == 1
-        object.__setattr__(self, "single_key", single)
+        specs = self.key_specs
+        single = (self.kind is Kind.KEYED and len(specs) == 1 and specs[0].complete
+                  and specs[0].begin == "index" and specs[0].index == 1
+                  and specs[0].find == "range" and specs[0].lastkey == 0)  # fmt: skip
+        object.__setattr__(self, "single_key", single and self.finder is None)
+
+    @property
+    def keystep(self) -> int:
+        """Arguments per key (MSET: key and value), for splitting."""
+        return self.key_specs[0].keystep if self.key_specs else 1
+
+    def arity_ok(self, argc: int) -> bool:
+        return argc == self.arity if self.arity > 0 else argc >= -self.arity
+
+    def positions(self, args: Sequence[bytes]) -> list[int] | bytes:
+        if self.finder is not None:
+            return self.finder(self, args)
+        return key_positions(self.key_specs, args)
+
+    def subcommand(self, args: Sequence[bytes]) -> Spec | bytes:
+        """A CONTAINER's subcommand named by args[1], or Redis's error."""
+        sub = self.subcommands.get(args[1].lower() if len(args) > 1 else b"")
+        if sub is None and len(args) < 2:
+            return arity_error(self.full)
+        if sub is None:
+            text = args[1][:128].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
+            return error_span(
+                f"unknown subcommand '{text}'. Try {self.name.decode()} HELP."
+            )  # fmt: skip
+        return sub
 
 
-LOCAL = ("PING", "ECHO", "SELECT", "AUTH", "HELLO", "CLIENT", "QUIT", "INFO", "RESET")
-ANY = ("COMMAND", "TIME", "LOLWUT")
+def arity_error(full: str) -> bytes:
+    return error_span(f"wrong number of arguments for '{full}' command")
 
-SINGLE_KEY = [
-    "GET",
-    "SET",
-    "SETNX",
-    "SETEX",
-    "PSETEX",
-    "GETSET",
-    "GETDEL",
-    "GETEX",
-    "APPEND",
-    "STRLEN",
-    "SETRANGE",
-    "GETRANGE",
-    "SUBSTR",
-    "INCR",
-    "DECR",
-    "INCRBY",
-    "DECRBY",
-    "INCRBYFLOAT",
-    "EXPIRE",
-    "PEXPIRE",
-    "EXPIREAT",
-    "PEXPIREAT",
-    "EXPIRETIME",
-    "PEXPIRETIME",
-    "TTL",
-    "PTTL",
-    "PERSIST",
-    "TYPE",
-    "DUMP",
-    "RESTORE",
-    "SORT",
-    "SORT_RO",
-    "GETBIT",
-    "SETBIT",
-    "BITCOUNT",
-    "BITPOS",
-    "BITFIELD",
-    "BITFIELD_RO",
-    "HSET",
-    "HSETNX",
-    "HGET",
-    "HMSET",
-    "HMGET",
-    "HDEL",
-    "HLEN",
-    "HSTRLEN",
-    "HEXISTS",
-    "HKEYS",
-    "HVALS",
-    "HGETALL",
-    "HINCRBY",
-    "HINCRBYFLOAT",
-    "HSCAN",
-    "HRANDFIELD",
-    "LPUSH",
-    "LPUSHX",
-    "RPUSH",
-    "RPUSHX",
-    "LPOP",
-    "RPOP",
-    "LLEN",
-    "LINDEX",
-    "LSET",
-    "LRANGE",
-    "LTRIM",
-    "LREM",
-    "LINSERT",
-    "LPOS",
-    "SADD",
-    "SREM",
-    "SCARD",
-    "SISMEMBER",
-    "SMISMEMBER",
-    "SMEMBERS",
-    "SRANDMEMBER",
-    "SPOP",
-    "SSCAN",
-    "ZADD",
-    "ZINCRBY",
-    "ZREM",
-    "ZCARD",
-    "ZCOUNT",
-    "ZSCORE",
-    "ZMSCORE",
-    "ZRANK",
-    "ZREVRANK",
-    "ZRANGE",
-    "ZRANGEBYSCORE",
-    "ZREVRANGE",
-    "ZREVRANGEBYSCORE",
-    "ZRANGEBYLEX",
-    "ZREVRANGEBYLEX",
-    "ZLEXCOUNT",
-    "ZREMRANGEBYRANK",
-    "ZREMRANGEBYSCORE",
-    "ZREMRANGEBYLEX",
-    "ZPOPMIN",
-    "ZPOPMAX",
-    "ZSCAN",
-    "ZRANDMEMBER",
-    "PFADD",
-    "GEOADD",
-    "GEODIST",
-    "GEOHASH",
-    "GEOPOS",
-    "GEORADIUS_RO",
-    "GEORADIUSBYMEMBER_RO",
-    "GEOSEARCH",
-    "XADD",
-    "XLEN",
-    "XRANGE",
-    "XREVRANGE",
-    "XDEL",
-    "XTRIM",
-    "XACK",
-    "XCLAIM",
-    "XAUTOCLAIM",
-    "XPENDING",
-    "XSETID",
-]
 
-SAME_SHARD = {
-    # all keys must hash to one shard
-    "RENAME": (1, 2, 1), "RENAMENX": (1, 2, 1), "COPY": (1, 2, 1), "SMOVE": (1, 2, 1),
-    "RPOPLPUSH": (1, 2, 1), "LMOVE": (1, 2, 1), "LCS": (1, 2, 1),
-    "SINTER": (1, -1, 1), "SUNION": (1, -1, 1), "SDIFF": (1, -1, 1),
-    "SINTERSTORE": (1, -1, 1), "SUNIONSTORE": (1, -1, 1), "SDIFFSTORE": (1, -1, 1),
-    "PFCOUNT": (1, -1, 1), "PFMERGE": (1, -1, 1), "MSETNX": (1, -1, 2),
-    "ZRANGESTORE": (1, 2, 1), "GEOSEARCHSTORE": (1, 2, 1),
-}  # fmt: skip
-SPLIT = {"MGET": (1, -1, 1), "MSET": (1, -1, 2), "DEL": (1, -1, 1), "UNLINK": (1, -1, 1),
-         "EXISTS": (1, -1, 1), "TOUCH": (1, -1, 1)}  # fmt: skip
-EVAL = ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO")
+def unknown_command(args: Sequence[bytes]) -> bytes:
+    """Redis's own text (server.c processCommand), line breaks made spaces."""
+    listed = ""
+    for arg in args[1:]:
+        if len(listed) >= 128:
+            break
+        listed += "'" + arg[: 128 - len(listed)].decode("utf-8", "replace") + "' "
+    text = f"unknown command '{args[0][:128].decode('utf-8', 'replace')}', "
+    text += f"with args beginning with: {listed}"
+    return error_span(text.replace("\r", " ").replace("\n", " "))
 
+
+# -- policy: what the proxy does with a command, from what Redis says of it -------------------
+
+LOCAL = frozenset(("ping", "echo", "select", "auth", "hello", "client", "quit", "info", "reset"))
+
+_TRANSACTION = "transactions need one connection and one shard"
 _SHARED = "it would block or change the shared upstream connection"
 _CROSS = "it spans every shard"
+_ADMIN = "it is an administrative command"
+_PUBSUB = "publish/subscribe needs a connection of its own on every shard"
+_HIDDEN = "the proxy cannot find all of its keys"
+
 REFUSED = {
-    **dict.fromkeys(("MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH"),
-                    "transactions need one connection and one shard"),
-    **dict.fromkeys(("BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX",
-                     "BZMPOP", "XREAD", "XREADGROUP", "WAIT", "WAITAOF"), _SHARED),
-    **dict.fromkeys(("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
-                     "SUNSUBSCRIBE", "MONITOR"), _SHARED),
-    **dict.fromkeys(("KEYS", "SCAN", "FLUSHALL", "FLUSHDB", "DBSIZE", "RANDOMKEY", "SWAPDB",
-                     "PUBLISH", "SPUBLISH", "SCRIPT", "FUNCTION"), _CROSS),
-    **dict.fromkeys(("CONFIG", "SAVE", "BGSAVE", "BGREWRITEAOF", "SHUTDOWN", "DEBUG", "SLAVEOF",
-                     "REPLICAOF", "CLUSTER", "MIGRATE", "MOVE", "OBJECT", "MEMORY", "LATENCY",
-                     "SLOWLOG", "ACL", "FAILOVER", "MODULE", "SYNC", "PSYNC", "LASTSAVE",
-                     "READONLY", "READWRITE", "ASKING"), "it is an administrative command"),
+    # Decided by name where the description alone would say otherwise.
+    **dict.fromkeys(("readonly", "readwrite", "asking"), _SHARED),
+    **dict.fromkeys(("cluster", "restore-asking", "lastsave", "monitor", "migrate"), _ADMIN),
+    "move": "the proxy serves database 0 only",
+    **dict.fromkeys(("script", "function"), _CROSS),
 }  # fmt: skip
+ANY = frozenset(("command", "time", "lolwut"))
+"""Keyless commands Redis files under @connection or @dangerous that any shard answers."""
+
+MERGES = {"agg_sum": "sum", "all_succeeded": "ok", "": "array"}
+"""Response policies of multi_shard commands whose parts the proxy can merge; the rest
+(MSETNX's agg_min: all or nothing across shards) must keep their keys on one shard."""
 
 
-def _table() -> dict[bytes, Spec]:
-    specs: list[Spec] = [
-        *(Spec(n.encode(), Kind.LOCAL) for n in LOCAL),
-        *(Spec(n.encode(), Kind.ANY) for n in ANY),
-        *(Spec(n.encode(), Kind.KEYED) for n in SINGLE_KEY),
-        *(Spec(n.encode(), Kind.KEYED, *keys) for n, keys in SAME_SHARD.items()),
-        *(Spec(n.encode(), Kind.SPLIT, *keys) for n, keys in SPLIT.items()),
-        *(Spec(n.encode(), Kind.EVAL) for n in EVAL),
-        *(Spec(n.encode(), Kind.REFUSED, reason=why) for n, why in REFUSED.items()),
-    ]
-    table = {spec.name: spec for spec in specs}
-    # Clients usually send lower case: index that spelling too, to skip upper() per command.
-    table.update({spec.name.lower(): spec for spec in specs})
-    return table
+def classify(info: CommandInfo, finders: Mapping[str, Positions]) -> Spec:
+    if info.name in LOCAL:
+        return _spec(info, Kind.LOCAL)
+    reason = REFUSED.get(info.name) or _refusal(info, finders)
+    if reason:
+        return _spec(info, Kind.REFUSED, reason=reason)
+    if info.subcommands:
+        subs = {n.encode(): classify(i, finders) for n, i in info.subcommands.items()}
+        if info.arity == -1 and info.name in ANY:  # bare COMMAND: a command of its own
+            subs[b""] = _spec(info, Kind.ANY)
+        return _spec(info, Kind.CONTAINER, subcommands=subs)
+    if not info.key_specs:
+        return _spec(info, Kind.ANY)
+    response = info.tip("response_policy")
+    if info.tip("request_policy") == "multi_shard" and response in MERGES:
+        return _spec(info, Kind.SPLIT, merge=MERGES[response])
+    return _spec(info, Kind.KEYED, finder=finders.get(info.name))
 
 
-TABLE = _table()
+def _spec(info: CommandInfo, kind: Kind, *, reason: str = "", merge: str = "",
+          subcommands: Mapping[bytes, Spec] | None = None,
+          finder: Positions | None = None) -> Spec:  # fmt: skip
+    return Spec(name=info.name.partition("|")[0].upper().encode(), kind=kind, full=info.name,
+                arity=info.arity, key_specs=info.key_specs, reason=reason, merge=merge,
+                subcommands=subcommands or {}, finder=finder)  # fmt: skip
 
 
-def lookup(name: bytes) -> Spec | None:
-    spec = TABLE.get(name)
-    return spec if spec is not None else TABLE.get(name.upper())
+def _refusal(info: CommandInfo, finders: Mapping[str, Positions]) -> str:
+    """Why the proxy will not forward this command ("" when it will)."""
+    flags, categories = info.flags, info.categories
+    if "@transaction" in categories:
+        return _TRANSACTION
+    if ("blocking" in flags or "@blocking" in categories) and info.name not in finders:
+        return _SHARED
+    if "@pubsub" in categories:
+        return _PUBSUB
+    if "admin" in flags or "@admin" in categories:
+        return _ADMIN
+    if info.subcommands or info.name.endswith("|help"):
+        return ""
+    if not info.key_specs:
+        if info.tip("request_policy") in ("all_shards", "all_nodes", "special"):
+            return _CROSS
+        if "@keyspace" in categories:
+            return _CROSS
+        if info.name.partition("|")[0] in ANY:
+            return ""
+        if "@connection" in categories:
+            return _SHARED
+        if "@dangerous" in categories:
+            return _ADMIN
+        return ""
+    if info.name not in finders and not all(spec.complete for spec in info.key_specs):
+        return _HIDDEN
+    return ""
 
 
-def keys_of(spec: Spec, args: list[bytes]) -> list[bytes]:
-    """The key arguments of a keyed command (empty when it has too few arguments)."""
-    if spec.kind is Kind.EVAL:
-        if len(args) < 3 or not args[2].isdigit():
-            return []
-        return args[3 : 3 + int(args[2])]
-    last = len(args) - 1 if spec.last < 0 else min(spec.last, len(args) - 1)
-    return args[spec.first : last + 1 : spec.step]
+# -- commands Redis describes with incomplete key specs ---------------------------------------
+
+
+def _sort_positions(spec: Spec, args: Sequence[bytes]) -> list[int] | bytes:
+    """SORT key [BY pattern] [GET pattern ...] [STORE destination]: the destination is a
+    key; a BY / GET pattern names keys too, which can only be routed by a fixed hash tag
+    (`weight_{user1}_*`), as Redis Cluster requires."""
+    positions = [1] if len(args) > 1 else []
+    index = 2
+    while index < len(args) - 1:
+        word = args[index].upper()
+        if word == b"STORE":
+            positions.append(index + 1)
+        elif word in (b"BY", b"GET"):
+            pattern = args[index + 1]
+            if not _pattern_is_fixed(word, pattern):
+                return error_span(
+                    f"{word.decode()} option of SORT denied: the keys its pattern names may "
+                    "live on different shards (give the pattern a {hash tag})"
+                )
+            if b"*" in pattern:
+                positions.append(index + 1)
+        index += 2 if word in (b"STORE", b"BY", b"GET", b"LIMIT") else 1
+        if word == b"LIMIT":
+            index += 1
+    return positions
+
+
+def _pattern_is_fixed(word: bytes, pattern: bytes) -> bool:
+    if b"*" not in pattern or (word == b"GET" and pattern == b"#"):
+        return True  # no key is looked up (BY nosort, GET #), or a constant one
+    start = pattern.find(b"{")
+    end = pattern.find(b"}", start + 1) if start >= 0 else -1
+    return end > start + 1 and b"*" not in pattern[start + 1 : end]
+
+
+def _stream_read_positions(spec: Spec, args: Sequence[bytes]) -> list[int] | bytes:
+    """XREAD / XREADGROUP are forwarded unless they would block (BLOCK before STREAMS)."""
+    for arg in args[1:]:
+        word = arg.upper()
+        if word == b"STREAMS":
+            break
+        if word == b"BLOCK":
+            shown = spec.full.upper()
+            return error_span(f"{shown} BLOCK is not supported by the proxy: {_SHARED}")
+    return key_positions(spec.key_specs, args)
+
+
+FINDERS: dict[str, Positions] = {
+    "sort": _sort_positions,
+    "sort_ro": _sort_positions,
+    "xread": _stream_read_positions,
+    "xreadgroup": _stream_read_positions,
+}
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+class CommandTable:
+    """Specs by name, in upper and lower case (clients usually send one of those: a
+    dict lookup, no upper() per command)."""
+
+    __slots__ = ("infos", "specs")
+
+    def __init__(self, infos: Mapping[str, CommandInfo]) -> None:
+        self.infos = dict(infos)
+        specs: dict[bytes, Spec] = {}
+        for name, info in self.infos.items():
+            spec = classify(info, FINDERS)
+            specs[name.encode()] = specs[name.upper().encode()] = spec
+        self.specs = specs
+
+    def lookup(self, name: bytes) -> Spec | None:
+        spec = self.specs.get(name)
+        return spec if spec is not None else self.specs.get(name.upper())
+
+    def learned(self, infos: Mapping[str, CommandInfo]) -> CommandTable:
+        """This table with what an upstream said of its commands in place of ours."""
+        return CommandTable({**self.infos, **infos})
+
+
+BUILTIN = CommandTable(from_lines(COMMANDS))
+TABLE = BUILTIN.specs
+lookup = BUILTIN.lookup
 
 
 def hash_tag(key: bytes) -> bytes:

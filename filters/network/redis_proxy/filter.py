@@ -8,7 +8,9 @@ import zlib
 from collections.abc import Callable
 
 from filters.network.api import ConnectionCallbacks, FactoryContext, FilterFactory, NetworkFilter
+from filters.network.redis_proxy.commands import BUILTIN, CommandTable
 from filters.network.redis_proxy.config import RedisProxyConfig, parse_config
+from filters.network.redis_proxy.learn import CommandLearner
 from filters.network.redis_proxy.replies import Reply
 from filters.network.redis_proxy.session import RedisSession
 from filters.network.redis_proxy.stats import RedisStats, RedisStatsCollector
@@ -39,6 +41,9 @@ class RedisShared:
         self.slot_map = cluster.slot_map
         self.ring = cluster.shard_ring or Ketama()
         self.hash = HASH_FUNCTIONS[config.hash]
+        self.commands: CommandTable = BUILTIN
+        """Built-in until the upstream describes its own (learn.py)."""
+        self.learner = CommandLearner(self)
         self.pools = tuple(
             cluster.lease(RedisPool, RedisPoolSettings(
                 username=config.upstream_username, password=config.upstream_password,
@@ -137,6 +142,8 @@ def create_factory(config: RedisProxyConfig, context: FactoryContext) -> FilterF
     context.on_retire(shared.release)
 
     def factory(callbacks: ConnectionCallbacks) -> NetworkFilter:
+        if not shared.learner.learned:
+            shared.learner.start()
         return RedisSession(shared, callbacks)
 
     return factory

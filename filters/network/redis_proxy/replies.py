@@ -93,12 +93,18 @@ def cluster_slot(key: bytes) -> int:
 
 
 class Split(Reply):
-    """MGET, MSET, DEL, UNLINK, EXISTS, TOUCH over keys living on several shards."""
+    """A command Redis lets a client split per shard (MGET, MSET, DEL, UNLINK, EXISTS,
+    TOUCH: request_policy multi_shard) over keys living on several shards; `merge` says how
+    the parts' replies combine: "sum" (agg_sum), "ok" (all_succeeded), "array" (in key
+    order)."""
 
-    __slots__ = ("_answers", "_missing", "_positions")
+    __slots__ = ("_answers", "_merge_by", "_missing", "_positions")
 
-    def __init__(self, session: RedisSession, name: bytes, started: float, parts: int) -> None:
+    def __init__(
+        self, session: RedisSession, name: bytes, started: float, parts: int, merge: str
+    ) -> None:
         super().__init__(session, name, started)
+        self._merge_by = merge
         self._answers: list[bytes | None] = [None] * parts
         self._positions: list[list[int]] = [[] for _ in range(parts)]
         self._missing = parts
@@ -120,9 +126,9 @@ class Split(Reply):
         for answer in answers:
             if reply_is_error(answer):
                 return answer
-        if self.name == b"MSET":
-            return OK
-        if self.name == b"MGET":
+        if self._merge_by == "ok":
+            return answers[0]
+        if self._merge_by == "array":
             return self._merge_arrays(answers)
         total = 0
         for answer in answers:
@@ -138,7 +144,7 @@ class Split(Reply):
         for answer, positions in zip(answers, self._positions, strict=True):
             elements = array_elements(answer)
             if elements is None or len(elements) != len(positions):
-                return error_span("unexpected reply to MGET from a shard")
+                return error_span(f"unexpected reply to {self.name.decode()} from a shard")
             for position, element in zip(positions, elements, strict=True):
                 merged[position] = element
         return encode_array(merged)

@@ -15,7 +15,13 @@ from filters.network.api import (
     FilterStatus,
     NetworkFilter,
 )
-from filters.network.redis_proxy.commands import Kind, Spec, hash_tag, keys_of, lookup
+from filters.network.redis_proxy.commands import (
+    Kind,
+    Spec,
+    arity_error,
+    hash_tag,
+    unknown_command,
+)
 from filters.network.redis_proxy.local import LOCAL
 from filters.network.redis_proxy.replies import (
     ClusterReply,
@@ -114,15 +120,15 @@ class RedisSession(NetworkFilter):
     # -- routing -------------------------------------------------------------------------------
 
     def dispatch(self, args: list[bytes], started: float) -> None:
-        spec = lookup(args[0])
+        shared = self.shared
+        spec = shared.commands.lookup(args[0])
         if spec is None:
-            self.answer(OTHER, started, error_span(f"unknown command '{_text(args[0])}'"))
+            self.answer(OTHER, started, unknown_command(args))
             return
         name = spec.name
         if not self.authenticated and name not in (b"AUTH", b"HELLO", b"QUIT"):
             self.answer(name, started, b"-NOAUTH Authentication required.\r\n")
             return
-        shared = self.shared
         if spec.single_key and len(args) > 1 and shared.slot_map is None:
             # The hot path: one key, sharded by hash.
             if shared.filtering and not shared.allows(name):
@@ -138,35 +144,46 @@ class RedisSession(NetworkFilter):
             self.queue.append(reply)
             shared.pools[self.resp3](endpoint).send(encode_command(args), reply)
             return
-        kind = spec.kind
+        if spec.kind is Kind.CONTAINER:
+            sub = spec.subcommand(args)
+            if isinstance(sub, bytes):
+                self.answer(name, started, sub)
+                return
+            spec = sub
+        self._dispatch_other(spec, args, started)
+
+    def _dispatch_other(self, spec: Spec, args: list[bytes], started: float) -> None:
+        name, kind = spec.name, spec.kind
         if kind is Kind.LOCAL:
             self.answer(name, started, LOCAL.run(self, name, args))
         elif kind is Kind.REFUSED:
-            reason = f"{name.decode()} is not supported by the proxy: {spec.reason}"
+            shown = spec.full.replace("|", " ").upper()
+            reason = f"{shown} is not supported by the proxy: {spec.reason}"
             self.answer(name, started, error_span(reason))
-        elif shared.filtering and not shared.allows(name):
+        elif self.shared.filtering and not self.shared.allows(name):
             self.answer(name, started, error_span(f"{name.decode()} is not allowed by the proxy"))
+        elif not spec.arity_ok(len(args)):
+            self.answer(name, started, arity_error(spec.full))
         elif kind is Kind.ANY:
             self._forward_anywhere(name, args, started)
         else:
             self._forward_keyed(name, spec, args, started)
 
     def _forward_keyed(self, name: bytes, spec: Spec, args: list[bytes], started: float) -> None:
-        keys = keys_of(spec, args)
-        if not keys:
-            if spec.kind is Kind.EVAL and len(args) >= 3 and args[2] == b"0":
-                self._forward_anywhere(name, args, started)
-                return
-            self.answer(name, started, error_span(
-                f"wrong number of arguments for '{name.decode().lower()}' command"))  # fmt: skip
+        positions = spec.positions(args)
+        if isinstance(positions, bytes):
+            self.answer(name, started, positions)
+            return
+        if not positions:  # (EVAL with no keys; or bad arguments, which any shard refuses)
+            self._forward_anywhere(name, args, started)
             return
         shared = self.shared
         if shared.slot_map is not None:
-            self._forward_cluster(name, spec, args, keys, started)
+            self._forward_cluster(name, spec, args, positions, started)
             return
         groups: dict[Endpoint, list[int]] = {}
-        for index, key in enumerate(keys):
-            endpoint = shared.ring.choose_hash(shared.hash(hash_tag(key)))
+        for index, position in enumerate(positions):
+            endpoint = shared.ring.choose_hash(shared.hash(hash_tag(args[position])))
             if endpoint is None:
                 self.answer(name, started, error_span("the cluster has no endpoints"))
                 return
@@ -174,9 +191,9 @@ class RedisSession(NetworkFilter):
         if len(groups) == 1:
             self._send(name, args, started, shared.pools[self.resp3](next(iter(groups))))
         elif spec.kind is Kind.SPLIT:
-            self._split(name, spec, args, groups, started)
+            self._split(name, spec, args, positions, groups, started)
         else:
-            self.answer(name, started, error_span(_cross_shard(name)))
+            self.answer(name, started, CROSS_SHARD)
 
     def _send(self, name: bytes, args: list[bytes], started: float, pool: RedisPool | None) -> None:
         if pool is None:
@@ -191,24 +208,20 @@ class RedisSession(NetworkFilter):
         pool = self.shared.pools[self.resp3](endpoint) if endpoint is not None else None
         self._send(name, args, started, pool)
 
-    def _split(self, name: bytes, spec: Spec, args: list[bytes],
+    def _split(self, name: bytes, spec: Spec, args: list[bytes], positions: list[int],
                groups: dict[Endpoint, list[int]], started: float) -> None:  # fmt: skip
-        split = Split(self, name, started, len(groups))
+        split = Split(self, name, started, len(groups), spec.merge)
         self.queue.append(split)
-        per_key = spec.step
-        for index, (endpoint, positions) in enumerate(groups.items()):
-            part_args = [name]
-            for position in positions:
-                start = spec.first + position * per_key
-                part_args.extend(args[start : start + per_key])
-            completion = Part(self, split.part(index, positions))
-            self.shared.pools[self.resp3](endpoint).send(encode_command(part_args), completion)
+        for index, (endpoint, keys) in enumerate(groups.items()):
+            completion = Part(self, split.part(index, keys))
+            command = encode_command(_part_args(args, spec, positions, keys))
+            self.shared.pools[self.resp3](endpoint).send(command, completion)
 
-    def _forward_cluster(self, name: bytes, spec: Spec, args: list[bytes], keys: list[bytes],
+    def _forward_cluster(self, name: bytes, spec: Spec, args: list[bytes], positions: list[int],
                          started: float) -> None:  # fmt: skip
         slots: dict[int, list[int]] = {}
-        for index, key in enumerate(keys):
-            slots.setdefault(cluster_slot(key), []).append(index)
+        for index, position in enumerate(positions):
+            slots.setdefault(cluster_slot(args[position]), []).append(index)
         shared = self.shared
         if len(slots) == 1:
             slot = next(iter(slots))
@@ -218,19 +231,13 @@ class RedisSession(NetworkFilter):
             shared.send_to_slot(slot, command, reply, self.resp3)
             return
         if spec.kind is not Kind.SPLIT:
-            self.answer(
-                name, started, b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
-            )
+            self.answer(name, started, CROSS_SLOT)
             return
-        split = Split(self, name, started, len(slots))
+        split = Split(self, name, started, len(slots), spec.merge)
         self.queue.append(split)
-        for index, (slot, positions) in enumerate(slots.items()):
-            part_args = [name]
-            for position in positions:
-                start = spec.first + position * spec.step
-                part_args.extend(args[start : start + spec.step])
-            command = encode_command(part_args)
-            part = ClusterReply(self, name, started, command, slot, split.part(index, positions))
+        for index, (slot, keys) in enumerate(slots.items()):
+            command = encode_command(_part_args(args, spec, positions, keys))
+            part = ClusterReply(self, name, started, command, slot, split.part(index, keys))
             shared.send_to_slot(slot, command, part, self.resp3)
 
     # -- answering ------------------------------------------------------------------------------
@@ -308,10 +315,17 @@ class RedisSession(NetworkFilter):
         return user_ok and password_ok
 
 
-def _text(name: bytes) -> str:
-    return name[:64].decode("utf-8", "replace")
+def _part_args(args: list[bytes], spec: Spec, positions: list[int], keys: list[int]) -> list[bytes]:
+    """The command for one shard of a split: its keys (with their values, MSET's
+    keystep 2), in the order they came."""
+    step = spec.keystep
+    part = args[: positions[0]]
+    for key in keys:
+        position = positions[key]
+        part.extend(args[position : position + step])
+    return part
 
 
-def _cross_shard(name: bytes) -> str:
-    return (f"{name.decode()} keys live on different shards; the proxy cannot run it across "
-            "shards (use {hash tags} to keep them together)")  # fmt: skip
+CROSS_SLOT = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+CROSS_SHARD = (b"-CROSSSLOT Keys in request don't hash to the same shard "
+               b"(use {hash tags} to keep them together)\r\n")  # fmt: skip
