@@ -376,7 +376,7 @@ class RuntimeApiFilter(StreamFilter):
                 ApiError(
                     500,
                     "ERR_DIRECT_INVOKE",
-                    f"fail to invoke, id: {app_id}, err: DNS finds no address",
+                    f"fail to invoke, id: {app_id}, err: no address found (is it running?)",
                 ).answer()
             )
             return
