@@ -160,8 +160,10 @@ def test_a_blocked_client_that_leaves_closes_its_connection(
     blocked = socket.create_connection(("127.0.0.1", mecha.port("redis")))
     blocked.sendall(b"*3\r\n$5\r\nBLPOP\r\n$7\r\n{gone}q\r\n$1\r\n0\r\n")
     wait_until(lambda: connected() == before + 1)  # its own connection to the shard
+    assert mecha.metric("mecha_redis_pinned_upstream_connections", listener="redis") == 1
     blocked.close()
     wait_until(lambda: connected() == before)
+    assert mecha.metric("mecha_redis_pinned_upstream_connections", listener="redis") == 0
 
 
 def wait_until(condition: Callable[[], bool]) -> None:

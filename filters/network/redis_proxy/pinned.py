@@ -94,6 +94,7 @@ class Pinning:
     def close(self) -> None:
         for pool in self.pools.values():
             pool.abort()
+        self.session.shared.stats.pinned_connections -= len(self.pools)
         self.pools.clear()
         self.held.clear()
 
@@ -104,6 +105,7 @@ class Pinning:
             return False
         self.held.append(args)
         if len(self.held) == MAX_HELD:
+            self.session.shared.stats.held_limit += 1
             self.session.callbacks.read_disable(True)
         return True
 
@@ -284,6 +286,7 @@ class Pinning:
         pool = self.pools.get(endpoint)
         if pool is None or pool.closed:
             shared = self.session.shared
+            shared.stats.pinned_connections += pool is None
             settings = replace(shared.settings[self.session.resp3], connections=1,
                                timeout=WAIT_TIMEOUT)  # fmt: skip
             pool = self.pools[endpoint] = RedisPool(shared.cluster, endpoint, settings)
