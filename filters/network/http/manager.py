@@ -35,6 +35,7 @@ from protocols.http.h1 import H1Limits, H1ServerCodec, status_line
 from protocols.http.h1_forward import RequestHead, read_request
 from protocols.http.h1_parse import HTTP11
 from protocols.http.h2 import REFUSED_STREAM, H2Codec, H2Settings
+from protocols.http.h2_frames import ErrorCode
 from protocols.http.headers import Headers
 from proxy.overload import OverloadState
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
@@ -145,7 +146,7 @@ class HttpConnectionManager(NetworkFilter):
                 if self._h1 is not None:
                     self._h1_data(data)
                 else:
-                    self._dispatch(self._feed(data))
+                    self._h2_data(data)
             if end_stream:
                 self._peer_eof()
         except HttpError as error:
@@ -181,6 +182,16 @@ class HttpConnectionManager(NetworkFilter):
             self._h1 = H1ServerCodec(self.shared.h1_limits)
             self._closing = self._draining  # the request arriving gets Connection: close
         return data
+
+    def _h2_data(self, data: bytes) -> None:
+        h2 = self._h2
+        assert h2 is not None
+        self._dispatch(h2.feed(data))
+        if h2.receiving_head:
+            if self._head_timer is None:
+                self._watch_head()
+        elif self._head_timer is not None:
+            self._head_received()
 
     def _feed(self, data: bytes) -> list[Event]:
         if self._h1 is not None:
@@ -482,6 +493,8 @@ class HttpConnectionManager(NetworkFilter):
             self._head_timer = self.shared.timers.call_later(timeout, self._head_late)
 
     def _head_pending(self) -> bool:
+        if self._h2 is not None:
+            return self._h2.receiving_head
         return bool(self._sniffed) or (self._h1 is not None and self._h1.buffered > 0)
 
     def _head_received(self) -> None:
@@ -493,11 +506,15 @@ class HttpConnectionManager(NetworkFilter):
         """The head did not end in time (a slowloris, or a client that stalled): 408 and
         close, as nginx (client_header_timeout) and Envoy (request_headers_timeout) do."""
         self._head_timer = None
-        if self.streams or self._closing or not self._head_pending():
+        if (self.streams and self._h2 is None) or self._closing or not self._head_pending():
             return
         self.shared.stats.request_headers_timeouts += 1
         log.debug("%s: %s did not send its request head in time", self.shared.listener,
                   self.callbacks.info.downstream_remote)  # fmt: skip
+        if self._h2 is not None:  # a header block stalled: the connection is stuck behind it
+            self._h2.goaway(ErrorCode.ENHANCE_YOUR_CALM)  # (as for a flood: a slowloris)
+            self._close()
+            return
         if self._h1 is None:  # not even the first line: no HTTP to answer in yet
             self._close()
             return
