@@ -2,8 +2,9 @@
 
 The app starts once mecha's listeners are bound, with Dapr's variables in its environment
 (DAPR_HTTP_PORT, DAPR_GRPC_PORT, APP_ID, APP_PORT, APP_PROTOCOL), in a session of its own so
-that mecha decides what reaches it: SIGTERM and SIGINT are forwarded to its process group,
-and SIGTERM reaches it if mecha dies without stopping it.
+that mecha decides what reaches it: SIGTERM and SIGINT are forwarded to its process group
+(the third one as SIGKILL, for an app that does not stop), and SIGTERM reaches it if mecha
+dies without stopping it.
 Its output is passed through line by line, prefixed `== APP == ` as `dapr run` prefixes it.
 When the app exits, mecha drains and exits with the app's status (128 + N for a signal N);
 when mecha stops first (the shutdown API), the app is sent SIGTERM, then SIGKILL after the
@@ -37,6 +38,10 @@ PREFIX = b"== APP == "
 MAX_LINE = 64 * 1024
 """A longer line is passed on in pieces of this size, each prefixed."""
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
+PATIENCE = 2
+"""Signals passed on as they are; the next one is SIGKILL."""
+OUTPUT_GRACE = 1.0
+"""Seconds the output is still read after the app exits (a child it left may hold it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +144,12 @@ async def _run_app(server: Server, serving: asyncio.Task[None], info: RunInfo,
     if not exited.done():
         await _terminate(process, server.config.drain_timeout)
     returncode = await exited
-    await asyncio.gather(*pumps)
+    # A process the app left behind may hold its output open: what it writes after a moment
+    # is not waited for.
+    _, late = await asyncio.wait(pumps, timeout=OUTPUT_GRACE)
+    for pump in late:
+        pump.cancel()
+    await asyncio.gather(*pumps, return_exceptions=True)
     status = exit_status(returncode)
     print(f"mecha: the app exited with status {status}", file=sys.stderr)
     server.request_stop("app exited")
@@ -158,8 +168,13 @@ def _die_with_mecha() -> None:
 def _forward_signals(process: asyncio.subprocess.Process) -> None:
     """Replaces the server's handlers: the app decides when to stop, then mecha drains."""
     loop = asyncio.get_running_loop()
+    received = 0
 
     def forward(sig: signal.Signals) -> None:
+        nonlocal received
+        received += 1
+        if received > PATIENCE:  # an app that does not stop: Ctrl-C once more ends it
+            sig = signal.SIGKILL
         log.info("%s: passed on to the app", sig.name)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, sig)
@@ -180,15 +195,23 @@ async def _terminate(process: asyncio.subprocess.Process, grace: float) -> None:
 
 
 async def _pump(stream: asyncio.StreamReader, out: BinaryIO) -> None:
+    """The app's output to mecha's, prefixed; read to the end even if mecha's stdout is gone,
+    so that the app never blocks on a full pipe."""
     pending = b""
     while data := await stream.read(MAX_LINE):
         lines, pending = prefixed_lines(pending, data)
         if lines:
-            out.write(b"".join(lines))
-            out.flush()
+            _write(out, b"".join(lines))
     if pending:
-        out.write(PREFIX + pending + b"\n")
+        _write(out, PREFIX + pending + b"\n")
+
+
+def _write(out: BinaryIO, data: bytes) -> None:
+    try:
+        out.write(data)
         out.flush()
+    except (OSError, ValueError):  # a closed or broken stdout: the output is dropped
+        pass
 
 
 def _bound_ports(server: Server, info: RunInfo) -> dict[str, int]:

@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                           "kinds and keys in Dapr resource files)")  # fmt: skip
     _iptables_parser(commands)
     dapr_cli.add_commands(commands)
+    twemproxy = commands.add_parser(
+        "twemproxy", help="print the mecha config equivalent to a twemproxy nutcracker.yml"
+    )
+    twemproxy.add_argument("file", type=Path, help="a nutcracker.yml")
     return parser
 
 
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return validate(args.config, args.strict)
     if args.command == "iptables":
         return iptables(args)
+    if args.command == "twemproxy":
+        return twemproxy(args.file)
     if args.command == "list":
         return dapr_cli.list_runs(args)
     if args.command == "stop":
@@ -162,6 +168,19 @@ def validate(path: Path, strict: bool = False) -> int:
     for warning in config.warnings:
         print(f"mecha: {path}: warning: {warning}", file=sys.stderr)
     print(f"{path}: ok ({len(config.listeners)} listeners, {len(config.clusters)} clusters)")
+    return 0
+
+
+def twemproxy(path: Path) -> int:
+    """Print the mecha config that serves a nutcracker.yml's Redis pools (keys where they are)."""
+    from filters.network.redis_proxy import twemproxy as converter
+
+    try:
+        config, notes = converter.convert(path.read_text())
+    except (OSError, converter.TwemproxyError) as error:
+        print(f"mecha: {path}: {error}", file=sys.stderr)
+        return 1
+    print(converter.render(config, notes, str(path)), end="")
     return 0
 
 

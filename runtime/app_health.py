@@ -1,7 +1,11 @@
-"""Whether the app is up: what `dapr run` waits for before it delivers anything to the app.
+"""Whether the app is up: what `dapr run` waits for before it delivers anything to the app,
+and, with Dapr's app health check (`runtime.app_health`), what stops deliveries while it is
+not.
 
-With Dapr's app health check (`runtime.app_health`), the app is up when `GET path` answers
-2xx within the probe's timeout; otherwise when its port accepts a connection.
+With the health check the app is up when `GET path` answers 2xx within the probe's timeout
+(a gRPC app: when its port accepts a connection); without, when its port accepts one. Once
+up, the check probes every `interval`: `threshold` failures in a row make the app unhealthy
+(deliveries stop), one success makes it healthy again (they start again), as in Dapr.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from runtime.app_channel import AppChannel, AppUnavailable
 from runtime.config import AppHealth, RuntimeConfig
@@ -42,6 +47,31 @@ async def wait_for_app(app: AppChannel, config: RuntimeConfig) -> None:
                      config.app_port, notice - started)  # fmt: skip
         await asyncio.sleep(interval)
     log.info("app is up on port %s: delivering subscriptions and bindings", config.app_port)
+
+
+Turn = Callable[[], Awaitable[None]]
+
+
+async def watch_app(app: AppChannel, config: RuntimeConfig, unhealthy: Turn,
+                    healthy: Turn) -> None:  # fmt: skip
+    """Probe the app until cancelled; call `unhealthy` and `healthy` when it turns so."""
+    health = config.app_health
+    assert health is not None
+    failures, up = 0, True
+    while True:
+        await asyncio.sleep(health.interval)
+        if await app_answers(app, config):
+            failures = 0
+            if not up:
+                up = True
+                log.info("app is healthy again: deliveries start")
+                await healthy()
+            continue
+        failures += 1
+        if up and failures >= health.threshold:
+            up = False
+            log.warning("app is unhealthy (%d probes failed): deliveries stop", failures)
+            await unhealthy()
 
 
 async def _health_path(app: AppChannel, health: AppHealth) -> bool:

@@ -92,13 +92,32 @@ class Delivery:
         await self._start_deliveries()
 
     async def _start_when_up(self, app: AppChannel) -> None:
-        from runtime.app_health import wait_for_app
+        from runtime.app_health import wait_for_app, watch_app
 
-        await wait_for_app(app, self.runtime.config)
+        config = self.runtime.config
+        await wait_for_app(app, config)
+        await self._start_logged()
+        if config.app_health is not None:
+            await watch_app(app, config, self._pause, self._start_logged)
+
+    async def _start_logged(self) -> None:
         try:
             await self._start_deliveries()
         except RuntimeStartError as error:
             log.error("%s", error)
+
+    async def _pause(self) -> None:
+        """The app is unhealthy: its subscriptions and input bindings stop (a streaming
+        subscriber's go on: it is not the app)."""
+        paused = [s for s in self.subscriptions if s.stream is None]
+        self.subscriptions = [s for s in self.subscriptions if s.stream is not None]
+        handles = [s.handle for s in paused if s.handle] + list(self._bindings.values())
+        self._bindings.clear()
+        for handle in handles:
+            try:
+                await handle.cancel()
+            except ComponentError as error:
+                log.warning("stopping a delivery failed: %s", error)
 
     async def _start_deliveries(self) -> None:
         for spec in self.runtime.config.scoped_subscriptions():

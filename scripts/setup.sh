@@ -24,6 +24,7 @@ TEST_COMMANDS=(
   ip6tables:iptables
   ip:iproute2
   nvim:neovim
+  nutcracker:nutcracker
 )
 
 apt_install_missing() {

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from protocols.http.events import RequestHeaders, ResponseHeaders
 from protocols.http.headers import Headers
@@ -24,6 +24,7 @@ from proxy.stream_info import HttpStreamInfo, ResponseFlag
 
 if TYPE_CHECKING:
     from filters.http.route import Route, VirtualHost
+    from protocols.http.h1_forward import RequestHead
     from proxy.upstream.cluster import ClusterManager
     from runtime.runtime import Runtime
 
@@ -132,6 +133,20 @@ class StreamFilter:
 
 
 StreamFilterFactory = Callable[[StreamCallbacks], StreamFilter]
+
+LocalAnswer = tuple[int, bytes, bytes]
+"""(status, the response's `Name: value\\r\\n` lines, body): an answer made without a stream."""
+
+
+@runtime_checkable
+class AnswersAtOnce(Protocol):
+    """A filter factory whose filter answers some requests itself, and can answer the
+    simplest of them from the request head alone, without a stream or a filter instance:
+    an HTTP/1.1 connection manager whose only other filter is the router asks it first."""
+
+    def answer_at_once(self, head: RequestHead) -> LocalAnswer | None:
+        """The answer to a body-less request, or None: the stream path takes the request
+        (and nothing was done for it that the stream path does not do again)."""
 
 
 class HttpFactoryContext(Protocol):

@@ -495,6 +495,11 @@ def _whole_messages(events: list[Event]) -> list[Event]:
 # -- serialisation helpers -----------------------------------------------------------------
 
 
+def status_line(status: int) -> bytes:
+    """`HTTP/1.1 <status> <standard reason>\\r\\n`."""
+    return _status_line(status, b"")
+
+
 def _status_line(status: int, reason: bytes) -> bytes:
     line = _STATUS_LINES.get((status, reason))
     if line is None:

@@ -95,6 +95,14 @@ class RequestHead:
         """Content-Length (0: no body)."""
         self.keep_alive = keep_alive
 
+    def field(self, name: bytes) -> bytes | None:
+        """The first value of any field `name` (lowercase), without surrounding whitespace."""
+        found = self.lowered.find(b"\n" + name + b":")
+        if found < 0:
+            return None
+        start = found + len(name) + 1  # (in the block, which `lowered` leads by one byte)
+        return self.block[start : self.block.index(b"\r\n", start)].strip(b" \t")
+
     @property
     def lowered(self) -> bytes:
         """b"\\n" + the block lowercased (what `without_fields` searches)."""

@@ -76,6 +76,7 @@ DEFAULT_WINDOW = fr.DEFAULT_WINDOW
 MAX_WINDOW = fr.MAX_WINDOW
 HTTP2 = b"HTTP/2"
 MAX_CONTINUATIONS = 64
+_HEAD_FRAMES = (fr.HEADERS, fr.CONTINUATION)
 
 
 class H2Codec(H2Base):
@@ -84,6 +85,12 @@ class H2Codec(H2Base):
     __slots__ = ()
 
     # -- receiving ------------------------------------------------------------------------
+
+    @property
+    def receiving_head(self) -> bool:
+        """A header block has begun and not ended (HEADERS without END_HEADERS, or such a
+        frame partly received): until it ends, the peer can send this connection nothing else."""
+        return self._block is not None or self._reader.partial_kind in _HEAD_FRAMES
 
     def feed(self, data: bytes) -> list[Event]:
         """Events for `data`; b"" (EOF) gives []. Raises HttpError on a connection error."""

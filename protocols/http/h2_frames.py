@@ -121,6 +121,11 @@ class FrameReader:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def partial_kind(self) -> int | None:
+        """The type of the frame partly received, once its header says it."""
+        return self._buffer[3] if len(self._buffer) > 3 and not self._preface else None
+
 
 def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
     return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload

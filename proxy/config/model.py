@@ -83,6 +83,8 @@ class ListenerConfig:
 class EndpointConfig:
     address: Address
     weight: int = 1
+    name: str | None = None
+    """What key distributions that hash server names (twemproxy's ketama) use, if set."""
 
 
 @dataclass(frozen=True, slots=True)

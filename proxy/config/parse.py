@@ -213,7 +213,7 @@ def _endpoints(cluster: Node, kind: str) -> tuple[EndpointConfig, ...]:
 
 
 def _endpoint(node: Node) -> EndpointConfig | None:
-    """`- 127.0.0.1:6379` or `- {address: 127.0.0.1:6379, weight: 2}`."""
+    """`- 127.0.0.1:6379` or `- {address: 127.0.0.1:6379, weight: 2, name: server1}`."""
     if isinstance(node.value, str):
         try:
             return EndpointConfig(parse_address(node.value))
@@ -222,10 +222,11 @@ def _endpoint(node: Node) -> EndpointConfig | None:
             return None
     if not node.expect_mapping():
         return None
-    node.only("address", "weight")
+    node.only("address", "weight", "name")
     return EndpointConfig(
         address=node.address("address"),
         weight=node.integer("weight", 1, minimum=1, maximum=1_000_000),
+        name=node.text("name") if node.has("name") else None,
     )
 
 

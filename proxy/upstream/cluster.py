@@ -170,13 +170,14 @@ class Cluster:
                 ResponseFlag.UPSTREAM_OVERFLOW, "circuit breaker: max_requests", None
             )
             return None
-        try:
-            endpoint = self.choose(exclude)
-        except UpstreamError as error:
-            callbacks.on_pool_failure(error.flag, error.reason, None)
+        endpoint = self.lb.choose(exclude)
+        if endpoint is None:
+            reason = "no original destination" if self.original_dst else "no healthy upstream"
+            callbacks.on_pool_failure(ResponseFlag.NO_HEALTHY_UPSTREAM, reason, None)
             return None
         self.stats.rq_total += 1
-        return self.http_pools(endpoint).new_stream(callbacks)
+        pool = self.http_pools.pools.get(endpoint) or self.http_pools(endpoint)
+        return pool.new_stream(callbacks)
 
     def _new_pool(self, endpoint: Endpoint) -> HttpPool:
         from proxy.upstream.http1_pool import Http1Pool

@@ -263,7 +263,9 @@ class Http1Connection(ClusterConnection):
         self._forwarding = callbacks
         self._forward_method = method
         self._request_done = end_stream
-        self.write(data)
+        if not self.closed and self.transport is not None:  # self.write(data), inlined
+            self.bytes_sent += len(data)
+            self.transport.write(data)
 
     def forward_body(self, data: bytes, end_stream: bool) -> None:
         self._request_done = end_stream
@@ -287,9 +289,25 @@ class Http1Connection(ClusterConnection):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
-        if self._forwarding is not None:
-            self._forwarded_data(data)
+        callbacks = self._forwarding
+        if callbacks is None:
+            self._codec_data(data)
             return
+        # A response read as bytes. The common case, inlined: the whole of it in one read.
+        if not self._forward_left and not self._forward_buffer:
+            end = data.find(b"\r\n\r\n", 0, LIMITS.max_head)
+            if end > 0:
+                head = read_response(data, end, LIMITS, self._forward_method)
+                if head is not None and len(data) == end + 4 + head.length:
+                    self._got_response = True
+                    if not head.keep_alive:
+                        self._reusable = False
+                    callbacks.on_forwarded_response(head, data[end + 4 :], True)
+                    self._forward_done()
+                    return
+        self._forwarded_data(callbacks, data)
+
+    def _codec_data(self, data: bytes) -> None:
         try:
             events = self.codec.feed(data)
         except HttpError as error:
@@ -316,9 +334,7 @@ class Http1Connection(ClusterConnection):
 
     # -- responses read as bytes ----------------------------------------------------------------
 
-    def _forwarded_data(self, data: bytes) -> None:
-        callbacks = self._forwarding
-        assert callbacks is not None
+    def _forwarded_data(self, callbacks: ForwardingCallbacks, data: bytes) -> None:
         left = self._forward_left
         if left:
             if len(data) < left:
@@ -362,7 +378,10 @@ class Http1Connection(ClusterConnection):
 
     def _forward_done(self) -> None:
         self._forwarding = None
-        self._unbind()
+        if self.callbacks is not None:  # self._unbind(), inlined
+            self.callbacks = None
+            self.endpoint.rq_active -= 1
+            self.cluster.rq_active -= 1
         limit = self.pool.settings.max_requests_per_connection
         reusable = self._reusable and self._request_done and not self.closed
         if reusable and not (limit and self.requests >= limit):

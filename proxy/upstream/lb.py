@@ -62,6 +62,11 @@ class RoundRobin(_Base):
         self._cycle = itertools.cycle(self._endpoints[offset:] + self._endpoints[:offset])
         self._current = [0] * len(self._endpoints)
 
+    def choose(self, exclude: Collection[Endpoint] = NO_EXCLUSIONS) -> Endpoint | None:
+        if not exclude and not self._weighted and self._endpoints:
+            return next(self._cycle)  # the common case, inlined (once per request)
+        return super().choose(exclude)
+
     def _pick(self) -> Endpoint:
         if not self._weighted:
             return next(self._cycle)

@@ -98,6 +98,8 @@ class RedisPool(SharedPool["RedisConnection"]):
         self.settings = settings
         self._refuse_until = 0.0
         self._refusal = b""
+        self.consecutive_failures = 0
+        """Connections that failed since one last connected (twemproxy's auto_eject_hosts)."""
 
     def send(self, command: bytes, request: Completion) -> None:
         if self._refuse_until:
@@ -126,6 +128,7 @@ class RedisPool(SharedPool["RedisConnection"]):
         super().connection_failed(connection, reason)
         if self.closed:
             return
+        self.consecutive_failures += 1
         loop = asyncio.get_running_loop()
         self._refuse_until = loop.time() + self.settings.backoff
         self._refusal = error_span(f"upstream {self.endpoint.address} unavailable: {reason}")
@@ -179,6 +182,7 @@ class RedisConnection(PipelinedConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.pool.consecutive_failures = 0
         for command in reversed(self._handshake):
             self.in_flight.appendleft((_Discard(self, "AUTH/HELLO"), command))
             self._out.insert(0, command)

@@ -12,7 +12,9 @@ A component class may set `runs_inline = True` when none of its operations needs
 task before it first waits (no `asyncio.timeout()`, no `asyncio.current_task()` there): the
 HTTP API then starts its calls outside a task and answers at once those that do not wait
 (filters/http/runtime_api/inline.py). The in-memory components do; a backend with I/O and
-deadlines does not, and loses nothing but that shortcut.
+deadlines does not, and loses nothing but that shortcut. One that never waits at all (its
+data in memory) may also set `answers_at_once = True`: the HTTP API then answers a GET of it
+from the request head alone, without a stream (filters/http/runtime_api/filter.py).
 
 The in-memory implementation of each block is the reference: one conformance suite per
 block (tests/conformance/) runs against every backend.

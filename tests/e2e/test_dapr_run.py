@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import sys
 import time
 import urllib.error
@@ -218,3 +220,97 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def publish(port: int, order: int) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1.0/publish/pubsub/orders",
+                                     data=json.dumps({"orderId": order}).encode(),
+                                     headers={"content-type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 204
+
+
+def test_deliveries_stop_while_the_app_is_unhealthy(tmp_path: Path) -> None:
+    """Dapr's app health check: failing probes stop the subscriptions; once the app is
+    healthy again, what was published meanwhile is delivered."""
+    sick = tmp_path / "sick"
+    app_port, http_port = free_port(), free_port()
+    with redis_server(tmp_path) as redis_port:
+        pubsub = component("pubsub", "pubsub.redis", {"redisHost": f"127.0.0.1:{redis_port}"})
+        folder = components(tmp_path, pubsub)
+        with running(tmp_path, "health", "--app-id", "health", "--app-port", str(app_port),
+                     "--dapr-http-port", str(http_port), "--resources-path", folder,
+                     "--enable-app-health-check", "--app-health-probe-interval", "1",
+                     "--app-health-threshold", "1", "--", PYTHON, str(APPS / "health_app.py"),
+                     env={"SICK_FILE": str(sick)}) as app:  # fmt: skip
+            app.wait_for("subscribed to pubsub/orders", in_logs=True)
+            publish(http_port, 1)
+            app.wait_for("== APP == Subscriber received: orderId=1")
+            sick.touch()
+            app.wait_for("app is unhealthy", in_logs=True)
+            publish(http_port, 2)
+            time.sleep(1.5)
+            assert "orderId=2" not in app.output()
+            sick.unlink()
+            app.wait_for("app is healthy again", in_logs=True)
+            app.wait_for("== APP == Subscriber received: orderId=2")
+
+
+def test_an_app_that_ignores_signals_is_killed_at_the_third(tmp_path: Path) -> None:
+    script = tmp_path / "stubborn.py"
+    script.write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                      "print('ready', flush=True)\ntime.sleep(60)\n")  # fmt: skip
+    with running(tmp_path, "stubborn", "--app-id", "stubborn", "--", PYTHON, str(script)) as run:
+        run.wait_for("== APP == ready")
+        for _ in range(3):
+            run.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        assert run.process.wait(timeout=10) == 128 + signal.SIGKILL
+        assert "SIGKILL: passed on to the app" in run.logs()
+
+
+def test_a_taken_port_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = dapr_run(tmp_path, "--app-id", "a", "--dapr-http-port", str(port), "--", "true")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} for listener 'runtime-http'" in result.stderr
+    assert "== APP ==" not in result.stdout  # the app is not started
+
+
+def test_a_process_the_app_leaves_behind_does_not_hold_mecha(tmp_path: Path) -> None:
+    """The app exits; a child it started keeps its output open: mecha exits all the same."""
+    script = tmp_path / "leaves.py"
+    script.write_text("import subprocess\n"
+                      "print('left', subprocess.Popen(['sleep', '30']).pid)\n")  # fmt: skip
+    started = time.monotonic()
+    result = dapr_run(tmp_path, "--app-id", "leaves", "--", PYTHON, str(script))
+    elapsed = time.monotonic() - started
+    left = int(result.stdout.split("== APP == left ")[1].split()[0])
+    os.kill(left, signal.SIGKILL)
+    assert result.returncode == 0
+    assert elapsed < 20
+
+
+def test_the_callees_access_control_decides(tmp_path: Path) -> None:
+    """The callee's Configuration denies `checkout` everything but POST my-method: the SDK's
+    call (POST) passes; from another app id it is refused by the callee's sidecar."""
+    config = tmp_path / "config.yaml"
+    allow = {"name": "/my-method", "httpVerb": ["POST"], "action": "allow"}
+    policy = {"appId": "checkout", "defaultAction": "deny", "operations": [allow]}
+    spec = {"accessControl": {"defaultAction": "deny", "policies": [policy]}}
+    config.write_text(yaml.safe_dump({"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+                                      "spec": spec}))  # fmt: skip
+    app_port = free_port()
+    with running(tmp_path, "receiver", "--app-id", "invoke-receiver", "--app-port",
+                 str(app_port), "--app-protocol", "grpc", "--config", str(config), "--",
+                 PYTHON, str(APPS / "receiver.py")) as receiver:  # fmt: skip
+        receiver.wait_for("app is up on port", in_logs=True)
+        allowed = dapr_run(tmp_path, "--app-id", "checkout", "--", PYTHON, str(APPS / "caller.py"))
+        assert "== APP == Answer: INVOKE_RECEIVED (200)\n" in allowed.stdout, allowed.stderr
+        denied = dapr_run(tmp_path, "--app-id", "intruder", "--", PYTHON, str(APPS / "caller.py"))
+        assert denied.returncode != 0
+        assert "access control policy has denied access to id: intruder" in denied.stdout
+        assert "called by 'intruder'" not in receiver.output()

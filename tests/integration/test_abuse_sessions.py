@@ -4,6 +4,7 @@ max_connections make room for new clients, and a partial frame is not held forev
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -12,6 +13,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from filters.network.rpc_proxy.session import MAX_CALLS
 from tests.support.mecha import redis_proxy_config, rpc_proxy_config, run_mecha
 from tests.support.msgpack_rpc_peer import PeerServer, start_server
 from tests.support.net import is_closed_by_peer
@@ -140,3 +142,72 @@ def test_unfinished_bulks_of_closed_clients_are_freed_at_once(
             after.append(mecha.rss())
         assert max(after) < baseline + round_size, (baseline, after)
         assert after[-1] - after[0] < round_size // 2, (baseline, after)
+
+
+class HeldBackend:
+    """A msgpack-RPC server that counts the requests it reads and answers them only when
+    told to (`release`)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: list[int] = []
+        self._released = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        connection.settimeout(0.05)
+        unpacker = msgpack.Unpacker()
+        answered = 0
+        while True:
+            try:
+                data = connection.recv(1 << 16)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                connection.close()
+                return
+            if data:
+                unpacker.feed(data)
+                self.received += [message[1] for message in unpacker]
+            if self._released.is_set() and answered < len(self.received):
+                ids = self.received[answered:]
+                connection.sendall(b"".join(msgpack.packb([1, i, None, i]) for i in ids))
+                answered += len(ids)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        self._thread.join(5)
+
+
+def test_a_caller_with_too_many_calls_in_flight_is_not_read(tmp_path: Path) -> None:
+    """Calls pile up at a stalled server: past MAX_CALLS in flight, mecha stops reading that
+    caller (what it read in one go still goes on), and reads it again as answers come; no
+    call is lost."""
+    total = 60_000
+    backend = HeldBackend()
+    route = {"match": {"prefix": ""}, "cluster": "app", "timeout": "60s"}
+    config = rpc_proxy_config([route], {"app": [backend.port]})
+    with run_mecha(tmp_path, config) as mecha:
+        caller = socket.create_connection(("127.0.0.1", mecha.port("rpc")), timeout=30)
+        calls = b"".join(msgpack.packb([0, i, "hold", []]) for i in range(total))
+        sending = threading.Thread(target=caller.sendall, args=(calls,), daemon=True)
+        sending.start()
+        time.sleep(1.5)
+        held = len(backend.received)
+        one_read = (1 << 18) // len(msgpack.packb([0, total, "hold", []]))
+        assert MAX_CALLS <= held <= MAX_CALLS + one_read, held
+        backend.release()
+        unpacker, answers = msgpack.Unpacker(), 0
+        while answers < total:
+            unpacker.feed(caller.recv(1 << 16))
+            answers += sum(1 for _ in unpacker)
+        sending.join(5)
+        caller.close()
+    backend.close()
+    assert sorted(backend.received) == list(range(total))

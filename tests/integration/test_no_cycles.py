@@ -24,6 +24,7 @@ from filters.network.http.forward import ForwardedExchange
 from filters.network.http.manager import HttpConnectionManager
 from filters.network.http.stream import ActiveStream
 from filters.network.mqtt_proxy.session import MqttSession
+from filters.network.redis_proxy.pinned import Pinning
 from filters.network.redis_proxy.session import RedisSession
 from filters.network.rpc_proxy.session import RpcSession
 from filters.network.tcp_proxy import TcpProxy
@@ -34,6 +35,7 @@ from proxy.connection import DownstreamConnection
 from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
 from proxy.upstream.cluster import ClusterManager
+from proxy.upstream.redis_pool import RedisConnection
 from tests.support.http_backend import Backend, http_backend
 from tests.support.mecha import (
     http_config,
@@ -140,6 +142,23 @@ async def test_redis_proxy_with_an_unfinished_bulk(no_cyclic_gc: None, redis_por
     await serve_and_close(redis_proxy_config([redis_port]), [ping, b"*1\r\n$4\r\nINFO\r\n",
                                                              unfinished])  # fmt: skip
     assert living(*SESSIONS) == []
+
+
+@pytest.mark.parametrize(
+    "commands",
+    [
+        b"*1\r\n$4\r\nPING\r\n*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n"
+        b"*1\r\n$4\r\nPING\r\n",  # blocked, a command held behind
+        b"*2\r\n$5\r\nWATCH\r\n$1\r\nw\r\n*1\r\n$5\r\nMULTI\r\n"
+        b"*2\r\n$4\r\nINCR\r\n$1\r\nw\r\n",  # mid-transaction
+        b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n*1\r\n$4\r\nPING\r\n",  # subscribed
+    ],
+)
+async def test_redis_proxy_with_a_pinned_client(
+    no_cyclic_gc: None, redis_port: int, commands: bytes
+) -> None:
+    await serve_and_close(redis_proxy_config([redis_port]), [commands])
+    assert living(*SESSIONS, Pinning, RedisConnection) == []
 
 
 async def test_rpc_proxy(no_cyclic_gc: None) -> None:

@@ -228,6 +228,36 @@ EVALSHA $SHA 1 {t}s
 EVALSHA_RO $SHA 1 {t}s
 FCALL f 1 {t}s
 FCALL_RO fro 1 {t}s
+MULTI
+SET {t}tx 1
+INCR {t}tx
+PING
+EXEC
+WATCH {t}tx
+GET {t}tx
+MULTI
+INCR {t}tx
+EXEC
+WATCH {t}tx
+UNWATCH
+MULTI
+DISCARD
+RPUSH {t}bl a b c d e f
+BLPOP {t}bl 0
+BRPOP {t}bl 0
+BLMOVE {t}bl {t}bl2 LEFT RIGHT 0
+BRPOPLPUSH {t}bl {t}bl2 0
+BLMPOP 0 1 {t}bl LEFT
+ZADD {t}bz 1 a 2 b 3 c
+BZPOPMIN {t}bz 0
+BZPOPMAX {t}bz 0
+BZMPOP 0 1 {t}bz MIN
+XADD {t}x2 1-1 f v
+XGROUP CREATE {t}x2 g2 0
+XREAD BLOCK 0 STREAMS {t}x2 0
+XREADGROUP GROUP g2 c BLOCK 0 STREAMS {t}x2 >
+PUBLISH {t}chan hello
+SPUBLISH {t}chan hello
 COMMAND
 COMMAND COUNT
 COMMAND INFO get
@@ -345,7 +375,11 @@ def test_every_listed_command_is_answered_as_direct_or_refused_on_purpose(
         local_or_other = {n for n in flatten(listed_commands(direct_port))
                           if n not in answered and n not in refused}  # fmt: skip
         kinds = Counter(effective(n).kind for n in local_or_other)
+        pinned = sum(kinds.pop(k, 0) for k in (Kind.TRANSACTION, Kind.BLOCKING))
+        assert pinned == 0, "every transaction and blocking command is walked"
+        subscribing = kinds.pop(Kind.PUBSUB, 0)  # (test_redis_pinned.py subscribes)
         table = {"answered as direct": len(answered), "refused on purpose": len(refused),
+                 "subscribed mode": subscribing,
                  "answered by the proxy": kinds.pop(Kind.LOCAL, 0),
                  "unknown": sum(kinds.values())}  # fmt: skip
         print("\ncoverage of COMMAND through redis_proxy:")
@@ -353,7 +387,8 @@ def test_every_listed_command_is_answered_as_direct_or_refused_on_purpose(
             print(f"  {row:<24} {count:>4}")
         assert table["unknown"] == 0, kinds
         keyed = {n for n in flatten(listed_commands(direct_port))
-                 if effective(n).kind in (Kind.KEYED, Kind.SPLIT)}  # fmt: skip
+                 if effective(n).kind in (Kind.KEYED, Kind.SPLIT, Kind.TRANSACTION,
+                                          Kind.BLOCKING)}  # fmt: skip
         assert keyed <= set(answered), f"keyed commands never sent: {sorted(keyed - set(answered))}"
 
 

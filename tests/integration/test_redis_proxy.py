@@ -95,8 +95,8 @@ def test_hash_tags_keep_keys_together(tmp_path: Path, shards: list[int]) -> None
     ("command", "message"),
     [
         (["KEYS", "*"], "KEYS is not supported by the proxy: it spans every shard"),
-        (["MULTI"], "MULTI is not supported by the proxy: transactions need one connection"),
-        (["BLPOP", "q", "0"], "BLPOP is not supported by the proxy: it would block"),
+        (["WAIT", "0", "0"], "WAIT is not supported by the proxy: it spans every shard"),
+        (["EXEC"], "EXEC without MULTI"),
         (["FLUSHALL"], "FLUSHALL is not supported by the proxy"),
         (["NOSUCHCOMMAND", "x"], "unknown command 'NOSUCHCOMMAND', with args beginning with: 'x'"),
         (["SELECT", "1"], "SELECT is not allowed"),

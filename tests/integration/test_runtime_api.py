@@ -522,6 +522,8 @@ def test_token_body_limit_and_shutdown(tmp_path: Path) -> None:
         big = api.post("/v1.0/state/s", [{"key": "k", "value": "v" * 4096}])
         assert big.status == 413
         assert api.get("/v1.0/state/s/k").json() == "v"
+        wrong = DaprHttp(running.port("api"), token="sekri").get("/v1.0/state/s/k")
+        assert wrong.status == 401 and wrong.error_code == "ERR_UNAUTHORIZED"
         assert api.post("/v1.0/shutdown").status == 204
         assert running.wait(timeout=20) == 0
 

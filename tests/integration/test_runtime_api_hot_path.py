@@ -195,3 +195,78 @@ def test_a_client_gone_mid_request_leaves_the_others_their_answers(
 
 def signal_process(pid: int, sig: signal.Signals) -> None:
     os.kill(pid, sig)
+
+
+def chunked(method: str, target: str) -> bytes:
+    """The same request with an empty chunked body: the head alone does not answer it, so
+    it takes the stream path (a filter instance, the codec)."""
+    head = f"{method} {target} HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head.encode() + b"0\r\n\r\n"
+
+
+TARGETS = [
+    "/v1.0/state/memstore/same", "/v1.0/state/memstore/none-such", "/v1.0/state/nosuch/k",
+    "/v1.0/state/memstore/same?consistency=x", "/v1.0/metadata", "/v1.0/healthz",
+    "/v1.0/no-such-api",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_an_answer_made_from_the_head_is_the_stream_paths(mecha: Mecha, target: str) -> None:
+    with connect(mecha) as sock:
+        sock.sendall(request("POST", "/v1.0/state/memstore", [{"key": "same", "value": [1]}]))
+        assert read_answers(sock, 1)[0][0] == 204
+        sock.sendall(request("GET", target) + chunked("GET", target))
+        at_once, by_stream = read_answers(sock, 2)
+    assert at_once == by_stream
+    closing = b"\r\nConnection: close\r\n\r\n"
+    raw = []
+    for whole in (request("GET", target, close=True),
+                  chunked("GET", target).replace(b"\r\n\r\n", closing, 1)):  # fmt: skip
+        with connect(mecha) as sock:
+            sock.sendall(whole)
+            raw.append(read_to_end(sock))
+    assert raw[0] == raw[1] and raw[0].startswith(b"HTTP/1.1 ")
+
+
+def test_reads_answered_from_the_head_and_writes_keep_their_order(mecha: Mecha) -> None:
+    """Reads answered at once and writes that take the stream path, interleaved in one
+    write: every read sees the write before it."""
+    base = "/v1.0/state/memstore"
+    pipelined = []
+    for n in range(50):
+        pipelined += [request("POST", base, [{"key": "order", "value": n}]),
+                      request("GET", f"{base}/order")]  # fmt: skip
+    with connect(mecha) as sock:
+        sock.sendall(b"".join(pipelined))
+        answers = read_answers(sock, len(pipelined))
+    assert [body for _, _, body in answers[1::2]] == [str(n).encode() for n in range(50)]
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    received = []
+    while chunk := sock.recv(65536):
+        received.append(chunk)
+    return b"".join(received)
+
+
+def test_a_read_that_waits_on_redis_runs_once(mecha: Mecha, redis_port: int) -> None:
+    """A GET on a store that waits (Redis) is not started from the head and then again by
+    the stream path: Redis runs one script per GET."""
+    client = redis.Redis(port=redis_port)
+    client.hset(f"{APP_ID}||once", mapping={"data": '"one"', "version": "1"})
+    with connect(mecha) as sock:  # (once, so Redis has the script)
+        sock.sendall(request("GET", "/v1.0/state/redisstore/once"))
+        assert read_answers(sock, 1)[0][2] == b'"one"'
+    before = scripts_run(client)
+    with connect(mecha) as sock:
+        sock.sendall(request("GET", "/v1.0/state/redisstore/once") * 10)
+        assert {body for _, _, body in read_answers(sock, 10)} == {b'"one"'}
+    assert scripts_run(client) - before == 10
+
+
+def scripts_run(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )

@@ -60,12 +60,16 @@ class Run:
 
 
 @contextmanager
-def running(workdir: Path, name: str, *args: str) -> Iterator[Run]:
-    """`mecha run ARGS` in the background, stopped (SIGTERM, passed on to its app) at the end."""
+def running(
+    workdir: Path, name: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[Run]:
+    """`mecha run ARGS` in the background, stopped (SIGTERM, passed on to its app) at the end;
+    `env` is added to its environment (and so to its app's)."""
     out, err = workdir / f"{name}.out", workdir / f"{name}.err"
+    environ = {**run_env(workdir), **(env or {})}
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(mecha_argv("run", *args), stdout=stdout, stderr=stderr,
-                                   cwd=workdir, env=run_env(workdir))  # fmt: skip
+                                   cwd=workdir, env=environ)  # fmt: skip
     try:
         yield Run(process, out, err)
     finally:

@@ -41,6 +41,10 @@ def container(spec: dict[str, Any], name: str, section: str = "containers") -> d
     return next(c for c in spec[section] if c["name"] == name)
 
 
+def sidecar(spec: dict[str, Any]) -> dict[str, Any]:
+    return container(spec, "mecha", "initContainers")
+
+
 def test_kinds() -> None:
     objects = manifests()
     assert set(objects) == {"ConfigMap", "Deployment"}
@@ -80,14 +84,14 @@ def test_the_sidecar_admin_is_on_loopback_and_probes_use_the_health_listener(
     assert ipaddress.ip_address(config.admin.address.host).is_loopback
     assert config.health is not None
     assert (config.health.address.host, config.health.address.port) == ("0.0.0.0", HEALTH_PORT)
-    mecha = container(pod_spec(), "mecha")
+    mecha = sidecar(pod_spec())
     exposed = {port["containerPort"] for port in mecha["ports"]}
     assert exposed == {HEALTH_PORT}  # the admin port is not declared to the pod network
 
 
 def test_the_sidecar_mounts_the_configmap_and_runs_it() -> None:
     spec = pod_spec()
-    mecha = container(spec, "mecha")
+    mecha = sidecar(spec)
     mount = next(m for m in mecha["volumeMounts"] if m["name"] == "mecha-config")
     volume = next(v for v in spec["volumes"] if v["name"] == "mecha-config")
     assert volume["configMap"]["name"] == manifests()["ConfigMap"]["metadata"]["name"]
@@ -105,7 +109,7 @@ def probe_port(mecha: dict[str, Any], port: int | str) -> int:
 
 
 def test_probes_ask_the_health_listener() -> None:
-    mecha = container(pod_spec(), "mecha")
+    mecha = sidecar(pod_spec())
     ready, live = mecha["readinessProbe"]["httpGet"], mecha["livenessProbe"]["httpGet"]
     assert (ready["path"], probe_port(mecha, ready["port"])) == ("/healthz/ready", HEALTH_PORT)
     assert (live["path"], probe_port(mecha, live["port"])) == ("/healthz/live", HEALTH_PORT)
@@ -121,7 +125,7 @@ def test_the_init_container_applies_rules_mecha_iptables_accepts() -> None:
     with contextlib.redirect_stdout(printed):
         assert main([a for a in argv[1:] if a != "--apply"]) == 0  # print instead of apply
     rules = printed.getvalue()
-    proxy_uid = container(spec, "mecha")["securityContext"]["runAsUser"]
+    proxy_uid = sidecar(spec)["securityContext"]["runAsUser"]
     assert f"--uid-owner {proxy_uid} -j RETURN" in rules
     assert f"--dport {HEALTH_PORT} -j RETURN" in rules  # the kubelet's probes are not redirected
     assert f"--dport {ADMIN_PORT} -j RETURN" not in rules  # the admin is not reachable
@@ -163,3 +167,57 @@ def _minimal(tmp_path: Path) -> Path:
     path = tmp_path / "minimal.yaml"
     path.write_text("listeners: []\nclusters: []\n")
     return path
+
+
+def test_mecha_is_a_native_sidecar_started_after_the_rules_and_before_the_app() -> None:
+    spec = pod_spec()
+    assert [c["name"] for c in spec["initContainers"]] == ["mecha-init", "mecha"]
+    assert sidecar(spec)["restartPolicy"] == "Always"  # runs beside the app, stops after it
+    assert "restartPolicy" not in container(spec, "mecha-init", "initContainers")
+    assert [c["name"] for c in spec["containers"]] == ["app"]
+
+
+STATEFUL = ("state", "pubsub", "lock", "sequencer", "configuration")
+
+
+def test_replicas_share_their_components(tmp_path: Path) -> None:
+    """More than one replica: no building block may keep its data in one pod's memory."""
+    assert manifests()["Deployment"]["spec"]["replicas"] > 1
+    runtime = sidecar_config(tmp_path).runtime
+    assert runtime is not None and runtime.components
+    for component in runtime.components:
+        if component.block in STATEFUL:
+            assert not component.type.endswith(".in-memory"), component.name
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Each stage of the Dockerfile by name: its instructions, continuation lines joined."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.split()[-1], [])
+        current.append(line)
+    return stages
+
+
+def test_the_image_is_small_and_non_root_and_iptables_is_in_the_init_image_only() -> None:
+    stages = dockerfile_stages()
+    final = list(stages)[-1]
+    assert final == "mecha"  # `docker build .` makes the sidecar
+    sidecar_lines = stages["mecha"]
+    assert sidecar_lines[0].startswith("FROM python:3.12-slim ")
+    user = next(line for line in sidecar_lines if line.startswith("USER "))
+    assert user.split()[1].split(":")[0] not in ("0", "root")
+    assert user.split()[1] == "1337:1337"  # the uid the init container's rules exclude
+    assert not any("iptables" in line for line in sidecar_lines + stages["build"])
+    assert any("install" in line and "iptables" in line for line in stages["init"])
+    assert any("--require-hashes" in line and "requirements/run.lock" in line
+               for line in stages["build"])  # fmt: skip
+    init = container(pod_spec(), "mecha-init", "initContainers")
+    assert init["image"].startswith("mecha-init:")
+    assert sidecar(pod_spec())["image"].startswith("mecha:")

@@ -71,6 +71,17 @@ def test_a_plain_request_is_read(readers: Readers) -> None:
 
 
 @pytest.mark.parametrize("readers", IMPLEMENTATIONS)
+def test_any_field_is_found_by_its_name(readers: Readers) -> None:
+    head = (b"GET / HTTP/1.1\r\nHost: h\r\nX-Token-Extra: no\r\nDapr-Api-Token: \t s e \r\n"
+            b"dapr-api-token: second\r\nEmpty:\r\n\r\n")  # fmt: skip
+    read = request(head, readers)
+    assert read is not None
+    assert read.field(b"dapr-api-token") == b"s e"  # the first, whitespace around it cut
+    assert read.field(b"host") == b"h" and read.field(b"empty") == b""
+    assert read.field(b"token") is None and read.field(b"x-token") is None
+
+
+@pytest.mark.parametrize("readers", IMPLEMENTATIONS)
 @pytest.mark.parametrize(
     ("connection", "keep_alive"),
     [(b"keep-alive", True), (b"Close", False), (b"keep-alive, close", False)],

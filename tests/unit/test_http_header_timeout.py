@@ -7,6 +7,8 @@ import asyncio
 from filters.network.http.config import parse_config
 from filters.network.http.filter import create_factory
 from filters.network.http.manager import HttpConnectionManager
+from protocols.http import h2_frames as fr
+from protocols.http.hpack import Encoder
 from proxy.config.context import ParseContext
 from proxy.config.model import FilterChainMatch, ListenerConfig
 from proxy.config.reader import Node
@@ -95,7 +97,8 @@ async def test_a_pipelined_head_cut_short_times_out_after_the_answer_before_it()
 async def test_part_of_what_could_be_the_http2_preface_is_closed_without_an_answer() -> None:
     test_listener, context = listener()
     connection, transport = connect(test_listener)
-    await trickle(b"PRI * HT", connection, TIMEOUT / 10)
+    # A byte a loop turn: sleeps between them, stretched by a busy machine, could pass TIMEOUT.
+    await trickle(b"PRI * HT", connection, 0)
     wheel = manager_of(connection).shared.timers
     assert sum(len(armed) for armed in wheel.slots.values()) == 1  # from the first byte
     await settle(LATE)
@@ -115,3 +118,50 @@ def manager_of(connection: DownstreamConnection) -> HttpConnectionManager:
     manager = connection._single_reader
     assert isinstance(manager, HttpConnectionManager)
     return manager
+
+
+# -- HTTP/2: a header block (HEADERS to END_HEADERS) has the same time ----------------------
+
+H2_START = fr.PREFACE + fr.settings_frame({})
+H2_BLOCK = Encoder().encode(
+    [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"test")]
+)
+
+
+def frame_types(data: bytes) -> list[int]:
+    reader = fr.FrameReader(expect_preface=False, max_frame_size=fr.MAX_FRAME_SIZE_LIMIT)
+    return [kind for kind, _, _, _ in reader.feed(data)]
+
+
+async def test_an_http2_header_block_that_stalls_ends_the_connection() -> None:
+    test_listener, context = listener()
+    connection, transport = connect(test_listener)
+    connection.data_received(H2_START)
+    connection.data_received(fr.frame(fr.HEADERS, fr.END_STREAM, 1, H2_BLOCK[:3]))
+    await settle(LATE)  # no CONTINUATION: nothing else may come on the connection meanwhile
+    assert transport.closed and timeouts(context) == 1
+    assert frame_types(transport.data)[-1] == fr.GOAWAY
+
+
+async def test_an_http2_frame_header_alone_starts_the_time() -> None:
+    test_listener, context = listener()
+    connection, transport = connect(test_listener)
+    connection.data_received(H2_START)
+    whole = fr.frame(fr.HEADERS, fr.END_STREAM | fr.END_HEADERS, 1, H2_BLOCK)
+    connection.data_received(whole[:10])
+    await settle(LATE)
+    assert transport.closed and timeouts(context) == 1
+
+
+async def test_an_http2_header_block_in_time_is_served_and_disarms_the_timer() -> None:
+    test_listener, context = listener()
+    connection, transport = connect(test_listener)
+    connection.data_received(H2_START)
+    connection.data_received(fr.frame(fr.HEADERS, fr.END_STREAM, 1, H2_BLOCK[:3]))
+    await asyncio.sleep(TIMEOUT / 2)
+    assert manager_of(connection)._head_timer is not None
+    connection.data_received(fr.frame(fr.CONTINUATION, fr.END_HEADERS, 1, H2_BLOCK[3:]))
+    await settle(LATE)
+    assert not transport.closed and timeouts(context) == 0
+    assert manager_of(connection)._head_timer is None
+    assert fr.HEADERS in frame_types(transport.data)  # the answer

@@ -75,8 +75,12 @@ def test_keys_are_found_by_key_specs(command: str, keys: list[int]) -> None:
 def test_refusals_say_why() -> None:
     sort = spec("sort").positions([b"SORT", b"k", b"BY", b"w_*"])
     assert isinstance(sort, bytes) and b"{hash tag}" in sort
-    block = spec("xread").positions([b"XREAD", b"BLOCK", b"0", b"STREAMS", b"a", b"0"])
-    assert isinstance(block, bytes) and block.startswith(b"-ERR XREAD BLOCK is not supported")
+
+
+def test_xread_blocks_only_with_block() -> None:
+    assert spec("xread").blocks([b"XREAD", b"BLOCK", b"0", b"STREAMS", b"a", b"0"])
+    assert not spec("xread").blocks([b"XREAD", b"COUNT", b"1", b"STREAMS", b"block", b"0"])
+    assert spec("blpop").blocks([b"BLPOP", b"q", b"0"]) and not spec("lpop").blocks([b"LPOP"])
 
 
 @pytest.mark.parametrize(
@@ -85,10 +89,12 @@ def test_refusals_say_why() -> None:
         ("get", Kind.KEYED), ("mget", Kind.SPLIT), ("mset", Kind.SPLIT), ("del", Kind.SPLIT),
         ("msetnx", Kind.KEYED), ("ping", Kind.LOCAL), ("client", Kind.LOCAL),
         ("time", Kind.ANY), ("command|count", Kind.ANY), ("object|help", Kind.ANY),
-        ("xgroup", Kind.CONTAINER), ("xgroup|create", Kind.KEYED), ("multi", Kind.REFUSED),
-        ("blpop", Kind.REFUSED), ("keys", Kind.REFUSED), ("dbsize", Kind.REFUSED),
-        ("subscribe", Kind.REFUSED), ("config|set", Kind.REFUSED), ("move", Kind.REFUSED),
-        ("migrate", Kind.REFUSED), ("readonly", Kind.REFUSED), ("xread", Kind.KEYED),
+        ("xgroup", Kind.CONTAINER), ("xgroup|create", Kind.KEYED), ("multi", Kind.TRANSACTION),
+        ("watch", Kind.TRANSACTION), ("blpop", Kind.BLOCKING), ("wait", Kind.REFUSED),
+        ("keys", Kind.REFUSED), ("dbsize", Kind.REFUSED),
+        ("subscribe", Kind.PUBSUB), ("publish", Kind.KEYED), ("pubsub|channels", Kind.REFUSED),
+        ("config|set", Kind.REFUSED), ("move", Kind.REFUSED),
+        ("migrate", Kind.REFUSED), ("readonly", Kind.REFUSED), ("xread", Kind.BLOCKING),
     ],
 )  # fmt: skip
 def test_policy_follows_what_redis_says_of_a_command(name: str, kind: Kind) -> None:

@@ -27,6 +27,7 @@ from filters.http.api import (
     STOP,
     FilterStatus,
     HttpFactoryContext,
+    LocalAnswer,
     StreamCallbacks,
     StreamFilter,
     StreamFilterFactory,
@@ -43,6 +44,8 @@ from filters.http.runtime_api.invoke import (
     split_invoke_path,
 )
 from protocols.http.events import RequestHeaders, ResponseHeaders
+from protocols.http.h1_forward import RequestHead
+from protocols.http.h1_parse import parse_fields
 from protocols.http.headers import Headers
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
@@ -112,6 +115,15 @@ class ApiShared:
             self._resolved[key] = resolved
         return resolved
 
+    def runs_inline(self, found: paths.Found, promise: str = "runs_inline") -> bool:
+        """Whether the handler may start outside a task: what it waits on needs none (with
+        `promise` "answers_at_once": it never waits at all). A name that is no component is
+        answered at once, with Dapr's error."""
+        if found.waits is not paths.COMPONENT:
+            return found.waits is paths.NOTHING
+        loaded = self.runtime.components.get(found.args[0])
+        return loaded is None or getattr(loaded.instance, promise, False) is True
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
@@ -169,18 +181,10 @@ class RuntimeApiFilter(StreamFilter):
             return STOP
         self._request = ApiRequest(resolved.method, resolved.parts, resolved.query, request.headers)
         self._handler, self._args = found.handler, found.args
-        self._inline = self._runs_inline(found)
+        self._inline = shared.runs_inline(found)
         if end_stream:
             self._start()
         return STOP
-
-    def _runs_inline(self, found: paths.Found) -> bool:
-        """Whether the handler may start outside a task: what it waits on needs none. (A
-        name that is no component is answered at once, with Dapr's error.)"""
-        if found.waits is not paths.COMPONENT:
-            return found.waits is paths.NOTHING
-        loaded = self.shared.runtime.components.get(found.args[0])
-        return loaded is None or getattr(loaded.instance, "runs_inline", False) is True
 
     def _api_allowed(self, request: RequestHeaders, by_header: bool) -> bool:
         """The Configuration's API lists (403 past them, as Dapr answers)."""
@@ -372,7 +376,7 @@ class RuntimeApiFilter(StreamFilter):
                 ApiError(
                     500,
                     "ERR_DIRECT_INVOKE",
-                    f"fail to invoke, id: {app_id}, err: DNS finds no address",
+                    f"fail to invoke, id: {app_id}, err: no address found (is it running?)",
                 ).answer()
             )
             return
@@ -380,15 +384,68 @@ class RuntimeApiFilter(StreamFilter):
         self.callbacks.continue_decoding()
 
 
+class RuntimeApiFactory:
+    """Makes a RuntimeApiFilter per stream; answers body-less reads without one."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self, shared: ApiShared) -> None:
+        self.shared = shared
+
+    def __call__(self, callbacks: StreamCallbacks) -> StreamFilter:
+        return RuntimeApiFilter(self.shared, callbacks)
+
+    def answer_at_once(self, head: RequestHead) -> LocalAnswer | None:
+        """A GET whose handler runs to its end in one step (on components that say
+        `answers_at_once`, or on nothing: metadata, health, errors), answered from its head.
+        Anything else is left to the stream path, before its handler starts."""
+        shared = self.shared
+        target = head.target
+        if (
+            head.method != b"GET"
+            or shared.internal  # (every request there is an invocation)
+            or not target.startswith(API_PREFIX)
+            or target.startswith(INVOKE_PREFIX)
+            or b"\ndapr-app-id:" in head.lowered
+        ):
+            return None
+        if shared.token is not None:
+            given = head.field(TOKEN_HEADER)
+            if given is None or not hmac.compare_digest(given, shared.token):
+                return None  # (the stream path answers 401, or serves a path with no token)
+        resolved = shared.resolve(b"GET", target)
+        found = resolved.found
+        if found is None or found.handler is None:
+            return None
+        if not shared.runs_inline(found, "answers_at_once"):
+            return None
+        access = shared.api_access
+        if access is not None and not access.allows("http", *http_api(resolved.parts)):
+            return None  # (the stream path answers 403)
+        headers, _ = parse_fields(head.block, len(head.block))  # (read_request kept the limit)
+        request = ApiRequest(resolved.method, resolved.parts, resolved.query, headers)
+        handling = found.handler(shared.runtime, request, *found.args)
+        try:
+            handling.send(None)
+        except StopIteration as done:
+            answer: Answer = done.value
+        except ApiError as error:
+            answer = error.answer()
+        except Exception:
+            log.exception("runtime API GET %s failed", target.decode("latin-1"))
+            answer = ApiError(500, "ERR_INTERNAL", "internal error; see mecha's log").answer()
+        else:  # (a component that says `answers_at_once` waited: it must not)
+            handling.close()
+            log.error("runtime API GET %s waited on a component that answers at once",
+                      target.decode("latin-1"))  # fmt: skip
+            answer = ApiError(500, "ERR_INTERNAL", "internal error; see mecha's log").answer()
+        return answer.status, answer.head().h1_block(), answer.body
+
+
 def create_factory(config: RuntimeApiConfig, context: HttpFactoryContext) -> StreamFilterFactory:
     runtime = context.runtime
     assert runtime is not None, "parse_config refuses runtime_api without a runtime"
-    shared = ApiShared(runtime, context, config.internal)
-
-    def factory(callbacks: StreamCallbacks) -> StreamFilter:
-        return RuntimeApiFilter(shared, callbacks)
-
-    return factory
+    return RuntimeApiFactory(ApiShared(runtime, context, config.internal))
 
 
 SPEC = HttpFilterSpec(parse_config, create_factory)

@@ -4,7 +4,9 @@ The request is not answered here: it gets a route to the cluster that serves the
 goes on to the router, so invocations have the mesh's load balancing, health checks,
 outlier detection, timeouts and retries, and stream their bodies. An app id is served by:
 this app's own id -> the app channel cluster; `runtime.invoke.clusters[id]`; a cluster
-named like the id; else, with `runtime.invoke.dns`, a DNS cluster made on first use.
+named like the id; else, with `runtime.invoke.registry`, the sidecars the machine's registry
+lists for it (their internal listeners, as Dapr's SQLite resolver finds them), or with
+`runtime.invoke.dns`, a DNS cluster made on first use.
 
 Except for this app when it speaks gRPC (`app_protocol: grpc`): the filter buffers the body
 and `invoke_grpc_app` calls the app's OnInvoke, as Dapr does; the app's status becomes an
@@ -86,9 +88,9 @@ class Invoker:
 
     def resolvable(self, app_id: str) -> bool:
         config = self.runtime.config
-        return (config.invoke_dns is not None or config.invoke_registry is not None) and (
-            _valid_host_label(app_id)
-        )
+        if config.invoke_registry is not None:
+            return bool(app_id) and "." not in app_id  # Dapr's rule for app ids
+        return config.invoke_dns is not None and _valid_host_label(app_id)
 
     async def resolve(self, app_id: str) -> Route | None:
         """Make (once) and warm the DNS cluster of `app_id`; None when DNS finds nothing."""

@@ -53,7 +53,7 @@ async def _route(ctx: Context, app_id: str) -> Route:
         raise _failed(app_id, f"no cluster serves app id {app_id!r}")
     route = await ctx.invoker.resolve(app_id)
     if route is None:
-        raise _failed(app_id, "DNS finds no address")
+        raise _failed(app_id, "no address found (is it running?)")
     return route
 
 

@@ -128,9 +128,12 @@ class ForwardedExchange:
                 vhost.request_headers.apply(request.headers)
             if route.request_headers.active:
                 route.request_headers.apply(request.headers)
-        if self.request_complete:
-            self._arm_timeout()
-        self._connect()
+        timeout = self._timeout
+        if self.request_complete and timeout is not None:  # self._arm_timeout(), inlined
+            self.deadline = deadline = time.monotonic() + timeout
+            self._manager.watch_deadline(deadline)
+        self.info.upstream_attempts += 1  # self._connect(), inlined
+        self._pending = self._cluster.new_http_stream(self)
 
     def _connect(self) -> None:
         self.info.upstream_attempts += 1
@@ -212,10 +215,18 @@ class ForwardedExchange:
     def on_forwarded_response(self, head: ResponseHead, body: bytes, end_stream: bool) -> None:
         if self.done:
             return
-        self._response_began(head.status)
+        # self._response_began(head.status), inlined (once per request)
+        stream = self._stream
+        outlier = self._cluster.outlier
+        if outlier is not None and stream is not None:
+            outlier.record_status(stream.endpoint, head.status)
+        info = self.info
+        info.status = head.status
+        info.upstream_service_time = time.monotonic() - info.start_monotonic
+        self.response_started = True
         if end_stream:
             self._stream = None  # the pool takes the connection back after this call
-        self.info.body_bytes_sent += len(body)
+        info.body_bytes_sent += len(body)
         self._manager.forward_response(self, head.head, body, end_stream)
 
     def on_forwarded_body(self, data: bytes, end_stream: bool) -> None:
@@ -347,7 +358,10 @@ class ForwardedExchange:
         if self.done:
             return
         self.done = True
-        self.info.end(downstream_reset)
+        info = self.info
+        info.end_monotonic = time.monotonic()  # info.end(downstream_reset), inlined
+        if downstream_reset and not info.status:
+            info.fail(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION, "client went away")
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None

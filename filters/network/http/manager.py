@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from filters.http.api import StreamFilterFactory
+from filters.http.api import AnswersAtOnce, StreamFilterFactory
 from filters.network.api import STOP, ConnectionCallbacks, FilterStatus, NetworkFilter
 from filters.network.http.config import HcmConfig
 from filters.network.http.forward import ForwardedExchange
@@ -31,10 +31,11 @@ from protocols.http.events import (
     StreamReset,
     Trailers,
 )
-from protocols.http.h1 import H1Limits, H1ServerCodec
-from protocols.http.h1_forward import read_request
+from protocols.http.h1 import H1Limits, H1ServerCodec, status_line
+from protocols.http.h1_forward import RequestHead, read_request
 from protocols.http.h1_parse import HTTP11
 from protocols.http.h2 import REFUSED_STREAM, H2Codec, H2Settings
+from protocols.http.h2_frames import ErrorCode
 from protocols.http.headers import Headers
 from proxy.overload import OverloadState
 from proxy.stream_info import HttpStreamInfo, ResponseFlag
@@ -76,9 +77,16 @@ class HcmShared:
     timers: TimerWheel = field(default_factory=TimerWheel)
     forwarding: bool = field(init=False)
     """The router is the only HTTP filter: plain routes may take the forwarding path."""
+    answering: AnswersAtOnce | None = field(init=False)
+    """The one HTTP filter before the router, when it can answer requests from their heads
+    and nothing decorates requests here (ids, traceparent): `_answer_at_once`."""
 
     def __post_init__(self) -> None:
-        self.forwarding = [name for name, _ in self.filter_factories] == ["router"]
+        names = [name for name, _ in self.filter_factories]
+        self.forwarding = names == ["router"]
+        first = self.filter_factories[0][1] if len(names) == 2 and names[1] == "router" else None
+        plain = not (self.config.generate_request_id or self.config.generate_traceparent)
+        self.answering = first if plain and isinstance(first, AnswersAtOnce) else None
 
 
 class HttpConnectionManager(NetworkFilter):
@@ -138,7 +146,7 @@ class HttpConnectionManager(NetworkFilter):
                 if self._h1 is not None:
                     self._h1_data(data)
                 else:
-                    self._dispatch(self._feed(data))
+                    self._h2_data(data)
             if end_stream:
                 self._peer_eof()
         except HttpError as error:
@@ -175,6 +183,16 @@ class HttpConnectionManager(NetworkFilter):
             self._closing = self._draining  # the request arriving gets Connection: close
         return data
 
+    def _h2_data(self, data: bytes) -> None:
+        h2 = self._h2
+        assert h2 is not None
+        self._dispatch(h2.feed(data))
+        if h2.receiving_head:
+            if self._head_timer is None:
+                self._watch_head()
+        elif self._head_timer is not None:
+            self._head_received()
+
     def _feed(self, data: bytes) -> list[Event]:
         if self._h1 is not None:
             return self._h1.feed(data)
@@ -193,6 +211,12 @@ class HttpConnectionManager(NetworkFilter):
             if self._held:
                 data, self._held = self._held + data, b""
             if not self._forward(data):
+                self._dispatch(h1.feed(data))
+        elif (
+            self.shared.answering is not None and not self.streams and h1.idle and not self._closing
+        ):
+            data = self._answer_at_once(self.shared.answering, data)
+            if data:
                 self._dispatch(h1.feed(data))
         else:
             self._dispatch(h1.feed(data))
@@ -249,6 +273,46 @@ class HttpConnectionManager(NetworkFilter):
         if held:
             self._hold(held)
         return True
+
+    def _answer_at_once(self, answering: AnswersAtOnce, data: bytes) -> bytes:
+        """Answer the body-less requests at the start of `data` that `answering` can answer
+        from their heads alone (no stream, no codec), one after another; returns the rest
+        (from the first request it cannot answer), for the codec."""
+        shared = self.shared
+        limits = shared.h1_limits
+        while data and not shared.overload.refuse_requests:
+            end = data.find(b"\r\n\r\n", 0, limits.max_head)
+            head = None if end < 0 else read_request(data, end, limits)
+            if head is None or head.length:
+                break
+            answer = answering.answer_at_once(head)
+            if answer is None:
+                break
+            self._send_answer(head, *answer)
+            if self._closing:  # it asked for Connection: close
+                self._close()
+                return b""
+            data = data[end + 4 :]
+        return data
+
+    def _send_answer(self, head: RequestHead, status: int, block: bytes, body: bytes) -> None:
+        shared = self.shared
+        shared.stats.downstream_rq += 1
+        info = HttpStreamInfo(shared.listener, self.callbacks.info.downstream_remote, HTTP11,
+                              head.method, head.target, head.authority)  # fmt: skip
+        info.user_agent = head.fields.get(b"user-agent")
+        info.request_id = head.fields.get(b"x-request-id")
+        info.status = status
+        info.body_bytes_sent = len(body)
+        if not head.keep_alive:
+            self._closing = True
+        end = b"connection: close\r\n\r\n" if self._closing else b"\r\n"
+        self._out.append(status_line(status) + block + end + body)
+        self._flush()
+        info.end_monotonic = time.monotonic()
+        shared.stats.record(info)
+        if shared.access_log is not None:
+            shared.access_log(format_access_log(info))
 
     def _forwarded_data(self, exchange: ForwardedExchange, data: bytes) -> None:
         left = self._body_left
@@ -429,6 +493,8 @@ class HttpConnectionManager(NetworkFilter):
             self._head_timer = self.shared.timers.call_later(timeout, self._head_late)
 
     def _head_pending(self) -> bool:
+        if self._h2 is not None:
+            return self._h2.receiving_head
         return bool(self._sniffed) or (self._h1 is not None and self._h1.buffered > 0)
 
     def _head_received(self) -> None:
@@ -440,11 +506,15 @@ class HttpConnectionManager(NetworkFilter):
         """The head did not end in time (a slowloris, or a client that stalled): 408 and
         close, as nginx (client_header_timeout) and Envoy (request_headers_timeout) do."""
         self._head_timer = None
-        if self.streams or self._closing or not self._head_pending():
+        if (self.streams and self._h2 is None) or self._closing or not self._head_pending():
             return
         self.shared.stats.request_headers_timeouts += 1
         log.debug("%s: %s did not send its request head in time", self.shared.listener,
                   self.callbacks.info.downstream_remote)  # fmt: skip
+        if self._h2 is not None:  # a header block stalled: the connection is stuck behind it
+            self._h2.goaway(ErrorCode.ENHANCE_YOUR_CALM)  # (as for a flood: a slowloris)
+            self._close()
+            return
         if self._h1 is None:  # not even the first line: no HTTP to answer in yet
             self._close()
             return
@@ -710,6 +780,9 @@ class HttpConnectionManager(NetworkFilter):
             if not stream.request_complete:
                 self._closing = True  # answered before the request ended: cannot resync
             if stream is self._forwarded:
+                self._forwarded = None
+                if self._h1.idle and not (self._closing or self._held or self._held_paused):
+                    return  # _forwarded_finished() with nothing to do, inlined
                 self._forwarded_finished()
             else:
                 self._next_h1_exchange()

@@ -12,6 +12,8 @@ A command is one of:
 - SPLIT: keyed, and Redis's tips say it may be split per shard (request_policy:multi_shard)
   with replies the proxy knows how to merge (MGET, MSET, DEL, EXISTS, UNLINK, TOUCH);
 - CONTAINER: the subcommand (XGROUP CREATE, OBJECT ENCODING, ...) decides;
+- TRANSACTION (MULTI, EXEC, DISCARD, WATCH, UNWATCH) and BLOCKING (BLPOP, XREAD BLOCK, ...):
+  keyed, run on a connection of the client's own (pinned.py);
 - REFUSED: cannot work across shards or on a shared connection; answered with -ERR and
   the reason, never forwarded.
 A command in no table is refused as unknown: forwarding a command whose keys the proxy
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from filters.network.redis_proxy.command_data import COMMANDS
 from filters.network.redis_proxy.keyspecs import CommandInfo, KeySpec, from_lines, key_positions
@@ -35,6 +37,9 @@ class Kind(enum.Enum):
     KEYED = "keyed"
     SPLIT = "split"
     CONTAINER = "container"
+    TRANSACTION = "transaction"
+    BLOCKING = "blocking"
+    PUBSUB = "pubsub"
     REFUSED = "refused"
 
 
@@ -57,6 +62,8 @@ class Spec:
     subcommands: Mapping[bytes, Spec] = field(default_factory=dict)
     finder: Positions | None = None
     """A command whose key specs Redis leaves incomplete (SORT): finds its keys by hand."""
+    block_keyword: bytes = b""
+    """BLOCKING only with this option before STREAMS (XREAD BLOCK); empty: always."""
     single_key: bool = field(default=False, init=False)
     """The common case, routed without slicing: exactly one key, at index 1."""
 
@@ -74,6 +81,19 @@ class Spec:
 
     def arity_ok(self, argc: int) -> bool:
         return argc == self.arity if self.arity > 0 else argc >= -self.arity
+
+    def blocks(self, args: Sequence[bytes]) -> bool:
+        if self.kind is not Kind.BLOCKING:
+            return False
+        if not self.block_keyword:
+            return True
+        for arg in args[1:]:
+            word = arg.upper()
+            if word == b"STREAMS":
+                return False
+            if word == self.block_keyword:
+                return True
+        return False
 
     def positions(self, args: Sequence[bytes]) -> list[int] | bytes:
         if self.finder is not None:
@@ -113,7 +133,6 @@ def unknown_command(args: Sequence[bytes]) -> bytes:
 
 LOCAL = frozenset(("ping", "echo", "select", "auth", "hello", "client", "quit", "info", "reset"))
 
-_TRANSACTION = "transactions need one connection and one shard"
 _SHARED = "it would block or change the shared upstream connection"
 _CROSS = "it spans every shard"
 _ADMIN = "it is an administrative command"
@@ -128,6 +147,11 @@ REFUSED = {
     **dict.fromkeys(("script", "function"), _CROSS),
 }  # fmt: skip
 ANY = frozenset(("command", "time", "lolwut"))
+SUBSCRIBING = frozenset(("subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe",
+                         "sunsubscribe"))  # fmt: skip
+"""On a connection of the client's own, on the shard of its channels (pinned.py)."""
+PUBLISHING = frozenset(("publish", "spublish"))
+"""Routed by channel, as a key: to the shard where that channel's subscribers are."""
 """Keyless commands Redis files under @connection or @dangerous that any shard answers."""
 
 MERGES = {"agg_sum": "sum", "all_succeeded": "ok", "": "array"}
@@ -138,7 +162,16 @@ MERGES = {"agg_sum": "sum", "all_succeeded": "ok", "": "array"}
 def classify(info: CommandInfo, finders: Mapping[str, Positions]) -> Spec:
     if info.name in LOCAL:
         return _spec(info, Kind.LOCAL)
+    if info.name in SUBSCRIBING:
+        return _spec(info, Kind.PUBSUB)
+    if info.name in PUBLISHING:
+        channel = KeySpec(frozenset({"channel"}), "index", index=1, find="range")
+        return replace(_spec(info, Kind.KEYED), key_specs=(channel,))
     reason = REFUSED.get(info.name) or _refusal(info, finders)
+    if not reason and "@transaction" in info.categories:
+        return _spec(info, Kind.TRANSACTION)
+    if not reason and _blocking(info):
+        return _spec(info, Kind.BLOCKING, block_keyword=BLOCK_KEYWORDS.get(info.name, b""))
     if reason:
         return _spec(info, Kind.REFUSED, reason=reason)
     if info.subcommands:
@@ -156,19 +189,29 @@ def classify(info: CommandInfo, finders: Mapping[str, Positions]) -> Spec:
 
 def _spec(info: CommandInfo, kind: Kind, *, reason: str = "", merge: str = "",
           subcommands: Mapping[bytes, Spec] | None = None,
-          finder: Positions | None = None) -> Spec:  # fmt: skip
+          finder: Positions | None = None, block_keyword: bytes = b"") -> Spec:  # fmt: skip
     return Spec(name=info.name.partition("|")[0].upper().encode(), kind=kind, full=info.name,
                 arity=info.arity, key_specs=info.key_specs, reason=reason, merge=merge,
-                subcommands=subcommands or {}, finder=finder)  # fmt: skip
+                subcommands=subcommands or {}, finder=finder,
+                block_keyword=block_keyword)  # fmt: skip
+
+
+def _blocking(info: CommandInfo) -> bool:
+    """Keyed and blocking: pinned to a connection of the client's own while it waits."""
+    blocking = "blocking" in info.flags or "@blocking" in info.categories
+    return blocking and bool(info.key_specs) and all(s.complete for s in info.key_specs)
+
+
+BLOCK_KEYWORDS = {"xread": b"BLOCK", "xreadgroup": b"BLOCK"}
 
 
 def _refusal(info: CommandInfo, finders: Mapping[str, Positions]) -> str:
     """Why the proxy will not forward this command ("" when it will)."""
     flags, categories = info.flags, info.categories
     if "@transaction" in categories:
-        return _TRANSACTION
-    if ("blocking" in flags or "@blocking" in categories) and info.name not in finders:
-        return _SHARED
+        return ""
+    if "blocking" in flags or "@blocking" in categories:
+        return "" if _blocking(info) else _SHARED
     if "@pubsub" in categories:
         return _PUBSUB
     if "admin" in flags or "@admin" in categories:
@@ -228,24 +271,7 @@ def _pattern_is_fixed(word: bytes, pattern: bytes) -> bool:
     return end > start + 1 and b"*" not in pattern[start + 1 : end]
 
 
-def _stream_read_positions(spec: Spec, args: Sequence[bytes]) -> list[int] | bytes:
-    """XREAD / XREADGROUP are forwarded unless they would block (BLOCK before STREAMS)."""
-    for arg in args[1:]:
-        word = arg.upper()
-        if word == b"STREAMS":
-            break
-        if word == b"BLOCK":
-            shown = spec.full.upper()
-            return error_span(f"{shown} BLOCK is not supported by the proxy: {_SHARED}")
-    return key_positions(spec.key_specs, args)
-
-
-FINDERS: dict[str, Positions] = {
-    "sort": _sort_positions,
-    "sort_ro": _sort_positions,
-    "xread": _stream_read_positions,
-    "xreadgroup": _stream_read_positions,
-}
+FINDERS: dict[str, Positions] = {"sort": _sort_positions, "sort_ro": _sort_positions}
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -277,6 +303,11 @@ class CommandTable:
 BUILTIN = CommandTable(from_lines(COMMANDS))
 TABLE = BUILTIN.specs
 lookup = BUILTIN.lookup
+
+
+CROSS_SLOT = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+CROSS_SHARD = (b"-CROSSSLOT Keys in request don't hash to the same shard "
+               b"(use {hash tags} to keep them together)\r\n")  # fmt: skip
 
 
 def hash_tag(key: bytes) -> bytes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from filters.network.redis_proxy.commands import TABLE, Kind
+from filters.network.redis_proxy.distribution import DISTRIBUTIONS
+from filters.network.redis_proxy.hashkit import HASHES
 from protocols.redis.limits import DEFAULT_LIMITS, RespLimits
 from proxy.config.context import ParseContext
 from proxy.config.reader import Node
@@ -29,15 +31,21 @@ class RedisProxyConfig:
     limits: RespLimits = DEFAULT_LIMITS
     idle_timeout: float | None = 3600.0
     """No bytes either way for this long (a partial command included): the client is closed."""
-
-
-HASHES = ("crc32", "md5")
+    distribution: str | None = None
+    """twemproxy's ketama / modula / random over the cluster's endpoints (names and weights
+    as twemproxy reads them); None: the cluster's own ring (its lb_policy)."""
+    hash_tag: bytes = b"{}"
+    """The two characters around the part of a key that is hashed; empty: the whole key."""
+    auto_eject_hosts: bool = False
+    server_failure_limit: int = 2
+    server_retry_timeout: float = 30.0
 
 
 def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
     node.only("cluster", "password", "username", "upstream_auth", "upstream_resp3",
               "connections_per_endpoint", "timeout", "hash", "commands",
-              "slow_command_threshold", "limits", "idle_timeout")  # fmt: skip
+              "slow_command_threshold", "limits", "idle_timeout", "distribution", "hash_tag",
+              "auto_eject_hosts", "server_failure_limit", "server_retry_timeout")  # fmt: skip
     upstream = node.section("upstream_auth")
     upstream.only("username", "password")
     commands = node.section("commands")
@@ -46,7 +54,14 @@ def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
     limits.only("max_bulk", "max_array", "max_inline")
     slow = node.duration("slow_command_threshold", 0.1)
     cluster = context.cluster(node)
-    _check_sharding(node, context, cluster)
+    distribution = node.choice("distribution", DISTRIBUTIONS, "") or None
+    if distribution is None:
+        _check_sharding(node, context, cluster)
+    else:
+        _check_static(node, context, cluster)
+    hash_tag = node.text("hash_tag", "{}")
+    if len(hash_tag) not in (0, 2):
+        node.problem("expected two characters (as {}) or an empty string", "hash_tag")
     return RedisProxyConfig(
         cluster=cluster,
         password=_optional(node, "password"),
@@ -56,7 +71,7 @@ def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
         upstream_resp3=node.flag("upstream_resp3", False),
         connections_per_endpoint=node.integer("connections_per_endpoint", 1, minimum=1, maximum=64),
         timeout=node.duration("timeout", 5.0, positive=True),
-        hash=node.choice("hash", HASHES, "crc32"),
+        hash=node.choice("hash", tuple(HASHES), "crc32"),
         allow=_commands(commands, "allow") or None,
         deny=_commands(commands, "deny"),
         slow_command_threshold=slow or None,
@@ -66,6 +81,11 @@ def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
             max_inline=limits.size("max_inline", 64 << 10, minimum=16),
         ),
         idle_timeout=node.duration("idle_timeout", 3600.0) or None,
+        distribution=distribution,
+        hash_tag=hash_tag.encode(),
+        auto_eject_hosts=node.flag("auto_eject_hosts", False),
+        server_failure_limit=node.integer("server_failure_limit", 2, minimum=1),
+        server_retry_timeout=node.duration("server_retry_timeout", 30.0, positive=True),
     )
 
 
@@ -79,6 +99,15 @@ def _check_sharding(node: Node, context: ParseContext, name: str) -> None:
             f"consistent hashing), or be of type redis_cluster; it uses {cluster.lb_policy}",
             "cluster",
         )
+
+
+def _check_static(node: Node, context: ParseContext, name: str) -> None:
+    """twemproxy's distributions are built from the listed endpoints, in their order."""
+    cluster = context.cluster_configs.get(name)
+    if cluster is not None and cluster.type != "static":
+        node.problem(f"distribution needs a static cluster (its endpoints listed, as "
+                     f"twemproxy's servers are); {name!r} is of type {cluster.type}",
+                     "distribution")  # fmt: skip
 
 
 def _optional(node: Node, key: str) -> str | None:

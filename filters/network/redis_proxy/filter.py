@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import zlib
 from collections.abc import Callable
+from typing import Protocol
 
 from filters.network.api import ConnectionCallbacks, FactoryContext, FilterFactory, NetworkFilter
-from filters.network.redis_proxy.commands import BUILTIN, CommandTable
+from filters.network.redis_proxy.commands import BUILTIN, CommandTable, hash_tag
 from filters.network.redis_proxy.config import RedisProxyConfig, parse_config
+from filters.network.redis_proxy.distribution import Distribution, Ejection, Server, ketama_name
+from filters.network.redis_proxy.hashkit import HASHES
 from filters.network.redis_proxy.learn import CommandLearner
 from filters.network.redis_proxy.replies import Reply
 from filters.network.redis_proxy.session import RedisSession
@@ -24,11 +25,8 @@ from proxy.upstream.redis_pool import Completion, RedisPool, RedisPoolSettings
 log = logging.getLogger("mecha.redis_proxy")
 
 
-def _md5(key: bytes) -> int:
-    return int.from_bytes(hashlib.md5(key, usedforsecurity=False).digest()[:4], "little")
-
-
-HASH_FUNCTIONS: dict[str, Callable[[bytes], int]] = {"crc32": zlib.crc32, "md5": _md5}
+class KeyRing(Protocol):
+    def choose_hash(self, key_hash: int) -> Endpoint | None: ...
 
 
 class RedisShared:
@@ -39,27 +37,55 @@ class RedisShared:
         self.cluster = cluster
         self.stats = stats
         self.slot_map = cluster.slot_map
-        self.ring = cluster.shard_ring or Ketama()
-        self.hash = HASH_FUNCTIONS[config.hash]
+        self.tag = tag_function(config.hash_tag)
+        """Key -> what is hashed (Redis's {hash tag} by default)."""
+        self.hashed_by_tag = self.slot_map is None and self.tag is hash_tag
+        """Single-key commands take the session's shortest path (sharded, {hash tags})."""
+        self.hash = HASHES[config.hash]
+        self.ring: KeyRing = cluster.shard_ring or Ketama()
         self.commands: CommandTable = BUILTIN
         """Built-in until the upstream describes its own (learn.py)."""
         self.learner = CommandLearner(self)
-        self.pools = tuple(
-            cluster.lease(RedisPool, RedisPoolSettings(
+        self.settings = tuple(
+            RedisPoolSettings(
                 username=config.upstream_username, password=config.upstream_password,
                 resp3=resp3, connections=config.connections_per_endpoint,
                 timeout=config.timeout, limits=config.limits,
-            ))
+            )
             for resp3 in (False, True)
         )  # fmt: skip
+        """The shared pools' settings (RESP2, RESP3); a client's own connections take them."""
+        self.pools = tuple(cluster.lease(RedisPool, settings) for settings in self.settings)
         """Index by the session's resp3 flag, call with an endpoint: its (lazily made) pool.
         Leased from the cluster, which owns them; `release` when the filter chain retires."""
+        if config.distribution is not None:
+            self.ring = self._distribution(config)
+            hash_key = self.hash
+            self.hash = lambda key: hash_key(key) if key else 0  # (twemproxy: empty keys, 0)
         self._allow = config.allow
         self._deny = config.deny
         self.filtering = bool(config.allow or config.deny)
         self._slow = config.slow_command_threshold
         self._slow_logged_at = 0.0
         self._slow_unlogged = 0
+
+    def _distribution(self, config: RedisProxyConfig) -> Distribution:
+        """twemproxy's ring over the cluster's endpoints, in their configured order."""
+        assert config.distribution is not None
+        by_address = {e.address: e for e in self.cluster.endpoints}
+        servers = [Server(by_address[c.address], ketama_name(by_address[c.address], c.name),
+                          c.weight)
+                   for c in self.cluster.config.endpoints if c.address in by_address]  # fmt: skip
+        ejection = None
+        if config.auto_eject_hosts:
+            pools = self.pools[0]
+
+            def forgive(endpoint: Endpoint) -> None:
+                pools(endpoint).consecutive_failures = 0
+
+            ejection = Ejection(config.server_failure_limit, config.server_retry_timeout,
+                                lambda e: pools(e).consecutive_failures, forgive)  # fmt: skip
+        return Distribution(config.distribution, servers, ejection)
 
     def allows(self, name: bytes) -> bool:
         if name in self._deny:
@@ -147,6 +173,30 @@ def create_factory(config: RedisProxyConfig, context: FactoryContext) -> FilterF
         return RedisSession(shared, callbacks)
 
     return factory
+
+
+def tag_function(tag: bytes) -> Callable[[bytes], bytes]:
+    """`{}` is Redis's hash tag (the common case, one function); other pairs as twemproxy
+    reads them; none: the whole key."""
+    if tag == b"{}":
+        return hash_tag
+    if not tag:
+        return _whole_key
+    opening, closing = tag[:1], tag[1:2]
+
+    def tagged(key: bytes) -> bytes:
+        start = key.find(opening)
+        if start >= 0:
+            end = key.find(closing, start + 1)
+            if end > start + 1:
+                return key[start + 1 : end]
+        return key
+
+    return tagged
+
+
+def _whole_key(key: bytes) -> bytes:
+    return key
 
 
 SPEC = NetworkFilterSpec(parse_config, create_factory, terminal=True)

@@ -16,6 +16,8 @@ from filters.network.api import (
     NetworkFilter,
 )
 from filters.network.redis_proxy.commands import (
+    CROSS_SHARD,
+    CROSS_SLOT,
     Kind,
     Spec,
     arity_error,
@@ -23,6 +25,7 @@ from filters.network.redis_proxy.commands import (
     unknown_command,
 )
 from filters.network.redis_proxy.local import LOCAL
+from filters.network.redis_proxy.pinned import Pinning
 from filters.network.redis_proxy.replies import (
     ClusterReply,
     Part,
@@ -48,8 +51,8 @@ MAX_QUEUED = 10_000
 
 class RedisSession(NetworkFilter):
     __slots__ = ("_closing", "_dispatching", "_flush_scheduled", "_loop", "_out", "_paused",
-                 "authenticated", "callbacks", "name", "parser", "queue", "resp3",
-                 "shared")  # fmt: skip
+                 "authenticated", "callbacks", "name", "parser", "pinned", "pinning", "queue",
+                 "resp3", "shared")  # fmt: skip
 
     def __init__(self, shared: RedisShared, callbacks: ConnectionCallbacks) -> None:
         self.shared = shared
@@ -65,6 +68,10 @@ class RedisSession(NetworkFilter):
         self._dispatching = False
         self._closing = False
         self._paused = False
+        self.pinning: Pinning | None = None
+        """Connections of this client's own (transactions, blocking), made on first use."""
+        self.pinned = False
+        """Its commands go through `pinning` first (in a transaction, WATCH or blocked)."""
 
     @property
     def closing(self) -> bool:
@@ -95,7 +102,10 @@ class RedisSession(NetworkFilter):
                 self._paused = True
                 self.callbacks.read_disable(True)
         if end_stream:
-            self.close_after_replies()
+            if self.pinning is not None and self.pinning.blocked:
+                self.callbacks.close()  # it would wait forever: Redis drops such a client too
+            else:
+                self.close_after_replies()
         return STOP
 
     def _dispatch_all(self, commands: list[list[bytes]]) -> None:
@@ -119,7 +129,15 @@ class RedisSession(NetworkFilter):
 
     # -- routing -------------------------------------------------------------------------------
 
+    def dispatch_held(self, held: list[list[bytes]]) -> None:
+        """Commands that waited behind a blocking one, dispatched now it is answered."""
+        if not self._closing:
+            self._dispatch_all(held)
+
     def dispatch(self, args: list[bytes], started: float) -> None:
+        if self.pinned:
+            self._dispatch_pinned(args, started)
+            return
         shared = self.shared
         spec = shared.commands.lookup(args[0])
         if spec is None:
@@ -129,8 +147,8 @@ class RedisSession(NetworkFilter):
         if not self.authenticated and name not in (b"AUTH", b"HELLO", b"QUIT"):
             self.answer(name, started, b"-NOAUTH Authentication required.\r\n")
             return
-        if spec.single_key and len(args) > 1 and shared.slot_map is None:
-            # The hot path: one key, sharded by hash.
+        if spec.single_key and len(args) > 1 and shared.hashed_by_tag:
+            # The hot path: one key, sharded by the hash of its {hash tag}.
             if shared.filtering and not shared.allows(name):
                 self.answer(
                     name, started, error_span(f"{name.decode()} is not allowed by the proxy")
@@ -150,11 +168,36 @@ class RedisSession(NetworkFilter):
                 self.answer(name, started, sub)
                 return
             spec = sub
-        self._dispatch_other(spec, args, started)
+        self.dispatch_other(spec, args, started)
 
-    def _dispatch_other(self, spec: Spec, args: list[bytes], started: float) -> None:
+    def _dispatch_pinned(self, args: list[bytes], started: float) -> None:
+        """In a transaction, under WATCH or blocked: `pinning` decides (see pinned.py)."""
+        pinning = self.pinning
+        assert pinning is not None
+        if pinning.hold(args):
+            return
+        spec = self.shared.commands.lookup(args[0])
+        if spec is None:
+            pinning.mark_dirty()
+            self.answer(OTHER, started, unknown_command(args))
+            return
+        if not self.authenticated and spec.name not in (b"AUTH", b"HELLO", b"QUIT"):
+            self.answer(spec.name, started, b"-NOAUTH Authentication required.\r\n")
+            return
+        if spec.kind is Kind.CONTAINER:
+            sub = spec.subcommand(args)
+            if isinstance(sub, bytes):
+                pinning.mark_dirty()
+                self.answer(spec.name, started, sub)
+                return
+            spec = sub
+        pinning.dispatch(spec, args, started)
+
+    def dispatch_other(self, spec: Spec, args: list[bytes], started: float) -> None:
         name, kind = spec.name, spec.kind
-        if kind is Kind.LOCAL:
+        if kind is Kind.TRANSACTION or kind is Kind.PUBSUB or spec.blocks(args):
+            self._pin(spec, args, started)
+        elif kind is Kind.LOCAL:
             self.answer(name, started, LOCAL.run(self, name, args))
         elif kind is Kind.REFUSED:
             shown = spec.full.replace("|", " ").upper()
@@ -168,6 +211,29 @@ class RedisSession(NetworkFilter):
             self._forward_anywhere(name, args, started)
         else:
             self._forward_keyed(name, spec, args, started)
+
+    def _pin(self, spec: Spec, args: list[bytes], started: float) -> None:
+        """A transaction or a blocking command: on a connection of this client's own."""
+        if self.shared.slot_map is not None:
+            reason = (
+                "transactions and blocking commands need a sharded (not redis_cluster) upstream"
+            )
+            self.answer(spec.name, started, error_span(f"{spec.full.upper()} is not supported "
+                                                       f"by the proxy: {reason}"))  # fmt: skip
+            return
+        if self.shared.filtering and not self.shared.allows(spec.name):
+            self.answer(spec.name, started, error_span(
+                f"{spec.name.decode()} is not allowed by the proxy"))  # fmt: skip
+            return
+        if not spec.arity_ok(len(args)):
+            self.answer(spec.name, started, arity_error(spec.full))
+            return
+        if self.pinning is None:
+            self.pinning = Pinning(self)
+        if spec.kind is Kind.TRANSACTION or spec.kind is Kind.PUBSUB:
+            self.pinning.dispatch(spec, args, started)
+        else:
+            self.pinning.block(spec, args, started)
 
     def _forward_keyed(self, name: bytes, spec: Spec, args: list[bytes], started: float) -> None:
         positions = spec.positions(args)
@@ -183,7 +249,7 @@ class RedisSession(NetworkFilter):
             return
         groups: dict[Endpoint, list[int]] = {}
         for index, position in enumerate(positions):
-            endpoint = shared.ring.choose_hash(shared.hash(hash_tag(args[position])))
+            endpoint = shared.ring.choose_hash(shared.hash(shared.tag(args[position])))
             if endpoint is None:
                 self.answer(name, started, error_span("the cluster has no endpoints"))
                 return
@@ -202,6 +268,12 @@ class RedisSession(NetworkFilter):
         reply = Reply(self, name, started)
         self.queue.append(reply)
         pool.send(encode_command(args), reply)
+
+    def loop_time(self) -> float:
+        return self._loop.time()
+
+    def forward_anywhere(self, name: bytes, args: list[bytes], started: float) -> None:
+        self._forward_anywhere(name, args, started)
 
     def _forward_anywhere(self, name: bytes, args: list[bytes], started: float) -> None:
         endpoint = self.shared.any_endpoint()
@@ -304,6 +376,9 @@ class RedisSession(NetworkFilter):
     def on_close(self) -> None:
         self._closing = True
         self.queue.clear()  # replies still on their way are dropped by their completions
+        if self.pinning is not None:
+            self.pinning.close()
+            self.pinning = None
 
     # -- authentication (used by LocalCommands) ----------------------------------------------
 
@@ -324,8 +399,3 @@ def _part_args(args: list[bytes], spec: Spec, positions: list[int], keys: list[i
         position = positions[key]
         part.extend(args[position : position + step])
     return part
-
-
-CROSS_SLOT = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
-CROSS_SHARD = (b"-CROSSSLOT Keys in request don't hash to the same shard "
-               b"(use {hash tags} to keep them together)\r\n")  # fmt: skip

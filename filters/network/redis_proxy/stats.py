@@ -5,7 +5,12 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -35,6 +40,10 @@ class RedisStats:
         self.commands: dict[bytes, CommandSeries] = {}
         self.protocol_errors = 0
         self.slow_commands = 0
+        self.pinned_connections = 0
+        """Upstream connections of clients' own (transactions, blocking), open now."""
+        self.held_limit = 0
+        """Times a client was not read: MAX_HELD commands waited behind its blocked one."""
 
     def series(self, name: bytes) -> CommandSeries:
         series = self.commands.get(name)
@@ -62,9 +71,17 @@ class RedisStatsCollector(Collector):
         slow = CounterMetricFamily("mecha_redis_slow_commands",
                                    "Commands slower than slow_command_threshold",
                                    labels=["listener"])  # fmt: skip
+        pinned = GaugeMetricFamily("mecha_redis_pinned_upstream_connections",
+                                   "Upstream connections of clients' own (transactions, "
+                                   "blocking commands)", labels=["listener"])  # fmt: skip
+        held = CounterMetricFamily("mecha_redis_held_commands_limit",
+                                   "Clients not read because too many commands waited behind "
+                                   "a blocked one", labels=["listener"])  # fmt: skip
         for stats in self.stats:
             protocol.add_metric([stats.listener], stats.protocol_errors)
             slow.add_metric([stats.listener], stats.slow_commands)
+            pinned.add_metric([stats.listener], stats.pinned_connections)
+            held.add_metric([stats.listener], stats.held_limit)
             for name, series in list(stats.commands.items()):
                 labels = [stats.listener, name.decode("latin-1").lower()]
                 total.add_metric(labels, series.count)
@@ -74,4 +91,4 @@ class RedisStatsCollector(Collector):
                     cumulative += count
                     buckets.append((bound, cumulative))
                 latency.add_metric(labels, buckets, series.total)
-        yield from (total, errors, latency, protocol, slow)
+        yield from (total, errors, latency, protocol, slow, pinned, held)

@@ -111,7 +111,7 @@ class ProxiedCall:
     def _finish(self, answer: bytes) -> None:
         """Answer the caller; the last answer a closing caller waited for closes it."""
         session = self.session
-        session.calls.discard(self)
+        session.call_ended(self)
         session.reply(answer)
         if session.closed_for_input and not session.calls:
             session.close_when_answered()
@@ -121,4 +121,4 @@ class ProxiedCall:
         self._stop_timer()
         if self.connection is not None and self.upstream_id is not None:
             self.connection.forget(self.upstream_id)
-        self.session.calls.discard(self)
+        self.session.call_ended(self)

@@ -30,6 +30,8 @@ log = logging.getLogger("mecha.rpc_proxy")
 
 MAX_SERVER_CALLS = 4096
 """Requests from the server a caller may have unanswered; beyond, the proxy answers them."""
+MAX_CALLS = 10_000
+"""A caller's calls in flight; past it, that caller is not read until half are answered."""
 
 
 class RpcSession(NetworkFilter):
@@ -39,6 +41,7 @@ class RpcSession(NetworkFilter):
         "_handling",
         "_next_server_id",
         "_out",
+        "_paused",
         "_server_calls",
         "callbacks",
         "calls",
@@ -56,6 +59,8 @@ class RpcSession(NetworkFilter):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._handling = False
+        self._paused = False
+        """Reading paused for MAX_CALLS (the write buffer's watermarks pause it apart)."""
         self.calls: set[ProxiedCall] = set()
         self.upstreams = CallerUpstreams(shared, self if shared.config.per_client else None)
         self._server_calls: dict[int, tuple[RpcConnection, int]] = {}
@@ -88,6 +93,9 @@ class RpcSession(NetworkFilter):
                 self.close_when_answered()
                 return STOP
             self._handle(frames)
+            if len(self.calls) >= MAX_CALLS and not self._paused:
+                self._paused = True
+                self.callbacks.read_disable(True)
             if self.shared.retired:  # a cluster went: the caller reconnects to the new one
                 self.close_when_answered()
         if end_stream:
@@ -181,10 +189,12 @@ class RpcSession(NetworkFilter):
         self.callbacks.read_disable(paused)
 
     def on_above_write_buffer_high_watermark(self) -> None:
+        self.callbacks.read_disable(True)  # no new calls from a caller not taking its answers
         for connection in self.upstreams.connections():  # the server's notifications wait
             connection.read_disable(True)
 
     def on_below_write_buffer_low_watermark(self) -> None:
+        self.callbacks.read_disable(False)
         for connection in self.upstreams.connections():
             connection.read_disable(False)
 
@@ -207,6 +217,12 @@ class RpcSession(NetworkFilter):
             self.close_when_answered()
 
     # -- answers --------------------------------------------------------------------------------
+
+    def call_ended(self, call: ProxiedCall) -> None:
+        self.calls.discard(call)
+        if self._paused and len(self.calls) <= MAX_CALLS // 2:
+            self._paused = False
+            self.callbacks.read_disable(False)
 
     def reply(self, data: bytes) -> None:
         if self.closed:

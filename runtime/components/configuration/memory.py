@@ -72,6 +72,7 @@ class _Watch:
 
 class InMemoryConfigurationStore:
     runs_inline = True
+    answers_at_once = True
 
     def __init__(self) -> None:
         self._items: dict[str, ConfigurationItem] = {}

@@ -22,6 +22,7 @@ FORBIDDEN_NAMES = frozenset({"APP_API_TOKEN"})
 
 class EnvSecretStore:
     runs_inline = True
+    answers_at_once = True
 
     def __init__(self) -> None:
         self._prefix = ""

@@ -33,6 +33,7 @@ DEFAULT_SEPARATOR = ":"
 
 class FileSecretStore:
     runs_inline = True
+    answers_at_once = True
 
     def __init__(self) -> None:
         self._secrets: dict[str, dict[str, str]] = {}

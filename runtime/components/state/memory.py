@@ -63,6 +63,7 @@ _Change = tuple[str, _Entry | None]
 class InMemoryStateStore:
     features = StateFeature.ETAG | StateFeature.TRANSACTIONAL | StateFeature.TTL
     runs_inline = True
+    answers_at_once = True
 
     def __init__(self) -> None:
         self._items: dict[str, _Entry] = {}
