@@ -151,6 +151,7 @@ async def test_redis_proxy_with_an_unfinished_bulk(no_cyclic_gc: None, redis_por
         b"*1\r\n$4\r\nPING\r\n",  # blocked, a command held behind
         b"*2\r\n$5\r\nWATCH\r\n$1\r\nw\r\n*1\r\n$5\r\nMULTI\r\n"
         b"*2\r\n$4\r\nINCR\r\n$1\r\nw\r\n",  # mid-transaction
+        b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n*1\r\n$4\r\nPING\r\n",  # subscribed
     ],
 )
 async def test_redis_proxy_with_a_pinned_client(

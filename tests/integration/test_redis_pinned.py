@@ -171,3 +171,46 @@ def wait_until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def messages(pubsub: redis.client.PubSub, count: int) -> list[dict[str, object]]:
+    received: list[dict[str, object]] = []
+    deadline = time.monotonic() + 5
+    while len(received) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+        if message is not None:
+            received.append(message)
+    return received
+
+
+def test_subscribers_hear_what_is_published_to_the_shard_of_their_channels(
+    mecha: Mecha,
+) -> None:
+    publisher = client(mecha)
+    pubsub = client(mecha).pubsub()
+    pubsub.subscribe("{news}sport", "{news}weather")
+    pubsub.psubscribe("{news}*")
+    assert [m["type"] for m in messages(pubsub, 3)] == ["subscribe", "subscribe", "psubscribe"]
+    assert publisher.publish("{news}sport", "goal") == 2  # the channel and the pattern
+    heard = messages(pubsub, 2)
+    assert {(m["type"], m["data"]) for m in heard} == {("message", b"goal"), ("pmessage", b"goal")}
+    pubsub.ping()
+    assert messages(pubsub, 1)[0]["type"] == "pong"
+    pubsub.unsubscribe("{news}sport")
+    assert messages(pubsub, 1)[0]["type"] == "unsubscribe"
+    assert publisher.publish("{news}sport", "late") == 1  # the pattern still listens
+    pubsub.close()
+
+
+def test_subscribing_refuses_what_cannot_reach_every_message(
+    mecha: Mecha, shards: list[int]
+) -> None:
+    raw = socket.create_connection(("127.0.0.1", mecha.port("redis")), timeout=5)
+    raw.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$6\r\nnews.*\r\n")
+    assert raw.recv(1024).startswith(b"-ERR PSUBSCRIBE patterns need a fixed {hash tag}")
+    raw.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\n{a}x\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+    reply = b""
+    while b"allowed in this context" not in reply:
+        reply += raw.recv(1024)
+    assert reply.startswith(b"*3\r\n$9\r\nsubscribe\r\n$4\r\n{a}x\r\n:1\r\n-ERR Can't execute")
+    raw.close()

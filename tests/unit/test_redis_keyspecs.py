@@ -92,7 +92,8 @@ def test_xread_blocks_only_with_block() -> None:
         ("xgroup", Kind.CONTAINER), ("xgroup|create", Kind.KEYED), ("multi", Kind.TRANSACTION),
         ("watch", Kind.TRANSACTION), ("blpop", Kind.BLOCKING), ("wait", Kind.REFUSED),
         ("keys", Kind.REFUSED), ("dbsize", Kind.REFUSED),
-        ("subscribe", Kind.REFUSED), ("config|set", Kind.REFUSED), ("move", Kind.REFUSED),
+        ("subscribe", Kind.PUBSUB), ("publish", Kind.KEYED), ("pubsub|channels", Kind.REFUSED),
+        ("config|set", Kind.REFUSED), ("move", Kind.REFUSED),
         ("migrate", Kind.REFUSED), ("readonly", Kind.REFUSED), ("xread", Kind.BLOCKING),
     ],
 )  # fmt: skip

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from filters.network.redis_proxy.command_data import COMMANDS
 from filters.network.redis_proxy.keyspecs import CommandInfo, KeySpec, from_lines, key_positions
@@ -39,6 +39,7 @@ class Kind(enum.Enum):
     CONTAINER = "container"
     TRANSACTION = "transaction"
     BLOCKING = "blocking"
+    PUBSUB = "pubsub"
     REFUSED = "refused"
 
 
@@ -146,6 +147,11 @@ REFUSED = {
     **dict.fromkeys(("script", "function"), _CROSS),
 }  # fmt: skip
 ANY = frozenset(("command", "time", "lolwut"))
+SUBSCRIBING = frozenset(("subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe",
+                         "sunsubscribe"))  # fmt: skip
+"""On a connection of the client's own, on the shard of its channels (pinned.py)."""
+PUBLISHING = frozenset(("publish", "spublish"))
+"""Routed by channel, as a key: to the shard where that channel's subscribers are."""
 """Keyless commands Redis files under @connection or @dangerous that any shard answers."""
 
 MERGES = {"agg_sum": "sum", "all_succeeded": "ok", "": "array"}
@@ -156,6 +162,11 @@ MERGES = {"agg_sum": "sum", "all_succeeded": "ok", "": "array"}
 def classify(info: CommandInfo, finders: Mapping[str, Positions]) -> Spec:
     if info.name in LOCAL:
         return _spec(info, Kind.LOCAL)
+    if info.name in SUBSCRIBING:
+        return _spec(info, Kind.PUBSUB)
+    if info.name in PUBLISHING:
+        channel = KeySpec(frozenset({"channel"}), "index", index=1, find="range")
+        return replace(_spec(info, Kind.KEYED), key_specs=(channel,))
     reason = REFUSED.get(info.name) or _refusal(info, finders)
     if not reason and "@transaction" in info.categories:
         return _spec(info, Kind.TRANSACTION)

@@ -13,6 +13,11 @@ and closed with it), and is pinned to the shard of its keys:
 - A blocking command goes on the session's connection to its shard (no timeout while it
   waits); the client's commands behind it wait in the session, in order, as they would
   behind a blocked Redis connection, and are dispatched when its reply comes.
+- (P|S)SUBSCRIBE puts the client in subscribed mode on a connection of its own to the shard
+  of its channels (routed as keys, by hash tag; PUBLISH goes the same way), whose every
+  reply and message goes to the client (subscriber.py). A pattern must have a fixed hash
+  tag unless the cluster has one endpoint. A client stays subscribed until RESET or it
+  leaves (Redis lets one that unsubscribed from everything run other commands again).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from filters.network.redis_proxy.commands import CROSS_SHARD, Kind, Spec
+from filters.network.redis_proxy.local import LOCAL
 from filters.network.redis_proxy.replies import Reply
+from filters.network.redis_proxy.subscriber import SubscriberConnection, SubscriberPool
 from protocols.redis.encode import encode_command, error_span
 from proxy.upstream.redis_pool import RedisConnection, RedisPool
 
@@ -37,6 +44,10 @@ EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
 MULTI = encode_command((b"MULTI",))
 DISCARD = encode_command((b"DISCARD",))
 TRANSACTION_LOCAL = frozenset((b"PING", b"ECHO"))
+UNSUBSCRIBING = frozenset(("unsubscribe", "punsubscribe", "sunsubscribe"))
+PATTERNS = frozenset(("psubscribe", "punsubscribe"))
+PUSH = b"PUSH"
+"""The stats label of what a subscribed client receives."""
 """Answered by the proxy outside a transaction, queued upstream inside one."""
 
 
@@ -75,7 +86,8 @@ class BlockingReply(Reply):
 
 
 class Pinning:
-    __slots__ = ("blocked", "held", "pools", "session", "transaction", "watching")
+    __slots__ = ("awaiting", "blocked", "channels", "held", "pools", "session", "subscriber",
+                 "transaction", "watching")  # fmt: skip
     # (a session's own: at most one connection per shard, closed with the session)
 
     def __init__(self, session: RedisSession) -> None:
@@ -85,17 +97,25 @@ class Pinning:
         self.watching: tuple[Endpoint, RedisConnection] | None = None
         self.blocked = False
         self.held: deque[list[bytes]] = deque()
+        self.subscriber: tuple[Endpoint, SubscriberConnection, SubscriberPool] | None = None
+        self.awaiting: deque[Reply] = deque()
+        """Places in the client's reply order for the subscribed connection's replies."""
+        self.channels: dict[str, set[bytes]] = {"": set(), "p": set(), "s": set()}
+        """What the client is subscribed to, by kind: how many replies an UNSUBSCRIBE
+        without arguments draws."""
 
     @property
     def engaged(self) -> bool:
         """Whether the session's commands must come here first."""
-        return self.blocked or self.transaction is not None or self.watching is not None
+        return (self.blocked or self.transaction is not None or self.watching is not None
+                or self.subscriber is not None)  # fmt: skip
 
     def close(self) -> None:
         for pool in self.pools.values():
             pool.abort()
         self.session.shared.stats.pinned_connections -= len(self.pools)
         self.pools.clear()
+        self._unsubscribe_all()
         self.held.clear()
 
     def hold(self, args: list[bytes]) -> bool:
@@ -112,7 +132,11 @@ class Pinning:
     # -- dispatch -----------------------------------------------------------------------------
 
     def dispatch(self, spec: Spec, args: list[bytes], started: float) -> None:
-        if spec.kind is Kind.TRANSACTION:
+        if self.subscriber is not None:
+            self._subscribed(spec, args, started)
+        elif spec.kind is Kind.PUBSUB:
+            self.subscribe(spec, args, started)
+        elif spec.kind is Kind.TRANSACTION:
             self._transaction_command(spec, args, started)
         elif self.transaction is None:
             self.session.dispatch_other(spec, args, started)
@@ -138,6 +162,120 @@ class Pinning:
             self.session.callbacks.read_disable(False)
         if held:
             self.session.dispatch_held(held)
+
+    # -- subscribed mode ----------------------------------------------------------------------
+
+    def subscribe(self, spec: Spec, args: list[bytes], started: float) -> None:
+        if self.subscriber is None and spec.full in UNSUBSCRIBING:
+            self.session.forward_anywhere(spec.name, args, started)  # (nothing to leave)
+            return
+        endpoint = self._channels(spec, args, started)
+        if endpoint is None:
+            return
+        subscriber = self.subscriber
+        if subscriber is None:
+            shared = self.session.shared
+            settings = shared.settings[self.session.resp3]
+            pool = SubscriberPool(shared.cluster, endpoint, settings, self._message, self._lost)
+            subscriber = self.subscriber = (endpoint, pool.connection(), pool)
+            shared.stats.pinned_connections += 1
+            self.session.pinned = True
+        elif subscriber[0] is not endpoint:
+            self._answer(spec, started, CROSS_SHARD)
+            return
+        self._expect(spec, self._replies(spec.full, args[1:]), started)
+        subscriber[1].subscribe(encode_command(args))
+
+    def _replies(self, name: str, channels: list[bytes]) -> int:
+        """Redis answers each channel, and an UNSUBSCRIBE of all with one per channel it
+        had (one if none); the client's subscriptions follow."""
+        kind = name[:1] if name[:1] in ("p", "s") else ""
+        known = self.channels[kind]
+        if name.endswith("unsubscribe"):
+            count = len(channels) or max(len(known), 1)
+            if channels:
+                known.difference_update(channels)
+            else:
+                known.clear()
+            return count
+        known.update(channels)
+        return len(channels)
+
+    def _expect(self, spec: Spec, count: int, started: float) -> None:
+        for _ in range(count):
+            reply = Reply(self.session, spec.name, started)
+            self.session.queue.append(reply)
+            self.awaiting.append(reply)
+
+    def _subscribed(self, spec: Spec, args: list[bytes], started: float) -> None:
+        assert self.subscriber is not None
+        if spec.kind is Kind.PUBSUB:
+            self.subscribe(spec, args, started)
+        elif spec.name == b"PING":
+            self._expect(spec, 1, started)
+            self.subscriber[1].subscribe(encode_command(args))
+        elif spec.name == b"RESET":
+            self._unsubscribe_all()
+            self._answer(spec, started, LOCAL.run(self.session, spec.name, args))
+        elif spec.name == b"QUIT" or self.session.resp3:  # (RESP3: any command, as Redis)
+            self.session.dispatch_other(spec, args, started)
+        else:
+            self._answer(spec, started, error_span(
+                f"Can't execute '{spec.full}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / "
+                "QUIT / RESET are allowed in this context"))  # fmt: skip
+
+    def _channels(self, spec: Spec, args: list[bytes], started: float) -> Endpoint | None:
+        """The one shard of the channels (patterns: of their fixed hash tag)."""
+        shared = self.session.shared
+        several = len(shared.cluster.endpoints) > 1
+        endpoints = set()
+        for channel in args[1:]:
+            if spec.full in PATTERNS and several and not _fixed_tag(channel):
+                self._answer(spec, started, error_span(
+                    f"{spec.full.upper()} patterns need a fixed {{hash tag}} (before any * ? "
+                    "or [) to find the shard of the channels they match"))  # fmt: skip
+                return None
+            endpoints.add(shared.ring.choose_hash(shared.hash(shared.tag(channel))))
+        if len(endpoints) > 1:
+            self._answer(spec, started, CROSS_SHARD)
+            return None
+        if endpoints:
+            endpoint = endpoints.pop()
+        elif self.subscriber is not None:
+            endpoint = self.subscriber[0]
+        else:
+            endpoint = shared.any_endpoint()
+        if endpoint is None:
+            self._answer(spec, started, error_span("the cluster has no endpoints"))
+        return endpoint
+
+    def _message(self, span: bytes) -> None:
+        """A reply takes its place in the client's order; a message goes out as it comes."""
+        if self.awaiting and not _is_message(span):
+            self.awaiting.popleft().complete(span)
+        else:
+            self.session.answer(PUSH, self.session.loop_time(), span)
+
+    def _lost(self, reason: str) -> None:
+        """The subscribed connection went: the client's subscriptions with it."""
+        if self.subscriber is None:
+            return
+        self._unsubscribe_all()
+        session = self.session
+        session.answer(PUSH, session.loop_time(), error_span(f"upstream: {reason}"))
+        session.close_after_replies()
+
+    def _unsubscribe_all(self) -> None:
+        subscriber, self.subscriber = self.subscriber, None
+        for kind in self.channels.values():
+            kind.clear()
+        awaiting, self.awaiting = self.awaiting, deque()
+        for reply in awaiting:  # (their connection is gone: they are answered now)
+            reply.complete(error_span("the subscribed connection was closed"))
+        if subscriber is not None:
+            subscriber[2].abort()
+            self.session.shared.stats.pinned_connections -= 1
+        self.session.pinned = self.engaged
 
     # -- MULTI ... EXEC -----------------------------------------------------------------------
 
@@ -300,3 +438,20 @@ class Pinning:
 
     def _answer(self, spec: Spec, started: float, data: bytes) -> None:
         self.session.answer(spec.name, started, data)
+
+
+def _fixed_tag(pattern: bytes) -> bool:
+    """Every channel the pattern matches has the same hash tag: one fixed before any glob."""
+    start = pattern.find(b"{")
+    end = pattern.find(b"}", start + 1) if start >= 0 else -1
+    return end > start + 1 and not any(c in pattern[: end + 1] for c in b"*?[\\")
+
+
+MESSAGES = (b"$7\r\nmessage\r\n", b"$8\r\npmessage\r\n", b"$8\r\nsmessage\r\n")
+
+
+def _is_message(span: bytes) -> bool:
+    """A published message (`*3` or `>3` then "message", `*4` "pmessage", ...), not a
+    reply to the client's (UN)SUBSCRIBE or PING."""
+    header_end = span.find(b"\r\n")
+    return span[header_end + 2 : header_end + 16].startswith(MESSAGES)

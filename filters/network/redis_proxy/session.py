@@ -195,7 +195,7 @@ class RedisSession(NetworkFilter):
 
     def dispatch_other(self, spec: Spec, args: list[bytes], started: float) -> None:
         name, kind = spec.name, spec.kind
-        if kind is Kind.TRANSACTION or spec.blocks(args):
+        if kind is Kind.TRANSACTION or kind is Kind.PUBSUB or spec.blocks(args):
             self._pin(spec, args, started)
         elif kind is Kind.LOCAL:
             self.answer(name, started, LOCAL.run(self, name, args))
@@ -230,7 +230,7 @@ class RedisSession(NetworkFilter):
             return
         if self.pinning is None:
             self.pinning = Pinning(self)
-        if spec.kind is Kind.TRANSACTION:
+        if spec.kind is Kind.TRANSACTION or spec.kind is Kind.PUBSUB:
             self.pinning.dispatch(spec, args, started)
         else:
             self.pinning.block(spec, args, started)
@@ -268,6 +268,12 @@ class RedisSession(NetworkFilter):
         reply = Reply(self, name, started)
         self.queue.append(reply)
         pool.send(encode_command(args), reply)
+
+    def loop_time(self) -> float:
+        return self._loop.time()
+
+    def forward_anywhere(self, name: bytes, args: list[bytes], started: float) -> None:
+        self._forward_anywhere(name, args, started)
 
     def _forward_anywhere(self, name: bytes, args: list[bytes], started: float) -> None:
         endpoint = self.shared.any_endpoint()
