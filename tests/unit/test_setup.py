@@ -13,7 +13,7 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from proxy.cli import DISTRIBUTION, version
+from proxy import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -127,5 +127,5 @@ def test_every_program_the_tests_start_is_installed_by_setup() -> None:
 
 def test_mecha_version_is_the_installed_distributions() -> None:
     project = PYPROJECT["project"]
-    assert project["name"] == DISTRIBUTION
-    assert version() == project["version"] == importlib.metadata.version(DISTRIBUTION)
+    assert project["name"] == cli.DISTRIBUTION
+    assert cli.version() == project["version"] == importlib.metadata.version(cli.DISTRIBUTION)
