@@ -35,10 +35,14 @@ def default_config_path() -> Path:
     return Path(str(resources.files("configs").joinpath("default.yaml")))
 
 
+DISTRIBUTION = "mecha-sidecar"
+"""The name mecha is published and installed under (`mecha` on PyPI is another project's)."""
+
+
 def version() -> str:
     """The installed distribution's version (pyproject.toml's, for an editable install)."""
     try:
-        return metadata.version("mecha")
+        return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
         return "unknown"
 

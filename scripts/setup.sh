@@ -58,6 +58,8 @@ fi
 stamp=".venv/.installed-$(basename "$lock")"
 if [ ! -f "$stamp" ] || [ "$lock" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --require-hashes --no-deps -r "$lock"
+  # (installed as "mecha" before it took its free PyPI name, mecha-sidecar: not twice)
+  .venv/bin/python -m pip uninstall -q -y mecha >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi

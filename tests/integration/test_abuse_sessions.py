@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+import redis
 
 from filters.network.rpc_proxy.session import MAX_CALLS
 from tests.support.mecha import redis_proxy_config, rpc_proxy_config, run_mecha
@@ -142,6 +143,29 @@ def test_unfinished_bulks_of_closed_clients_are_freed_at_once(
             after.append(mecha.rss())
         assert max(after) < baseline + round_size, (baseline, after)
         assert after[-1] - after[0] < round_size // 2, (baseline, after)
+
+
+def test_a_client_that_never_reads_its_replies_is_closed_past_the_limit(
+    tmp_path: Path, redis_port: int
+) -> None:
+    """300 pipelined GETs of a 1 MiB value, never read: mecha stops reading the client at
+    its write buffer's watermark, and closes it once the replies to what it had sent pass
+    client_output_buffer_limit, as Redis does; its memory goes back, and others are served."""
+    redis.Redis(port=redis_port).set("big", b"v" * (1 << 20))
+    limit = 16 << 20
+    config = redis_proxy_config([redis_port], {"client_output_buffer_limit": limit})
+    with run_mecha(tmp_path, config) as mecha:
+        baseline = mecha.rss()
+        hog = socket.create_connection(("127.0.0.1", mecha.port("redis")), timeout=5)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        hog.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 300)
+        mecha.wait_metric("mecha_redis_client_output_buffer_closed_total", 1, listener="redis")
+        assert mecha.rss() < baseline + 4 * limit, (baseline, mecha.rss())
+        with redis_client(mecha.port("redis")) as bystander:
+            bystander.sendall(PING)
+            assert bystander.recv(64) == b"+PONG\r\n"
+        hog.close()
+        assert "over client_output_buffer_limit" in mecha.logs()
 
 
 class HeldBackend:

@@ -13,6 +13,8 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from proxy import cli
+
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$", re.M)
@@ -121,3 +123,9 @@ def test_every_program_the_tests_start_is_installed_by_setup() -> None:
     for path in (ROOT / "tests").rglob("*.py"):
         used |= set(started.findall(path.read_text()))
     assert used - set(setup_commands()) - BASE_COMMANDS == set()
+
+
+def test_mecha_version_is_the_installed_distributions() -> None:
+    project = PYPROJECT["project"]
+    assert project["name"] == cli.DISTRIBUTION
+    assert cli.version() == project["version"] == importlib.metadata.version(cli.DISTRIBUTION)

@@ -31,6 +31,9 @@ class RedisProxyConfig:
     limits: RespLimits = DEFAULT_LIMITS
     idle_timeout: float | None = 3600.0
     """No bytes either way for this long (a partial command included): the client is closed."""
+    client_output_buffer_limit: int = 64 << 20
+    """Replies a client has not taken past the write buffer's high watermark; beyond, it is
+    closed, as Redis closes a client past its client-output-buffer-limit (0: no limit)."""
     distribution: str | None = None
     """twemproxy's ketama / modula / random over the cluster's endpoints (names and weights
     as twemproxy reads them); None: the cluster's own ring (its lb_policy)."""
@@ -45,7 +48,8 @@ def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
     node.only("cluster", "password", "username", "upstream_auth", "upstream_resp3",
               "connections_per_endpoint", "timeout", "hash", "commands",
               "slow_command_threshold", "limits", "idle_timeout", "distribution", "hash_tag",
-              "auto_eject_hosts", "server_failure_limit", "server_retry_timeout")  # fmt: skip
+              "auto_eject_hosts", "server_failure_limit", "server_retry_timeout",
+              "client_output_buffer_limit")  # fmt: skip
     upstream = node.section("upstream_auth")
     upstream.only("username", "password")
     commands = node.section("commands")
@@ -81,6 +85,7 @@ def parse_config(node: Node, context: ParseContext) -> RedisProxyConfig:
             max_inline=limits.size("max_inline", 64 << 10, minimum=16),
         ),
         idle_timeout=node.duration("idle_timeout", 3600.0) or None,
+        client_output_buffer_limit=node.size("client_output_buffer_limit", 64 << 20),
         distribution=distribution,
         hash_tag=hash_tag.encode(),
         auto_eject_hosts=node.flag("auto_eject_hosts", False),

@@ -51,6 +51,7 @@ MAX_QUEUED = 10_000
 
 class RedisSession(NetworkFilter):
     __slots__ = ("_closing", "_dispatching", "_flush_scheduled", "_loop", "_out", "_paused",
+                 "_unread",
                  "authenticated", "callbacks", "name", "parser", "pinned", "pinning", "queue",
                  "resp3", "shared")  # fmt: skip
 
@@ -68,6 +69,9 @@ class RedisSession(NetworkFilter):
         self._dispatching = False
         self._closing = False
         self._paused = False
+        self._unread: int | None = None
+        """Reply bytes written since the write buffer passed its high watermark (None:
+        below it): what the client has not taken, for client_output_buffer_limit."""
         self.pinning: Pinning | None = None
         """Connections of this client's own (transactions, blocking), made on first use."""
         self.pinned = False
@@ -122,9 +126,11 @@ class RedisSession(NetworkFilter):
             self._flush()
 
     def on_above_write_buffer_high_watermark(self) -> None:
+        self._unread = 0
         self.callbacks.read_disable(True)
 
     def on_below_write_buffer_low_watermark(self) -> None:
+        self._unread = None
         self.callbacks.read_disable(False)
 
     # -- routing -------------------------------------------------------------------------------
@@ -345,9 +351,28 @@ class RedisSession(NetworkFilter):
         self._flush_scheduled = False
         if self._out:
             out, self._out = self._out, []
-            self.callbacks.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            if self._unread is not None and self._over_output_limit(len(data)):
+                return
+            self.callbacks.write(data)
         if self._closing and not self.queue:
             self.callbacks.close()
+
+    def _over_output_limit(self, size: int) -> bool:
+        """Replies keep coming for commands sent before the client stopped reading: past the
+        limit, it is closed (what it sent is dropped with it, as Redis does)."""
+        assert self._unread is not None
+        self._unread += size
+        limit = self.shared.config.client_output_buffer_limit
+        if not limit or self._unread <= limit:
+            return False
+        self.shared.stats.output_buffer_closed += 1
+        log.warning("%s: closing %s: over client_output_buffer_limit (%d bytes of replies "
+                    "unread)", self.shared.stats.listener, self.callbacks.info.downstream_remote,
+                    self._unread)  # fmt: skip
+        self.callbacks.close(abort=True)
+        self.on_close()  # (now: replies still due in this loop turn are dropped)
+        return True
 
     def refused_by_upstream(self) -> None:
         """Redis answered one of this client's commands with a protocol error and closed

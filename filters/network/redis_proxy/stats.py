@@ -44,6 +44,8 @@ class RedisStats:
         """Upstream connections of clients' own (transactions, blocking), open now."""
         self.held_limit = 0
         """Times a client was not read: MAX_HELD commands waited behind its blocked one."""
+        self.output_buffer_closed = 0
+        """Clients closed for leaving more than client_output_buffer_limit of replies unread."""
 
     def series(self, name: bytes) -> CommandSeries:
         series = self.commands.get(name)
@@ -77,7 +79,12 @@ class RedisStatsCollector(Collector):
         held = CounterMetricFamily("mecha_redis_held_commands_limit",
                                    "Clients not read because too many commands waited behind "
                                    "a blocked one", labels=["listener"])  # fmt: skip
+        unread = CounterMetricFamily("mecha_redis_client_output_buffer_closed",
+                                     "Clients closed for leaving more than "
+                                     "client_output_buffer_limit of replies unread",
+                                     labels=["listener"])  # fmt: skip
         for stats in self.stats:
+            unread.add_metric([stats.listener], stats.output_buffer_closed)
             protocol.add_metric([stats.listener], stats.protocol_errors)
             slow.add_metric([stats.listener], stats.slow_commands)
             pinned.add_metric([stats.listener], stats.pinned_connections)
@@ -91,4 +98,4 @@ class RedisStatsCollector(Collector):
                     cumulative += count
                     buckets.append((bound, cumulative))
                 latency.add_metric(labels, buckets, series.total)
-        yield from (total, errors, latency, protocol, slow, pinned, held)
+        yield from (total, errors, latency, protocol, slow, pinned, held, unread)
