@@ -18,8 +18,8 @@ from proxy.filter_chain import FilterChain
 from proxy.listener import Listener
 from tests.unit.test_http_drain import REQUEST, Context, connect, settle
 
-TIMEOUT = 0.05
-LATE = TIMEOUT + 0.05
+TIMEOUT = 0.2
+LATE = TIMEOUT + 0.1
 
 
 def listener(timeout: float = TIMEOUT) -> tuple[Listener, Context]:
