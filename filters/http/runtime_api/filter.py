@@ -387,10 +387,46 @@ class RuntimeApiFilter(StreamFilter):
 class RuntimeApiFactory:
     """Makes a RuntimeApiFilter per stream; answers body-less reads without one."""
 
-    __slots__ = ("shared",)
+    __slots__ = ("_targets", "shared")
 
     def __init__(self, shared: ApiShared) -> None:
         self.shared = shared
+        self._targets: dict[bytes, tuple[Resolved | None, object | None]] = {}
+        """target -> (what it resolves to, when a GET of it may be answered at once, else
+        None; the component instance that decided it, if one did): the decision costs a
+        dict lookup for the targets clients repeat."""
+
+    def _learn(self, target: bytes) -> tuple[Resolved | None, object | None]:
+        shared = self.shared
+        known: tuple[Resolved | None, object | None] = (None, None)
+        if not shared.internal and target.startswith(API_PREFIX):
+            resolved = shared.resolve(b"GET", target)
+            found = resolved.found
+            access = shared.api_access
+            if (
+                not target.startswith(INVOKE_PREFIX)
+                and found is not None
+                and found.handler is not None
+                and shared.runs_inline(found, "answers_at_once")
+                and (access is None or access.allows("http", *http_api(resolved.parts)))
+            ):
+                known = (resolved, self._component(found))
+        if len(self._targets) >= RESOLVED_CACHE_LIMIT:
+            self._targets.clear()
+        self._targets[target] = known
+        return known
+
+    def _component(self, found: paths.Found) -> object | None:
+        if found.waits is not paths.COMPONENT:
+            return None
+        loaded = self.shared.runtime.components.get(found.args[0])
+        return None if loaded is None else loaded.instance
+
+    def _still(self, known: tuple[Resolved | None, object | None]) -> bool:
+        """The component that decided is still the one by that name (not reloaded)."""
+        resolved, instance = known
+        assert resolved is not None and resolved.found is not None
+        return self._component(resolved.found) is instance
 
     def __call__(self, callbacks: StreamCallbacks) -> StreamFilter:
         return RuntimeApiFilter(self.shared, callbacks)
@@ -399,29 +435,22 @@ class RuntimeApiFactory:
         """A GET whose handler runs to its end in one step (on components that say
         `answers_at_once`, or on nothing: metadata, health, errors), answered from its head.
         Anything else is left to the stream path, before its handler starts."""
+        if head.method != b"GET":
+            return None
         shared = self.shared
         target = head.target
-        if (
-            head.method != b"GET"
-            or shared.internal  # (every request there is an invocation)
-            or not target.startswith(API_PREFIX)
-            or target.startswith(INVOKE_PREFIX)
-            or b"\ndapr-app-id:" in head.lowered
-        ):
+        known = self._targets.get(target)
+        if known is None or (known[1] is not None and not self._still(known)):
+            known = self._learn(target)
+        resolved = known[0]
+        if resolved is None or b"\ndapr-app-id:" in head.lowered:
             return None
         if shared.token is not None:
             given = head.field(TOKEN_HEADER)
             if given is None or not hmac.compare_digest(given, shared.token):
                 return None  # (the stream path answers 401, or serves a path with no token)
-        resolved = shared.resolve(b"GET", target)
         found = resolved.found
-        if found is None or found.handler is None:
-            return None
-        if not shared.runs_inline(found, "answers_at_once"):
-            return None
-        access = shared.api_access
-        if access is not None and not access.allows("http", *http_api(resolved.parts)):
-            return None  # (the stream path answers 403)
+        assert found is not None and found.handler is not None
         headers, _ = parse_fields(head.block, len(head.block))  # (read_request kept the limit)
         request = ApiRequest(resolved.method, resolved.parts, resolved.query, headers)
         handling = found.handler(shared.runtime, request, *found.args)
