@@ -89,6 +89,7 @@ class HcmShared:
 
 class HttpConnectionManager(H1BytesPaths, NetworkFilter):
     __slots__ = (
+        "_drain_seen",
         "_drain_timer",
         "_draining",
         "_flush_handle",
@@ -119,6 +120,8 @@ class HttpConnectionManager(H1BytesPaths, NetworkFilter):
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._draining = False
+        self._drain_seen = 0
+        """Bytes received when the drain timer was set (HTTP/1: closing waits for quiet)."""
         self._drain_timer: asyncio.TimerHandle | None = None
         self._paused_by_streams = 0
         self._h2_held: set[int] = set()
@@ -230,6 +233,7 @@ class HttpConnectionManager(H1BytesPaths, NetworkFilter):
             return
         if self._h1 is not None:
             self._closing = True  # before a codec, _choose_codec sets it for HTTP/1 only
+        self._drain_seen = self.callbacks.info.bytes_received
         self._set_drain_timer(IDLE_DRAIN_GRACE, self._close_if_idle)
 
     def close_if_idle(self) -> bool:
@@ -245,7 +249,15 @@ class HttpConnectionManager(H1BytesPaths, NetworkFilter):
         return True
 
     def _close_if_idle(self) -> None:
+        """Closed only after a grace in which the client sent nothing: one still using the
+        connection gets its next answer with Connection: close instead (closing under a
+        request already on its way would reset it)."""
         self._drain_timer = None
+        received = self.callbacks.info.bytes_received
+        if received != self._drain_seen:
+            self._drain_seen = received
+            self._set_drain_timer(IDLE_DRAIN_GRACE, self._close_if_idle)
+            return
         pending = self._sniffed or (self._h1 is not None and self._h1.buffered)
         if self._h2 is None and not self.streams and not pending:
             self._close()
